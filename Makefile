@@ -1,0 +1,43 @@
+# cptlab — `make run` trains (the TUI once it exists), `make test` runs every test.
+# Works on a clean clone: creates .venv with torch 2.11.0 from PyPI when it is missing.
+SHELL := /bin/bash
+VENV := .venv
+TORCH_VERSION := 2.11.0
+TORCH_STAMP := $(VENV)/.torch-$(TORCH_VERSION)
+BIN := target/release/cptlab
+PYTHON ?= python3
+
+export LIBTORCH_USE_PYTORCH := 1
+export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
+# Where the real-data test finds CIFAR-10 (the JPEG tree beside the repository).
+CPTLAB_TEST_CIFAR10 ?= $(abspath ../shared/data/cifar10-jpg.tar.gz)
+export CPTLAB_TEST_CIFAR10
+
+.PHONY: run build test lint bench clean venv
+
+run: build
+	$(BIN) run --preset quickstart
+
+$(TORCH_STAMP):
+	$(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/pip install --quiet --disable-pip-version-check torch==$(TORCH_VERSION)
+	touch $@
+
+venv: $(TORCH_STAMP)
+
+# cargo decides what is up to date; nothing is rebuilt when nothing changed.
+build: $(TORCH_STAMP)
+	cargo build --release
+
+lint: $(TORCH_STAMP)
+	cargo fmt --check
+	cargo clippy --release --all-targets -- -D warnings
+
+test: $(TORCH_STAMP) lint
+	cargo test --release
+
+bench: build
+	$(BIN) bench
+
+clean:
+	cargo clean

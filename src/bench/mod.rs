@@ -1,0 +1,267 @@
+//! `cptlab bench`: seconds per epoch of cptlab's training loop beside `bench/torch_reference.py`
+//! (the same loop in PyTorch eager), in the same invocation on the same machine, for each case
+//! and thread count; medians over repetitions, ratios reference/cptlab (> 1: cptlab faster).
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Instant;
+
+use anyhow::{Context, Result};
+use clap::Args;
+
+use crate::config::paths::Paths;
+use crate::config::presets::PresetStore;
+use crate::config::Override;
+use crate::engine::{Job, JobSpec};
+use crate::telemetry::Event;
+
+#[derive(Debug, Args)]
+pub struct BenchArgs {
+    /// Cases: lenet16, lenet128, resnet18 (comma-separated)
+    #[arg(
+        long,
+        default_value = "lenet16,lenet128,resnet18",
+        value_delimiter = ','
+    )]
+    pub cases: Vec<String>,
+    /// Intra-op thread counts to measure (comma-separated)
+    #[arg(long, default_value = "1,2", value_delimiter = ',')]
+    pub threads: Vec<usize>,
+    /// Repetitions per measurement (the median is reported)
+    #[arg(long, default_value_t = 3)]
+    pub reps: usize,
+    /// Timed steps per repetition (default: per case, see `Case::default_steps`)
+    #[arg(long)]
+    pub steps: Option<u64>,
+    /// Data (default: CPTLAB_DATA, else synthetic). Seconds per epoch are always for 50,000 images.
+    #[arg(long, env = "CPTLAB_DATA")]
+    pub data: Option<String>,
+    /// Python with torch for the reference (default: .venv/bin/python, else python3)
+    #[arg(long)]
+    pub python: Option<PathBuf>,
+    /// Skip the PyTorch reference
+    #[arg(long)]
+    pub no_reference: bool,
+}
+
+struct Case {
+    name: &'static str,
+    preset: &'static str,
+    model: &'static str,
+    batch: usize,
+    default_steps: u64,
+}
+
+const CASES: &[Case] = &[
+    Case {
+        name: "lenet16",
+        preset: "lenet-sgd",
+        model: "lenet",
+        batch: 16,
+        default_steps: 1000,
+    },
+    Case {
+        name: "lenet128",
+        preset: "lenet-sgd",
+        model: "lenet",
+        batch: 128,
+        default_steps: 300,
+    },
+    Case {
+        name: "resnet18",
+        preset: "resnet18-sgd",
+        model: "resnet18",
+        batch: 128,
+        default_steps: 15,
+    },
+];
+
+const WARMUP_STEPS: u64 = 5;
+const EPOCH_IMAGES: f64 = 50_000.0;
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    let n = v.len();
+    if n % 2 == 1 {
+        v[n / 2]
+    } else {
+        (v[n / 2 - 1] + v[n / 2]) / 2.0
+    }
+}
+
+pub fn run(args: BenchArgs, paths: &Paths) -> Result<()> {
+    let data = args.data.clone().unwrap_or_else(|| "synthetic".into());
+    let python = args.python.clone().unwrap_or_else(|| {
+        let venv = PathBuf::from(".venv/bin/python");
+        if venv.exists() {
+            venv
+        } else {
+            PathBuf::from("python3")
+        }
+    });
+    let runs = tempfile::tempdir()?;
+    let bench_paths = Paths {
+        runs: runs.path().to_path_buf(),
+        ..paths.clone()
+    };
+    let cache_file = if args.no_reference {
+        None
+    } else {
+        Some(reference_data(&data, paths)?)
+    };
+    println!(
+        "| case | threads | cptlab s/epoch | PyTorch eager s/epoch | ratio (eager/cptlab) | steps timed |"
+    );
+    println!("|---|---|---|---|---|---|");
+    for name in &args.cases {
+        let case = CASES.iter().find(|c| c.name == name).ok_or_else(|| {
+            anyhow::anyhow!("unknown bench case {name:?}; cases: lenet16, lenet128, resnet18")
+        })?;
+        let steps = args.steps.unwrap_or(case.default_steps);
+        for &threads in &args.threads {
+            let ours: Vec<f64> = (0..args.reps)
+                .map(|_| ours_seconds_per_step(case, threads, steps, &data, &bench_paths))
+                .collect::<Result<_>>()?;
+            let ours = median(ours) * EPOCH_IMAGES / case.batch as f64;
+            let theirs = match &cache_file {
+                Some(cache) => {
+                    let per_rep = reference_seconds_per_step(
+                        &python, cache, case, threads, steps, args.reps,
+                    )?;
+                    Some(median(per_rep) * EPOCH_IMAGES / case.batch as f64)
+                }
+                None => None,
+            };
+            println!(
+                "| {} b{} | {} | {:.2} | {} | {} | {} |",
+                case.model,
+                case.batch,
+                threads,
+                ours,
+                theirs.map_or("-".into(), |t| format!("{t:.2}")),
+                theirs.map_or("-".into(), |t| format!("{:.2}×", t / ours)),
+                steps
+            );
+        }
+    }
+    Ok(())
+}
+
+/// Times `steps` optimizer steps of a real run (after warm-up) from its step events.
+fn ours_seconds_per_step(
+    case: &Case,
+    threads: usize,
+    steps: u64,
+    data: &str,
+    paths: &Paths,
+) -> Result<f64> {
+    let base = PresetStore::new(&paths.presets).load(case.preset)?;
+    let o = |k: &str, v: toml::Value| Override::new(k, v);
+    let config = base.with_overrides(&[
+        o("name", format!("bench-{}", case.name).into()),
+        o("data.source", data.into()),
+        o("train.batch_size", (case.batch as i64).into()),
+        o("train.max_steps", ((WARMUP_STEPS + steps) as i64).into()),
+        o("train.epochs", 1000.into()),
+        o("train.checkpoint", false.into()),
+        o("train.eval", false.into()),
+        o("data.random_crop_padding", 0.into()),
+        o("data.horizontal_flip", false.into()),
+        o("data.normalize", "half".into()),
+        o("devices.threads", (threads as i64).into()),
+        o(
+            "lr_schedule",
+            toml::Value::Table(toml::toml! { kind = "constant" }),
+        ),
+    ])?;
+    let job = Job::start(JobSpec {
+        config,
+        paths: paths.clone(),
+    })?;
+    let mut t_start = None;
+    let mut t_end = None;
+    for event in job.events().iter() {
+        if let Event::Step(s) = &event {
+            if s.step == WARMUP_STEPS {
+                t_start = Some(Instant::now());
+            }
+            if s.step == WARMUP_STEPS + steps {
+                t_end = Some(Instant::now());
+            }
+        }
+    }
+    let summary = job.wait();
+    anyhow::ensure!(
+        summary.status == "finished",
+        "bench run {} did not finish: {}",
+        case.name,
+        summary.error.unwrap_or_default()
+    );
+    match (t_start, t_end) {
+        (Some(a), Some(b)) => Ok((b - a).as_secs_f64() / steps as f64),
+        _ => anyhow::bail!("bench run {} reported too few steps", case.name),
+    }
+}
+
+/// The decoded dataset as a cache file the Python reference can read.
+fn reference_data(data: &str, paths: &Paths) -> Result<PathBuf> {
+    let source = crate::data::DataSource::detect(data)?;
+    let dataset = crate::data::load(
+        &source,
+        &crate::data::LoadOptions {
+            seed: 42,
+            image_size: None,
+            cache_dir: Some(paths.cache.clone()),
+        },
+    )?;
+    let file = paths.cache.join("bench-reference.bin");
+    std::fs::create_dir_all(&paths.cache)?;
+    crate::data::cache::write(&file, &dataset)
+        .with_context(|| format!("writing {}", file.display()))?;
+    Ok(file)
+}
+
+fn reference_seconds_per_step(
+    python: &Path,
+    cache: &Path,
+    case: &Case,
+    threads: usize,
+    steps: u64,
+    reps: usize,
+) -> Result<Vec<f64>> {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("bench/torch_reference.py");
+    let out = Command::new(python)
+        .arg(&script)
+        .args(["--data", &cache.display().to_string()])
+        .args(["--model", case.model])
+        .args(["--batch", &case.batch.to_string()])
+        .args(["--threads", &threads.to_string()])
+        .args(["--steps", &steps.to_string()])
+        .args(["--warmup", &WARMUP_STEPS.to_string()])
+        .args(["--reps", &reps.to_string()])
+        .output()
+        .with_context(|| format!("running {} {}", python.display(), script.display()))?;
+    anyhow::ensure!(
+        out.status.success(),
+        "{} failed: {}",
+        script.display(),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout)
+        .with_context(|| format!("{} printed no JSON", script.display()))?;
+    let per = v["seconds_per_step"]
+        .as_array()
+        .ok_or_else(|| anyhow::anyhow!("reference output has no seconds_per_step"))?
+        .iter()
+        .filter_map(|x| x.as_f64())
+        .collect();
+    Ok(per)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn median_of_odd_and_even() {
+        assert_eq!(super::median(vec![3.0, 1.0, 2.0]), 2.0);
+        assert_eq!(super::median(vec![4.0, 1.0, 2.0, 3.0]), 2.5);
+    }
+}

@@ -1,0 +1,517 @@
+//! The command line. Every subcommand works without a terminal; output for machines with
+//! `--json` (one JSON object per line).
+use std::io::{IsTerminal, Write};
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use clap::{Args, Parser, Subcommand};
+use indicatif::{ProgressBar, ProgressStyle};
+
+use crate::config::paths::{PathOverrides, Paths};
+use crate::config::presets::{Origin, PresetStore, DEFAULT_PRESET};
+use crate::config::{Override, RunConfig};
+use crate::engine::{Job, JobSpec};
+use crate::models::ModelKind;
+use crate::telemetry::event::{Event, LogLevel};
+use crate::telemetry::store;
+use crate::telemetry::Summary;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "cptlab",
+    version,
+    about = "Train image classifiers with libtorch and compare precision schedules"
+)]
+pub struct Cli {
+    #[command(flatten)]
+    pub global: GlobalArgs,
+    #[command(subcommand)]
+    pub command: Option<Command>,
+}
+
+#[derive(Debug, Args, Clone)]
+pub struct GlobalArgs {
+    /// Where runs are recorded [env: CPTLAB_RUNS_DIR; default: the user data dir]
+    #[arg(long, global = true)]
+    pub runs_dir: Option<PathBuf>,
+    /// Where user presets live [env: CPTLAB_PRESETS_DIR; default: the user config dir]
+    #[arg(long, global = true)]
+    pub presets_dir: Option<PathBuf>,
+    /// Where decoded datasets are cached [env: CPTLAB_CACHE_DIR; default: the user cache dir]
+    #[arg(long, global = true)]
+    pub cache_dir: Option<PathBuf>,
+}
+
+impl GlobalArgs {
+    pub fn paths(&self) -> Paths {
+        Paths::resolve(&PathOverrides {
+            runs: self.runs_dir.clone(),
+            presets: self.presets_dir.clone(),
+            cache: self.cache_dir.clone(),
+        })
+    }
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Train one run headless (progress bar on a terminal, JSON lines with --json)
+    Run(RunArgs),
+    /// Recorded runs
+    #[command(subcommand)]
+    Runs(RunsCommand),
+    /// Built-in and user presets
+    #[command(subcommand)]
+    Presets(PresetsCommand),
+    /// Torch, CUDA and thread settings, and where files live
+    Doctor,
+    /// Seconds per epoch beside a PyTorch eager reference (see docs/BENCHMARKS.md)
+    Bench(crate::bench::BenchArgs),
+}
+
+#[derive(Debug, Args, Default)]
+pub struct RunArgs {
+    /// Preset to start from (default: quickstart)
+    #[arg(long, conflicts_with = "config")]
+    pub preset: Option<String>,
+    /// TOML config file to start from
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+    /// Continue the run in RUN_DIR from its last checkpoint
+    #[arg(long, value_name = "RUN_DIR", conflicts_with_all = ["preset", "config"])]
+    pub resume: Option<String>,
+    #[arg(long)]
+    pub name: Option<String>,
+    #[arg(long)]
+    pub model: Option<ModelKind>,
+    /// sgd, adam or adamw (other optimizer settings revert to that optimizer's defaults)
+    #[arg(long)]
+    pub optimizer: Option<String>,
+    #[arg(long)]
+    pub lr: Option<f64>,
+    /// Global batch size (all devices and micro-batches)
+    #[arg(long)]
+    pub batch_size: Option<usize>,
+    #[arg(long)]
+    pub epochs: Option<u64>,
+    #[arg(long)]
+    pub max_steps: Option<u64>,
+    #[arg(long)]
+    pub seed: Option<u64>,
+    /// Data: synthetic[:TRAIN[:TEST]], download:cifar10, or a path (CIFAR binary or image folders, .tar.gz or folder)
+    #[arg(long, env = "CPTLAB_DATA")]
+    pub data: Option<String>,
+    /// cpu or cuda:N
+    #[arg(long)]
+    pub devices: Option<String>,
+    /// Intra-op threads
+    #[arg(long)]
+    pub threads: Option<usize>,
+    /// Override any config field: --set optimizer.momentum=0.9 (repeatable)
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    pub set: Vec<String>,
+    /// One JSON object per event on stdout
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum RunsCommand {
+    /// Recorded runs, newest first
+    List {
+        #[arg(long)]
+        json: bool,
+    },
+    /// One run's config and summary
+    Show {
+        run: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// A run's metrics as CSV (steps, or evaluations with --evals)
+    Export {
+        run: String,
+        #[arg(long, required = true)]
+        csv: bool,
+        #[arg(long)]
+        evals: bool,
+        /// Write to this file (atomically) instead of stdout
+        #[arg(short, long)]
+        output: Option<PathBuf>,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum PresetsCommand {
+    List,
+    /// A preset's TOML
+    Show {
+        name: String,
+    },
+}
+
+/// Runs the parsed command line; returns the process exit code.
+pub fn main(cli: Cli) -> Result<i32> {
+    let paths = cli.global.paths();
+    match cli.command {
+        None => run(RunArgs::default(), &paths),
+        Some(Command::Run(args)) => run(args, &paths),
+        Some(Command::Runs(c)) => runs(c, &paths).map(|()| 0),
+        Some(Command::Presets(c)) => presets(c, &paths).map(|()| 0),
+        Some(Command::Doctor) => {
+            doctor(&paths);
+            Ok(0)
+        }
+        Some(Command::Bench(args)) => crate::bench::run(args, &paths).map(|()| 0),
+    }
+}
+
+/// The config a `run` command describes: preset or file, then flags, then `--set`.
+pub fn build_config(args: &RunArgs, paths: &Paths) -> Result<RunConfig> {
+    let presets = PresetStore::new(&paths.presets);
+    let base = match (&args.config, &args.preset) {
+        (Some(file), _) => RunConfig::from_file(file)?,
+        (None, Some(name)) => presets.load(name)?,
+        (None, None) => presets.load(DEFAULT_PRESET)?,
+    };
+    let mut o: Vec<Override> = Vec::new();
+    let v = |x: toml::Value| x;
+    if let Some(n) = &args.name {
+        o.push(Override::new("name", v(n.clone().into())));
+    }
+    if let Some(m) = args.model {
+        o.push(Override::new("model.kind", v(m.to_string().into())));
+    }
+    let mut config = base.with_overrides(&o)?;
+    if let Some(kind) = &args.optimizer {
+        // Switching optimizer keeps the learning rate; other fields take the new one's defaults.
+        if kind != config.optimizer.kind_name() {
+            let mut t = toml::Table::new();
+            t.insert("kind".into(), kind.clone().into());
+            t.insert("lr".into(), config.optimizer.lr().into());
+            let o = Override {
+                key: vec!["optimizer".into()],
+                value: toml::Value::Table(t),
+            };
+            config = config.with_overrides(&[o])?;
+        }
+    }
+    let mut o: Vec<Override> = Vec::new();
+    if let Some(x) = args.lr {
+        o.push(Override::new("optimizer.lr", x.into()));
+    }
+    if let Some(x) = args.batch_size {
+        o.push(Override::new("train.batch_size", (x as i64).into()));
+    }
+    if let Some(x) = args.epochs {
+        o.push(Override::new("train.epochs", (x as i64).into()));
+    }
+    if let Some(x) = args.max_steps {
+        o.push(Override::new("train.max_steps", (x as i64).into()));
+    }
+    if let Some(x) = args.seed {
+        o.push(Override::new("seed", (x as i64).into()));
+    }
+    if let Some(x) = &args.data {
+        o.push(Override::new("data.source", x.clone().into()));
+    }
+    if let Some(x) = &args.devices {
+        o.push(Override::new("devices.devices", x.clone().into()));
+    }
+    if let Some(x) = args.threads {
+        o.push(Override::new("devices.threads", (x as i64).into()));
+    }
+    for s in &args.set {
+        o.push(s.parse()?);
+    }
+    let config = config.with_overrides(&o)?;
+    config.validate()?;
+    Ok(config)
+}
+
+fn run(args: RunArgs, paths: &Paths) -> Result<i32> {
+    let job = match &args.resume {
+        Some(dir) => {
+            let dir = store::resolve_run_dir(&paths.runs, dir)?;
+            Job::resume(&dir, paths.clone())?
+        }
+        None => {
+            let config = build_config(&args, paths)?;
+            Job::start(JobSpec {
+                config,
+                paths: paths.clone(),
+            })?
+        }
+    };
+    let summary = if args.json {
+        follow_json(job)?
+    } else {
+        follow_human(job)?
+    };
+    Ok(match summary.status.as_str() {
+        "finished" => 0,
+        "stopped" => 130,
+        _ => 1,
+    })
+}
+
+fn follow_json(job: Job) -> Result<Summary> {
+    let stdout = std::io::stdout();
+    for event in job.events().iter() {
+        let mut out = stdout.lock();
+        serde_json::to_writer(&mut out, &event)?;
+        // A closed pipe (`| head`) must not stop training: the run directory keeps recording.
+        let _ = out.write_all(b"\n");
+        let _ = out.flush();
+    }
+    Ok(job.wait())
+}
+
+fn follow_human(job: Job) -> Result<Summary> {
+    let tty = std::io::stderr().is_terminal();
+    let bar = if tty {
+        let b = ProgressBar::new(0);
+        b.set_style(
+            ProgressStyle::with_template(
+                "{spinner} epoch {prefix} [{bar:30}] {pos}/{len} steps {per_sec} eta {eta}  {msg}",
+            )
+            .expect("valid template")
+            .progress_chars("=> "),
+        );
+        b.enable_steady_tick(Duration::from_millis(200));
+        Some(b)
+    } else {
+        None
+    };
+    let say = |line: String| match &bar {
+        Some(b) => b.println(line),
+        None => eprintln!("{line}"),
+    };
+    for event in job.events().iter() {
+        match event {
+            Event::Started(s) => {
+                say(format!(
+                    "run {}: {} ({} params) on {} ({} train / {} test), {} epochs × {} steps, {} on {} thread(s)",
+                    s.name, s.model, s.params, s.dataset, s.train_size, s.test_size, s.epochs,
+                    s.steps_per_epoch, s.devices.join(","), s.threads
+                ));
+                say(format!("recording to {}", s.run_dir));
+                if let Some(b) = &bar {
+                    b.set_length(s.total_steps);
+                    b.set_position(
+                        s.total_steps
+                            .min(s.resumed_after_epoch.unwrap_or(0) * s.steps_per_epoch),
+                    );
+                }
+            }
+            Event::Step(s) => {
+                if let Some(b) = &bar {
+                    b.set_position(s.step);
+                    b.set_prefix(format!("{}", s.epoch + 1));
+                    b.set_message(format!("loss {:.4} lr {:.3e}", s.loss, s.lr));
+                }
+            }
+            Event::Eval(e) => say(format!(
+                "epoch {:>3}  train loss {:.4}  test loss {:.4}  test acc {:6.2}%  {:.1}s",
+                e.epoch + 1,
+                e.train_loss,
+                e.test_loss,
+                e.test_acc * 100.0,
+                e.epoch_seconds
+            )),
+            Event::Log { level, message } => say(match level {
+                LogLevel::Info => message,
+                LogLevel::Warn => format!("warning: {message}"),
+            }),
+            Event::Checkpoint { .. } => {}
+            Event::Finished { summary } => {
+                if let Some(b) = &bar {
+                    b.finish_and_clear();
+                }
+                print_summary(&summary);
+            }
+            Event::Failed { error, .. } => {
+                if let Some(b) = &bar {
+                    b.abandon();
+                }
+                eprintln!("error: {error}");
+            }
+        }
+    }
+    Ok(job.wait())
+}
+
+fn print_summary(s: &Summary) {
+    let pct = |x: Option<f64>| {
+        x.map(|a| format!("{:.2}%", a * 100.0))
+            .unwrap_or("-".into())
+    };
+    println!(
+        "{}: {} after {} epochs ({} steps, {:.1}s training); final test acc {}, best {}{}",
+        s.name,
+        s.status,
+        s.epochs,
+        s.steps,
+        s.train_seconds,
+        pct(s.final_test_acc),
+        pct(s.best_test_acc),
+        s.best_epoch
+            .map(|e| format!(" (epoch {})", e + 1))
+            .unwrap_or_default()
+    );
+    if !s.per_class_acc.is_empty() {
+        let parts: Vec<String> = s
+            .per_class_acc
+            .iter()
+            .map(|c| format!("{} {:.1}%", c.class, c.acc * 100.0))
+            .collect();
+        println!("per class: {}", parts.join(", "));
+    }
+    println!("run directory: {}", s.run_dir);
+}
+
+fn runs(c: RunsCommand, paths: &Paths) -> Result<()> {
+    match c {
+        RunsCommand::List { json } => {
+            let runs = store::list_runs(&paths.runs);
+            if json {
+                for r in runs {
+                    let v = serde_json::json!({
+                        "run": r.name, "dir": r.dir, "status": r.status(),
+                        "summary": r.summary,
+                    });
+                    println!("{v}");
+                }
+                return Ok(());
+            }
+            if runs.is_empty() {
+                println!("no runs in {}", paths.runs.display());
+                return Ok(());
+            }
+            println!(
+                "{:<40} {:<10} {:>6} {:>9} {:>9} {:>9}",
+                "RUN", "STATUS", "EPOCHS", "FINAL", "BEST", "S/EPOCH"
+            );
+            for r in runs {
+                let s = r.summary.clone().unwrap_or_default();
+                let pct = |x: Option<f64>| {
+                    x.map(|a| format!("{:.2}%", a * 100.0))
+                        .unwrap_or("-".into())
+                };
+                let spe = if s.seconds_per_epoch.is_empty() {
+                    "-".to_string()
+                } else {
+                    format!("{:.1}", s.train_seconds / s.seconds_per_epoch.len() as f64)
+                };
+                println!(
+                    "{:<40} {:<10} {:>6} {:>9} {:>9} {:>9}",
+                    r.name,
+                    r.status(),
+                    s.epochs,
+                    pct(s.final_test_acc),
+                    pct(s.best_test_acc),
+                    spe
+                );
+            }
+        }
+        RunsCommand::Show { run, json } => {
+            let dir = store::resolve_run_dir(&paths.runs, &run)?;
+            let summary = store::read_summary(&dir).ok();
+            if json {
+                let config = RunConfig::from_file(&dir.join(store::CONFIG_FILE))?;
+                println!(
+                    "{}",
+                    serde_json::json!({"dir": dir, "config": config, "summary": summary})
+                );
+                return Ok(());
+            }
+            println!("# {}", dir.display());
+            print!("{}", std::fs::read_to_string(dir.join(store::CONFIG_FILE))?);
+            match summary {
+                Some(s) => {
+                    println!();
+                    print_summary(&s);
+                    if let Some(e) = &s.error {
+                        println!("error: {e}");
+                    }
+                }
+                None => println!("\n(no summary: the run is live, or was interrupted — resume it with `cptlab run --resume {}`)", dir.display()),
+            }
+        }
+        RunsCommand::Export {
+            run,
+            csv: _,
+            evals,
+            output,
+        } => {
+            let dir = store::resolve_run_dir(&paths.runs, &run)?;
+            let events = store::read_metrics(&dir)?;
+            let text = if evals {
+                crate::telemetry::store::evals_csv(&events)
+            } else {
+                crate::telemetry::store::steps_csv(&events)
+            };
+            match output {
+                Some(p) => store::write_atomic(&p, text.as_bytes())
+                    .with_context(|| format!("cannot write {}", p.display()))?,
+                None => {
+                    let _ = std::io::stdout().write_all(text.as_bytes());
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+fn presets(c: PresetsCommand, paths: &Paths) -> Result<()> {
+    let store = PresetStore::new(&paths.presets);
+    match c {
+        PresetsCommand::List => {
+            println!("{:<22} {:<9} DESCRIPTION", "NAME", "ORIGIN");
+            for p in store.list() {
+                let origin = match &p.origin {
+                    Origin::BuiltIn => "built-in".to_string(),
+                    Origin::User(_) if p.shadows_built_in => "user*".to_string(),
+                    Origin::User(_) => "user".to_string(),
+                };
+                let desc = match &p.config {
+                    Ok(c) => c.description.clone(),
+                    Err(e) => format!("INVALID: {e}"),
+                };
+                println!("{:<22} {:<9} {}", p.name, origin, desc);
+            }
+            println!(
+                "\nuser presets: {} (user* = shadows a built-in)",
+                store.dir().display()
+            );
+        }
+        PresetsCommand::Show { name } => print!("{}", store.text(&name)?),
+    }
+    Ok(())
+}
+
+fn doctor(paths: &Paths) {
+    println!("cptlab {}", env!("CARGO_PKG_VERSION"));
+    println!("libtorch (built against): {}", env!("CPTLAB_TORCH_VERSION"));
+    let cuda = tch::Cuda::is_available();
+    println!("cuda available: {cuda}");
+    println!("cudnn available: {}", tch::Cuda::cudnn_is_available());
+    println!("cuda devices: {}", tch::Cuda::device_count());
+    if cuda {
+        println!("cudart version: {}", tch::utils::version_cudart());
+        println!("cudnn version: {}", tch::utils::version_cudnn());
+    }
+    println!("intra-op threads: {}", tch::get_num_threads());
+    println!(
+        "cpu cores: {}",
+        std::thread::available_parallelism().map_or(0, |n| n.get())
+    );
+    let presets = PresetStore::new(&paths.presets);
+    println!("presets: {}", presets.dir().display());
+    println!("runs: {}", paths.runs.display());
+    println!("cache: {}", paths.cache.display());
+    println!(
+        "data (CPTLAB_DATA): {}",
+        std::env::var("CPTLAB_DATA").unwrap_or_else(|_| "(unset: synthetic)".into())
+    );
+}

@@ -1,0 +1,225 @@
+//! Presets: named `RunConfig`s. Built-in ones are compiled into the binary from `presets/`;
+//! the user's live as `<name>.toml` in the presets directory and win on a name clash.
+use std::path::{Path, PathBuf};
+
+use super::{ConfigError, RunConfig};
+
+/// The presets shipped in `presets/`, embedded so the binary works from anywhere.
+pub const BUILT_IN: &[(&str, &str)] = &[
+    ("quickstart", include_str!("../../presets/quickstart.toml")),
+    ("lenet-sgd", include_str!("../../presets/lenet-sgd.toml")),
+    (
+        "lenet-adam-warmup",
+        include_str!("../../presets/lenet-adam-warmup.toml"),
+    ),
+    (
+        "resnet18-sgd",
+        include_str!("../../presets/resnet18-sgd.toml"),
+    ),
+    ("vit-adam", include_str!("../../presets/vit-adam.toml")),
+];
+
+pub const DEFAULT_PRESET: &str = "quickstart";
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Origin {
+    BuiltIn,
+    User(PathBuf),
+}
+
+#[derive(Debug, Clone)]
+pub struct PresetEntry {
+    pub name: String,
+    pub origin: Origin,
+    /// The parsed config, or why it does not parse (a broken user file is listed, not hidden).
+    pub config: Result<RunConfig, String>,
+    /// A built-in preset of the same name that this user preset shadows.
+    pub shadows_built_in: bool,
+}
+
+pub struct PresetStore {
+    dir: PathBuf,
+}
+
+impl PresetStore {
+    pub fn new(dir: impl Into<PathBuf>) -> PresetStore {
+        PresetStore { dir: dir.into() }
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    fn user_path(&self, name: &str) -> PathBuf {
+        self.dir.join(format!("{name}.toml"))
+    }
+
+    /// All presets, user ones first where they shadow a built-in, sorted by name.
+    pub fn list(&self) -> Vec<PresetEntry> {
+        let mut out: Vec<PresetEntry> = Vec::new();
+        let mut user_names = Vec::new();
+        if let Ok(rd) = std::fs::read_dir(&self.dir) {
+            for entry in rd.flatten() {
+                let path = entry.path();
+                if path.extension().and_then(|e| e.to_str()) != Some("toml") {
+                    continue;
+                }
+                let Some(name) = path.file_stem().and_then(|s| s.to_str()) else {
+                    continue;
+                };
+                user_names.push(name.to_string());
+                out.push(PresetEntry {
+                    name: name.to_string(),
+                    config: RunConfig::from_file(&path).map_err(|e| e.to_string()),
+                    shadows_built_in: BUILT_IN.iter().any(|(n, _)| *n == name),
+                    origin: Origin::User(path),
+                });
+            }
+        }
+        for (name, text) in BUILT_IN {
+            if !user_names.iter().any(|n| n == name) {
+                out.push(PresetEntry {
+                    name: name.to_string(),
+                    origin: Origin::BuiltIn,
+                    config: RunConfig::from_toml_str(text, &format!("built-in preset {name}"))
+                        .map_err(|e| e.to_string()),
+                    shadows_built_in: false,
+                });
+            }
+        }
+        out.sort_by(|a, b| a.name.cmp(&b.name));
+        out
+    }
+
+    /// The preset called `name`: the user's file if there is one, else the built-in.
+    pub fn load(&self, name: &str) -> Result<RunConfig, ConfigError> {
+        let path = self.user_path(name);
+        if path.is_file() {
+            return RunConfig::from_file(&path);
+        }
+        if let Some((_, text)) = BUILT_IN.iter().find(|(n, _)| *n == name) {
+            return RunConfig::from_toml_str(text, &format!("built-in preset {name}"));
+        }
+        let names: Vec<String> = self.list().into_iter().map(|p| p.name).collect();
+        Err(ConfigError::Other(format!(
+            "no preset named {name:?}; known presets: {}",
+            names.join(", ")
+        )))
+    }
+
+    /// The TOML text of a preset as stored.
+    pub fn text(&self, name: &str) -> Result<String, ConfigError> {
+        let path = self.user_path(name);
+        if path.is_file() {
+            return std::fs::read_to_string(&path)
+                .map_err(|e| ConfigError::Other(format!("cannot read {}: {e}", path.display())));
+        }
+        BUILT_IN
+            .iter()
+            .find(|(n, _)| *n == name)
+            .map(|(_, t)| t.to_string())
+            .ok_or_else(|| ConfigError::Other(format!("no preset named {name:?}")))
+    }
+
+    /// Saves `config` as the user preset `name`, atomically. Refuses to replace an existing user
+    /// preset unless `overwrite` is set, so nothing is lost silently.
+    pub fn save(
+        &self,
+        name: &str,
+        config: &RunConfig,
+        overwrite: bool,
+    ) -> Result<PathBuf, ConfigError> {
+        validate_name(name)?;
+        let path = self.user_path(name);
+        if path.exists() && !overwrite {
+            return Err(ConfigError::Other(format!(
+                "preset {name:?} already exists at {}; choose another name or overwrite it explicitly",
+                path.display()
+            )));
+        }
+        std::fs::create_dir_all(&self.dir).map_err(|e| {
+            ConfigError::Other(format!("cannot create {}: {e}", self.dir.display()))
+        })?;
+        let mut named = config.clone();
+        named.name = name.to_string();
+        crate::telemetry::store::write_atomic(&path, named.to_toml().as_bytes())
+            .map_err(|e| ConfigError::Other(format!("cannot write {}: {e}", path.display())))?;
+        Ok(path)
+    }
+
+    /// Deletes a user preset (built-ins cannot be deleted).
+    pub fn delete(&self, name: &str) -> Result<(), ConfigError> {
+        let path = self.user_path(name);
+        if !path.is_file() {
+            return Err(ConfigError::Other(format!(
+                "no user preset named {name:?} in {} (built-in presets cannot be deleted)",
+                self.dir.display()
+            )));
+        }
+        std::fs::remove_file(&path)
+            .map_err(|e| ConfigError::Other(format!("cannot delete {}: {e}", path.display())))
+    }
+}
+
+fn validate_name(name: &str) -> Result<(), ConfigError> {
+    let ok = !name.is_empty()
+        && name.len() <= 64
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.')
+        && !name.starts_with('.');
+    if ok {
+        Ok(())
+    } else {
+        Err(ConfigError::Invalid {
+            field: "preset name".into(),
+            value: format!("{name:?}"),
+            expected: "1-64 characters of letters, digits, '-', '_' or '.', not starting with '.'"
+                .into(),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_built_in_preset_parses_and_validates() {
+        for (name, text) in BUILT_IN {
+            let c = RunConfig::from_toml_str(text, name).unwrap();
+            assert_eq!(&c.name, name, "preset file name and `name` agree");
+            c.validate().unwrap_or_else(|e| panic!("{name}: {e}"));
+        }
+    }
+
+    #[test]
+    fn user_preset_wins_and_save_never_overwrites_silently() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = PresetStore::new(dir.path());
+        let mut c = store.load("quickstart").unwrap();
+        c.seed = 7;
+        store.save("quickstart", &c, false).unwrap();
+        assert_eq!(store.load("quickstart").unwrap().seed, 7);
+        let e = store.save("quickstart", &c, false).unwrap_err().to_string();
+        assert!(e.contains("already exists"), "{e}");
+        store.save("quickstart", &c, true).unwrap();
+        let listed = store.list();
+        let q = listed.iter().find(|p| p.name == "quickstart").unwrap();
+        assert!(q.shadows_built_in && matches!(q.origin, Origin::User(_)));
+        store.delete("quickstart").unwrap();
+        assert_eq!(store.load("quickstart").unwrap().seed, 42);
+        assert!(store.delete("quickstart").is_err());
+        assert!(store.save("../evil", &c, false).is_err());
+    }
+
+    #[test]
+    fn unknown_preset_lists_known_ones() {
+        let dir = tempfile::tempdir().unwrap();
+        let e = PresetStore::new(dir.path())
+            .load("nope")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("lenet-sgd"), "{e}");
+    }
+}

@@ -1,0 +1,470 @@
+//! One worker's training loop on one device: batches, forward, backward, flat optimizer step,
+//! evaluation each epoch, checkpoints. Reports only through the `Recorder`.
+use std::sync::Arc;
+use std::time::Instant;
+
+use anyhow::{Context, Result};
+use tch::{nn::VarStore, Device, Kind, Reduction, Tensor};
+
+use super::batch::BatchConverter;
+use super::checkpoint::{self, Meta};
+use super::control::Control;
+use super::flat::FlatParams;
+use super::optim::FlatOptimizer;
+use super::recorder::Recorder;
+use crate::config::RunConfig;
+use crate::data::{epoch_permutation, fill_batch, Augment, Dataset, ShardPlan};
+use crate::models::{self, Classifier};
+use crate::quant::Bits;
+use crate::schedule::lr::LrContext;
+use crate::telemetry::event::{ClassAccuracy, EvalEvent, Event, StartedEvent, StepEvent};
+use crate::telemetry::Summary;
+
+/// Why a loop ended early.
+#[derive(Debug, thiserror::Error)]
+pub enum Stopped {
+    #[error("diverged at step {step} (loss = {loss})")]
+    Diverged { step: u64, loss: f64 },
+    #[error("stopped by the user")]
+    ByUser,
+}
+
+pub struct Trainer {
+    cfg: RunConfig,
+    device: Device,
+    dataset: Arc<Dataset>,
+    vs: VarStore,
+    model: Box<dyn Classifier>,
+    flat: FlatParams,
+    opt: FlatOptimizer,
+    converter: BatchConverter,
+    plan: ShardPlan,
+    lr_ctx: LrContext,
+    total_steps: u64,
+    meta: Meta,
+    params: u64,
+    // Reused batch buffers: no per-step allocation on the data path once warm.
+    pixels: Vec<u8>,
+    labels: Vec<i64>,
+}
+
+/// Seeds libtorch's generator for `epoch`, so dropout draws are reproducible after a resume.
+fn epoch_seed(seed: u64, epoch: u64) -> i64 {
+    (seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ epoch.wrapping_add(1)) as i64 & i64::MAX
+}
+
+impl Trainer {
+    pub fn new(cfg: RunConfig, device: Device, dataset: Arc<Dataset>) -> Result<Trainer> {
+        tch::manual_seed(cfg.seed as i64);
+        let vs = VarStore::new(device);
+        let kind = cfg.model.kind;
+        let shape = dataset.shape;
+        let model = models::build(
+            kind,
+            &cfg.model.vit,
+            &vs.root(),
+            dataset.classes.len() as i64,
+            shape.channels as i64,
+        );
+        let params: u64 = vs
+            .trainable_variables()
+            .iter()
+            .map(|t| t.numel() as u64)
+            .sum();
+        let flat = FlatParams::new(&vs);
+        let opt = FlatOptimizer::new(&cfg.optimizer, flat.len(), device);
+        let info = kind.info();
+        // Inputs keep the data's size unless `data.resize` asks for another (the DeepSpeed
+        // benchmark fed torchvision models 224×224; CIFAR practice trains them at 32×32).
+        let input = cfg
+            .data
+            .resize
+            .map(|r| r as i64)
+            .unwrap_or(shape.height as i64);
+        let fits = input >= info.min_input && info.max_input.is_none_or(|m| input <= m);
+        anyhow::ensure!(
+            fits,
+            "model {kind} takes inputs from {} to {} pixels square; the batches would be {input}×{input}: set data.resize (the model's usual size is {})",
+            info.min_input,
+            info.max_input.map_or("any size".into(), |m| m.to_string()),
+            info.default_input
+        );
+        if kind == models::ModelKind::Vit {
+            anyhow::ensure!(
+                cfg.model.vit.image_size == input,
+                "model.vit.image_size = {} but the batches are {input}×{input}: set one to match the other",
+                cfg.model.vit.image_size
+            );
+        }
+        let converter = BatchConverter::new(device, shape, cfg.data.normalize, Some(input));
+        let plan = ShardPlan {
+            global_batch: cfg.train.batch_size,
+            world_size: 1,
+            rank: 0,
+            drop_last: true,
+        };
+        let steps_per_epoch = plan.steps_per_epoch(dataset.train.len()) as u64;
+        anyhow::ensure!(
+            steps_per_epoch > 0,
+            "train.batch_size = {} is larger than the training set ({} images)",
+            cfg.train.batch_size,
+            dataset.train.len()
+        );
+        let mut total_steps = steps_per_epoch * cfg.train.epochs;
+        if let Some(m) = cfg.train.max_steps {
+            total_steps = total_steps.min(m);
+        }
+        let lr_ctx = LrContext {
+            base_lr: cfg.optimizer.lr(),
+            total_steps,
+            steps_per_epoch,
+            global_batch: cfg.train.batch_size as u64,
+        };
+        cfg.lr_schedule
+            .validate(&lr_ctx)
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
+        Ok(Trainer {
+            cfg,
+            device,
+            dataset,
+            vs,
+            model,
+            flat,
+            opt,
+            converter,
+            plan,
+            lr_ctx,
+            total_steps,
+            meta: Meta::default(),
+            params,
+            pixels: Vec::new(),
+            labels: Vec::new(),
+        })
+    }
+
+    pub fn meta(&self) -> &Meta {
+        &self.meta
+    }
+
+    pub fn params(&self) -> u64 {
+        self.params
+    }
+
+    pub fn total_steps(&self) -> u64 {
+        self.total_steps
+    }
+
+    pub fn steps_per_epoch(&self) -> u64 {
+        self.lr_ctx.steps_per_epoch
+    }
+
+    /// Continues from a checkpoint: weights, optimizer state and progress.
+    pub fn restore(&mut self, path: &std::path::Path) -> Result<&Meta> {
+        let loaded = checkpoint::load(path, &self.vs)?;
+        self.opt.load_state(&loaded.optimizer_state)?;
+        self.meta = loaded.meta;
+        anyhow::ensure!(
+            self.flat.is_intact(),
+            "internal: flat parameter buffer detached after restore"
+        );
+        Ok(&self.meta)
+    }
+
+    pub fn started_event(&self, run_dir: &str, threads: usize) -> StartedEvent {
+        let d = &self.dataset;
+        StartedEvent {
+            run_dir: run_dir.to_string(),
+            name: self.cfg.name.clone(),
+            model: self.cfg.model.kind.to_string(),
+            params: self.params,
+            dataset: d.name.clone(),
+            classes: d.classes.clone(),
+            train_size: d.train.len() as u64,
+            test_size: d.test.len() as u64,
+            steps_per_epoch: self.lr_ctx.steps_per_epoch,
+            total_steps: self.total_steps,
+            epochs: self.cfg.train.epochs,
+            devices: vec![super::device::device_name(self.device)],
+            threads,
+            resumed_after_epoch: (self.meta.epochs_done > 0).then_some(self.meta.epochs_done),
+        }
+    }
+
+    /// Runs the remaining epochs. Returns the summary (also for diverged or stopped runs).
+    pub fn run(&mut self, rec: &mut Recorder, control: &Control) -> Result<Summary> {
+        let mut summary = self.base_summary(rec);
+        let mut per_class = Vec::new();
+        let outcome = self.run_epochs(rec, control, &mut per_class);
+        summary.epochs = self.meta.epochs_done;
+        summary.steps = self.meta.global_step;
+        summary.train_seconds = self.meta.train_seconds;
+        summary.seconds_per_epoch = self.meta.seconds_per_epoch.clone();
+        summary.test_acc_per_epoch = self.meta.test_acc_per_epoch.clone();
+        summary.final_test_acc = self.meta.test_acc_per_epoch.last().copied();
+        if let Some((i, best)) = self
+            .meta
+            .test_acc_per_epoch
+            .iter()
+            .enumerate()
+            .max_by(|a, b| a.1.total_cmp(b.1))
+        {
+            summary.best_test_acc = Some(*best);
+            summary.best_epoch = Some(i as u64);
+        }
+        summary.per_class_acc = per_class;
+        match outcome {
+            Ok(()) => summary.status = "finished".into(),
+            Err(e) => {
+                summary.status = match e.downcast_ref::<Stopped>() {
+                    Some(Stopped::Diverged { .. }) => "diverged",
+                    Some(Stopped::ByUser) => "stopped",
+                    None => "failed",
+                }
+                .into();
+                summary.error = Some(format!("{e:#}"));
+            }
+        }
+        Ok(summary)
+    }
+
+    fn base_summary(&self, rec: &Recorder) -> Summary {
+        Summary {
+            run_dir: rec.run_dir().display().to_string(),
+            name: self.cfg.name.clone(),
+            model: self.cfg.model.kind.to_string(),
+            params: self.params,
+            dataset: self.dataset.name.clone(),
+            ..Summary::default()
+        }
+    }
+
+    fn run_epochs(
+        &mut self,
+        rec: &mut Recorder,
+        control: &Control,
+        per_class: &mut Vec<ClassAccuracy>,
+    ) -> Result<()> {
+        let spe = self.lr_ctx.steps_per_epoch;
+        let epochs_needed = self.total_steps.div_ceil(spe);
+        while self.meta.epochs_done < epochs_needed {
+            let epoch = self.meta.epochs_done;
+            let t0 = Instant::now();
+            let train_loss = self.train_epoch(epoch, rec, control)?;
+            let epoch_seconds = t0.elapsed().as_secs_f64();
+            self.meta.epochs_done += 1;
+            self.meta.seconds_per_epoch.push(epoch_seconds);
+            self.meta.train_seconds += epoch_seconds;
+            if self.cfg.train.eval {
+                let (test_loss, test_acc, classes) = self.evaluate()?;
+                self.meta.test_acc_per_epoch.push(test_acc);
+                rec.emit(Event::Eval(EvalEvent {
+                    epoch,
+                    step: self.meta.global_step,
+                    test_loss,
+                    test_acc,
+                    train_loss,
+                    epoch_seconds,
+                }))?;
+                *per_class = classes;
+            }
+            if self.cfg.train.checkpoint {
+                self.checkpoint(rec)?;
+            }
+        }
+        Ok(())
+    }
+
+    fn checkpoint(&mut self, rec: &mut Recorder) -> Result<()> {
+        self.meta.metrics_len = rec.metrics_len()?;
+        let path = checkpoint::save(
+            &rec.run_dir().join(crate::telemetry::store::CHECKPOINT_DIR),
+            &self.vs,
+            &self.opt.state(),
+            &self.meta,
+        )?;
+        rec.emit(Event::Checkpoint {
+            epoch: self.meta.epochs_done,
+            step: self.meta.global_step,
+            path: path.display().to_string(),
+        })
+    }
+
+    /// One epoch (or what is left of the step budget); returns the mean training loss.
+    fn train_epoch(&mut self, epoch: u64, rec: &mut Recorder, control: &Control) -> Result<f64> {
+        tch::manual_seed(epoch_seed(self.cfg.seed, epoch));
+        let n = self.dataset.train.len();
+        let perm = epoch_permutation(n, self.cfg.seed, epoch);
+        let spe = self.lr_ctx.steps_per_epoch;
+        let accum = self.cfg.train.grad_accum;
+        let batch = self.cfg.train.batch_size;
+        let micro = batch / accum;
+        let aug = Augment {
+            random_crop_padding: self.cfg.data.random_crop_padding,
+            horizontal_flip: self.cfg.data.horizontal_flip,
+        };
+        let (mut loss_sum, mut loss_count) = (0.0, 0u64);
+        let first_step_in_epoch = self.meta.global_step - epoch * spe;
+        for s in first_step_in_epoch..spe {
+            if self.meta.global_step >= self.total_steps {
+                break;
+            }
+            control.checkpoint_wait()?;
+            let t_step = Instant::now();
+            let indices = self.plan.rank_indices(&perm, s);
+            let positions = self.plan.rank_positions(n, s);
+            let (mut t_data, mut t_fwd, mut t_bwd) = (0.0, 0.0, 0.0);
+            let mut step_loss = 0.0;
+            for m in 0..accum {
+                let t = Instant::now();
+                let idx = &indices[m * micro..(m + 1) * micro];
+                let positions = &positions[m * micro..(m + 1) * micro];
+                fill_batch(
+                    &self.dataset.train,
+                    &self.dataset.shape,
+                    idx,
+                    positions,
+                    &aug,
+                    self.cfg.seed,
+                    epoch,
+                    &mut self.pixels,
+                    &mut self.labels,
+                );
+                let (x, y) = self.converter.convert(&self.pixels, &self.labels);
+                t_data += t.elapsed().as_secs_f64();
+                let t = Instant::now();
+                let logits = self.model.forward(&x, true, Bits::FULL);
+                let loss = logits.cross_entropy_loss::<Tensor>(
+                    &y,
+                    None,
+                    Reduction::Mean,
+                    -100,
+                    self.cfg.train.label_smoothing,
+                );
+                let loss = if accum > 1 { loss / accum as f64 } else { loss };
+                t_fwd += t.elapsed().as_secs_f64();
+                let t = Instant::now();
+                loss.backward();
+                step_loss += loss.double_value(&[]);
+                t_bwd += t.elapsed().as_secs_f64();
+            }
+            let step = self.meta.global_step + 1;
+            if !step_loss.is_finite() {
+                return Err(Stopped::Diverged {
+                    step,
+                    loss: step_loss,
+                }
+                .into());
+            }
+            let t = Instant::now();
+            let grad_norm = self.clip_gradients();
+            let lr = self
+                .cfg
+                .lr_schedule
+                .lr_at(self.meta.global_step, &self.lr_ctx);
+            self.opt
+                .step(&mut self.flat.params, &mut self.flat.grads, lr);
+            self.flat.zero_grads();
+            let t_opt = t.elapsed().as_secs_f64();
+            self.meta.global_step = step;
+            loss_sum += step_loss;
+            loss_count += 1;
+            let dt = t_step.elapsed().as_secs_f64();
+            rec.emit(Event::Step(StepEvent {
+                step,
+                epoch,
+                loss: step_loss,
+                lr,
+                images_per_sec: batch as f64 / dt.max(1e-9),
+                grad_norm,
+                t_data,
+                t_fwd,
+                t_bwd,
+                t_comm: 0.0,
+                t_opt,
+            }))?;
+        }
+        Ok(if loss_count > 0 {
+            loss_sum / loss_count as f64
+        } else {
+            f64::NAN
+        })
+    }
+
+    /// Clips to the configured global norm as `torch.nn.utils.clip_grad_norm_` does; returns the
+    /// norm before clipping when clipping is on.
+    fn clip_gradients(&mut self) -> Option<f64> {
+        let max = self.cfg.train.grad_clip?;
+        let norm = tch::no_grad(|| self.flat.grads.norm().double_value(&[]));
+        let coef = max / (norm + 1e-6);
+        if coef < 1.0 {
+            let _ = tch::no_grad(|| self.flat.grads.g_mul_scalar_(coef));
+        }
+        Some(norm)
+    }
+
+    /// Test loss, top-1 accuracy and per-class accuracy over the whole test split.
+    fn evaluate(&mut self) -> Result<(f64, f64, Vec<ClassAccuracy>)> {
+        let test = &self.dataset.test;
+        let n = test.len();
+        let nc = self.dataset.classes.len();
+        let (mut loss_sum, mut correct) = (0.0, vec![0u64; nc]);
+        let mut total = vec![0u64; nc];
+        let eb = self.cfg.data.eval_batch_size;
+        let no_aug = Augment {
+            random_crop_padding: 0,
+            horizontal_flip: false,
+        };
+        let mut pixels = Vec::new();
+        let mut labels = Vec::new();
+        tch::no_grad(|| -> Result<()> {
+            let mut start = 0;
+            while start < n {
+                let end = (start + eb).min(n);
+                let idx: Vec<u32> = (start as u32..end as u32).collect();
+                let pos: Vec<u64> = (start as u64..end as u64).collect();
+                fill_batch(
+                    test,
+                    &self.dataset.shape,
+                    &idx,
+                    &pos,
+                    &no_aug,
+                    0,
+                    0,
+                    &mut pixels,
+                    &mut labels,
+                );
+                let (x, y) = self.converter.convert(&pixels, &labels);
+                let logits = self.model.forward(&x, false, Bits::FULL);
+                let loss = logits.cross_entropy_loss::<Tensor>(&y, None, Reduction::Sum, -100, 0.0);
+                loss_sum += loss.double_value(&[]);
+                let pred: Vec<i64> =
+                    Vec::<i64>::try_from(logits.argmax(1, false).to_kind(Kind::Int64))
+                        .context("reading predictions")?;
+                for (p, &l) in pred.iter().zip(&labels) {
+                    total[l as usize] += 1;
+                    if *p == l {
+                        correct[l as usize] += 1;
+                    }
+                }
+                start = end;
+            }
+            Ok(())
+        })?;
+        let acc = correct.iter().sum::<u64>() as f64 / n.max(1) as f64;
+        let per_class = self
+            .dataset
+            .classes
+            .iter()
+            .enumerate()
+            .map(|(i, c)| ClassAccuracy {
+                class: c.clone(),
+                acc: if total[i] > 0 {
+                    correct[i] as f64 / total[i] as f64
+                } else {
+                    0.0
+                },
+            })
+            .collect();
+        Ok((loss_sum / n.max(1) as f64, acc, per_class))
+    }
+}

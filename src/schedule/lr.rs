@@ -1,0 +1,1330 @@
+//! Learning-rate schedules, each a closed-form function of the optimizer step.
+//!
+//! The DeepSpeed ones follow `deepspeed/runtime/lr_schedules.py` (`WarmupLR`, `WarmupDecayLR`,
+//! `WarmupCosineLR`, `OneCycle`), the PyTorch ones `torch.optim.lr_scheduler` (`CyclicLR`,
+//! `MultiStepLR`, `CosineAnnealingLR`'s closed form), operation for operation so the numbers agree
+//! to the last bit where the libm does.
+//!
+//! # Step convention
+//! `step` counts optimizer steps already taken, so `lr_at(0)` is the rate the first optimizer step
+//! uses.
+//! - DeepSpeed's engine calls `optimizer.step()` and then `lr_scheduler.step()`; the scheduler
+//!   starts at `last_batch_iteration = -1` and its constructor writes the lr for that state into
+//!   the optimizer. Optimizer step `s` therefore runs with the lr computed for
+//!   `last_batch_iteration = s - 1`, and step 0 with the constructor's value: `warmup_min_lr` for
+//!   `WarmupLR`/`WarmupDecayLR`, **0.0** for `WarmupCosineLR` (its `get_lr` returns `[0.0]` before
+//!   the first `step()`), `cycle_min_lr` for `OneCycle`.
+//! - PyTorch's schedulers call `step()` once in their constructor (`last_epoch = 0`) and the loop
+//!   calls `scheduler.step()` after `optimizer.step()`, so step `s` uses `last_epoch = s`.
+//!   `multi_step` is stepped per epoch: it uses `last_epoch = step / steps_per_epoch`.
+use std::f64::consts::PI;
+
+use serde::{Deserialize, Serialize};
+
+use super::ScheduleError;
+
+/// What a schedule needs to know about the run.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct LrContext {
+    /// The optimizer's configured lr.
+    pub base_lr: f64,
+    /// Optimizer steps in the whole run.
+    pub total_steps: u64,
+    pub steps_per_epoch: u64,
+    /// Samples per optimizer step over all devices (for `goyal`'s linear scaling).
+    pub global_batch: u64,
+}
+
+impl LrContext {
+    fn validate(&self) -> Result<(), ScheduleError> {
+        if !(self.base_lr >= 0.0 && self.base_lr.is_finite()) {
+            return Err(ScheduleError::invalid(
+                "optimizer.lr",
+                "a non-negative finite number",
+                self.base_lr,
+            ));
+        }
+        for (field, v) in [
+            ("lr_context.total_steps", self.total_steps),
+            ("lr_context.steps_per_epoch", self.steps_per_epoch),
+            ("lr_context.global_batch", self.global_batch),
+        ] {
+            if v == 0 {
+                return Err(ScheduleError::invalid(field, "≥ 1", v));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// DeepSpeed's warmup curves (`warmup_type`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum WarmupType {
+    /// `ln(i + 1) / ln(warmup_num_steps)`.
+    #[default]
+    Log,
+    /// `i / warmup_num_steps`.
+    Linear,
+}
+
+/// PyTorch `CyclicLR` modes.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CyclicMode {
+    /// Amplitude constant.
+    #[default]
+    Triangular,
+    /// Amplitude halved every cycle.
+    Triangular2,
+    /// Amplitude scaled by `gamma^iteration`.
+    ExpRange,
+}
+
+/// What `CyclicLR`'s scale function is evaluated at.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CyclicScaleMode {
+    /// The cycle number (1-based).
+    Cycle,
+    /// The step.
+    Iterations,
+}
+
+impl CyclicMode {
+    /// PyTorch forces this scale mode for the built-in modes (`_init_scale_fn`).
+    pub fn default_scale_mode(self) -> CyclicScaleMode {
+        match self {
+            CyclicMode::Triangular | CyclicMode::Triangular2 => CyclicScaleMode::Cycle,
+            CyclicMode::ExpRange => CyclicScaleMode::Iterations,
+        }
+    }
+}
+
+/// A learning-rate schedule. Keys are what users write under `[lr_schedule]`, with the source
+/// library's names and defaults. See the module docs for the step convention.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
+pub enum LrSchedule {
+    /// The optimizer's lr throughout. (A struct variant so that unknown keys are rejected: serde
+    /// ignores them on unit variants of internally tagged enums.)
+    Constant {},
+    /// DeepSpeed `WarmupLR`: `warmup_min_lr` to `warmup_max_lr` over `warmup_num_steps`, then flat.
+    WarmupLr {
+        #[serde(default)]
+        warmup_min_lr: f64,
+        /// None: the optimizer's lr (DeepSpeed's default too).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        warmup_max_lr: Option<f64>,
+        /// DeepSpeed uses `max(2, warmup_num_steps)`.
+        #[serde(default = "default_warmup_num_steps")]
+        warmup_num_steps: u64,
+        #[serde(default)]
+        warmup_type: WarmupType,
+    },
+    /// DeepSpeed `WarmupDecayLR`: `WarmupLR`, then linear decay to 0 at `total_num_steps`.
+    WarmupDecayLr {
+        /// None: the run's total steps.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        total_num_steps: Option<u64>,
+        #[serde(default)]
+        warmup_min_lr: f64,
+        /// None: the optimizer's lr. (DeepSpeed's `WarmupDecayLR` alone still defaults to 0.001.)
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        warmup_max_lr: Option<f64>,
+        #[serde(default = "default_warmup_num_steps")]
+        warmup_num_steps: u64,
+        #[serde(default)]
+        warmup_type: WarmupType,
+    },
+    /// DeepSpeed `WarmupCosineLR`: ratios of the optimizer's lr; warmup from `warmup_min_ratio`
+    /// to 1, then cosine down to `cos_min_ratio` at `total_num_steps`.
+    WarmupCosineLr {
+        /// None: the run's total steps.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        total_num_steps: Option<u64>,
+        #[serde(default)]
+        warmup_min_ratio: f64,
+        #[serde(default = "default_warmup_num_steps")]
+        warmup_num_steps: u64,
+        #[serde(default = "default_cos_min_ratio")]
+        cos_min_ratio: f64,
+        #[serde(default)]
+        warmup_type: WarmupType,
+    },
+    /// DeepSpeed `OneCycle`, learning rate only: momentum is not cycled. The stair counts are
+    /// accepted for config compatibility; DeepSpeed stores them but never uses them either.
+    OneCycle {
+        cycle_min_lr: f64,
+        cycle_max_lr: f64,
+        #[serde(default)]
+        decay_lr_rate: f64,
+        #[serde(default = "default_cycle_step_size")]
+        cycle_first_step_size: u64,
+        /// None: `cycle_first_step_size`.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        cycle_second_step_size: Option<u64>,
+        #[serde(default)]
+        cycle_first_stair_count: u64,
+        /// None: `cycle_first_stair_count`.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        cycle_second_stair_count: Option<u64>,
+        /// 0: no decay after the cycle (lr stays at `cycle_min_lr`).
+        #[serde(default)]
+        decay_step_size: u64,
+    },
+    /// PyTorch `CyclicLR`, stepped every optimizer step.
+    CyclicLr {
+        /// None: the optimizer's lr.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        base_lr: Option<f64>,
+        max_lr: f64,
+        #[serde(default = "default_cycle_step_size")]
+        step_size_up: u64,
+        /// None: `step_size_up`.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        step_size_down: Option<u64>,
+        #[serde(default)]
+        mode: CyclicMode,
+        /// Only `exp_range` reads it.
+        #[serde(default = "default_one")]
+        gamma: f64,
+        /// None: PyTorch's choice for `mode` (cycle for triangular/triangular2, iterations for
+        /// exp_range). Setting it is what PyTorch does with the same function passed as a custom
+        /// `scale_fn`.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        scale_mode: Option<CyclicScaleMode>,
+    },
+    /// PyTorch `MultiStepLR` stepped once per epoch: `lr × gamma^(milestones ≤ epoch)`.
+    MultiStep {
+        /// Epochs, strictly increasing.
+        milestones: Vec<u64>,
+        #[serde(default = "default_tenth")]
+        gamma: f64,
+    },
+    /// PyTorch `CosineAnnealingLR` (closed form), stepped every optimizer step.
+    CosineAnnealing {
+        /// Steps; None: the run's total steps.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        t_max: Option<u64>,
+        #[serde(default)]
+        eta_min: f64,
+    },
+    /// Goyal et al. 2017: lr scaled by `global_batch / reference_batch`, reached by a per-step
+    /// linear warmup from the unscaled lr over `warmup_epochs`, then `gamma` at each milestone.
+    Goyal {
+        #[serde(default = "default_reference_batch")]
+        reference_batch: u64,
+        #[serde(default = "default_warmup_epochs")]
+        warmup_epochs: f64,
+        /// Epochs, strictly increasing.
+        #[serde(default = "default_goyal_milestones")]
+        milestones: Vec<u64>,
+        #[serde(default = "default_tenth")]
+        gamma: f64,
+    },
+}
+
+impl Default for LrSchedule {
+    fn default() -> Self {
+        LrSchedule::Constant {}
+    }
+}
+
+fn default_warmup_num_steps() -> u64 {
+    1000
+}
+fn default_cos_min_ratio() -> f64 {
+    0.0001
+}
+fn default_cycle_step_size() -> u64 {
+    2000
+}
+fn default_one() -> f64 {
+    1.0
+}
+fn default_tenth() -> f64 {
+    0.1
+}
+fn default_reference_batch() -> u64 {
+    256
+}
+fn default_warmup_epochs() -> f64 {
+    5.0
+}
+fn default_goyal_milestones() -> Vec<u64> {
+    vec![30, 60, 80]
+}
+
+/// DeepSpeed's warmup state: `warmup_num_steps` after `max(2, ·)`.
+struct DsWarmup {
+    steps: u64,
+    kind: WarmupType,
+    inverse_log_warm_up: f64,
+}
+
+impl DsWarmup {
+    fn new(warmup_num_steps: u64, kind: WarmupType) -> DsWarmup {
+        let steps = warmup_num_steps.max(2);
+        DsWarmup {
+            steps,
+            kind,
+            inverse_log_warm_up: 1.0 / (steps as f64).ln(),
+        }
+    }
+
+    /// `_get_gamma`'s warmup branch; None once `last_batch_iteration ≥ steps`.
+    fn gamma(&self, lbi: u64) -> Option<f64> {
+        (lbi < self.steps).then(|| match self.kind {
+            WarmupType::Log => self.inverse_log_warm_up * ((lbi + 1) as f64).ln(),
+            WarmupType::Linear => lbi as f64 / self.steps as f64,
+        })
+    }
+}
+
+/// DeepSpeed's `last_batch_iteration` when optimizer step `step` runs; None: still -1.
+fn ds_last_batch_iteration(step: u64) -> Option<u64> {
+    step.checked_sub(1)
+}
+
+fn milestones_passed(milestones: &[u64], epoch: u64) -> usize {
+    milestones.iter().filter(|&&m| m <= epoch).count()
+}
+
+impl LrSchedule {
+    /// The config name (`kind = "..."`).
+    pub fn name(&self) -> &'static str {
+        match self {
+            LrSchedule::Constant {} => "constant",
+            LrSchedule::WarmupLr { .. } => "warmup_lr",
+            LrSchedule::WarmupDecayLr { .. } => "warmup_decay_lr",
+            LrSchedule::WarmupCosineLr { .. } => "warmup_cosine_lr",
+            LrSchedule::OneCycle { .. } => "one_cycle",
+            LrSchedule::CyclicLr { .. } => "cyclic_lr",
+            LrSchedule::MultiStep { .. } => "multi_step",
+            LrSchedule::CosineAnnealing { .. } => "cosine_annealing",
+            LrSchedule::Goyal { .. } => "goyal",
+        }
+    }
+
+    /// The lr for the optimizer step after `step` steps have been taken (0-based).
+    pub fn lr_at(&self, step: u64, ctx: &LrContext) -> f64 {
+        match self {
+            LrSchedule::Constant {} => ctx.base_lr,
+            LrSchedule::WarmupLr {
+                warmup_min_lr,
+                warmup_max_lr,
+                warmup_num_steps,
+                warmup_type,
+            } => {
+                let w = DsWarmup::new(*warmup_num_steps, *warmup_type);
+                let delta = warmup_max_lr.unwrap_or(ctx.base_lr) - warmup_min_lr;
+                match ds_last_batch_iteration(step) {
+                    None => *warmup_min_lr,
+                    Some(lbi) => warmup_min_lr + delta * w.gamma(lbi).unwrap_or(1.0),
+                }
+            }
+            LrSchedule::WarmupDecayLr {
+                total_num_steps,
+                warmup_min_lr,
+                warmup_max_lr,
+                warmup_num_steps,
+                warmup_type,
+            } => {
+                let w = DsWarmup::new(*warmup_num_steps, *warmup_type);
+                let total = total_num_steps.unwrap_or(ctx.total_steps) as f64;
+                let delta = warmup_max_lr.unwrap_or(ctx.base_lr) - warmup_min_lr;
+                match ds_last_batch_iteration(step) {
+                    None => *warmup_min_lr,
+                    Some(lbi) => {
+                        let gamma = w.gamma(lbi).unwrap_or_else(|| {
+                            f64::max(
+                                0.0,
+                                (total - lbi as f64) / f64::max(1.0, total - w.steps as f64),
+                            )
+                        });
+                        warmup_min_lr + delta * gamma
+                    }
+                }
+            }
+            LrSchedule::WarmupCosineLr {
+                total_num_steps,
+                warmup_min_ratio,
+                warmup_num_steps,
+                cos_min_ratio,
+                warmup_type,
+            } => {
+                let w = DsWarmup::new(*warmup_num_steps, *warmup_type);
+                let total = total_num_steps.unwrap_or(ctx.total_steps);
+                let Some(lbi) = ds_last_batch_iteration(step) else {
+                    return 0.0;
+                };
+                let ratio = match w.gamma(lbi) {
+                    Some(g) => warmup_min_ratio + g * (1.0 - warmup_min_ratio),
+                    None => {
+                        let real_last_step = (lbi - w.steps + 1) as f64;
+                        let real_total_steps = total as f64 - w.steps as f64;
+                        if real_total_steps == 0.0 {
+                            // DeepSpeed divides by zero here; validate() rejects it.
+                            *cos_min_ratio
+                        } else {
+                            let r = (1.0 + (PI * real_last_step / real_total_steps).cos()) / 2.0;
+                            f64::max(0.0, cos_min_ratio + (1.0 - cos_min_ratio) * r)
+                        }
+                    }
+                };
+                ctx.base_lr * ratio
+            }
+            LrSchedule::OneCycle {
+                cycle_min_lr,
+                cycle_max_lr,
+                decay_lr_rate,
+                cycle_first_step_size,
+                cycle_second_step_size,
+                decay_step_size,
+                ..
+            } => {
+                let first = *cycle_first_step_size as f64;
+                let second = cycle_second_step_size.map_or(first, |s| s as f64);
+                let total_size = first + second;
+                // get_lr: `last_batch_iteration < total_size` with lbi = step - 1.
+                if (step as f64) - 1.0 < total_size {
+                    // _get_scale_factor uses batch_iteration = lbi + 1 = step.
+                    let scale = triangle_scale(step, total_size, first / total_size);
+                    cycle_min_lr + (cycle_max_lr - cycle_min_lr) * scale
+                } else if *decay_step_size == 0 || *decay_lr_rate == 0.0 {
+                    *cycle_min_lr
+                } else {
+                    let decay_batch_iteration = step as f64 - total_size;
+                    let interval = decay_batch_iteration / *decay_step_size as f64;
+                    cycle_min_lr / (1.0 + decay_lr_rate * interval)
+                }
+            }
+            LrSchedule::CyclicLr {
+                base_lr,
+                max_lr,
+                step_size_up,
+                step_size_down,
+                mode,
+                gamma,
+                scale_mode,
+            } => {
+                let base = base_lr.unwrap_or(ctx.base_lr);
+                let up = *step_size_up as f64;
+                let down = step_size_down.map_or(up, |s| s as f64);
+                let total_size = up + down;
+                let cycle = (1.0 + step as f64 / total_size).floor();
+                let scale_factor = triangle_scale(step, total_size, up / total_size);
+                let position = match scale_mode.unwrap_or(mode.default_scale_mode()) {
+                    CyclicScaleMode::Cycle => cycle,
+                    CyclicScaleMode::Iterations => step as f64,
+                };
+                let scale = match mode {
+                    CyclicMode::Triangular => 1.0,
+                    CyclicMode::Triangular2 => 1.0 / 2f64.powf(position - 1.0),
+                    CyclicMode::ExpRange => gamma.powf(position),
+                };
+                base + (max_lr - base) * scale_factor * scale
+            }
+            LrSchedule::MultiStep { milestones, gamma } => {
+                let epoch = step / ctx.steps_per_epoch.max(1);
+                ctx.base_lr * gamma.powf(milestones_passed(milestones, epoch) as f64)
+            }
+            LrSchedule::CosineAnnealing { t_max, eta_min } => {
+                let t_max = t_max.unwrap_or(ctx.total_steps).max(1) as f64;
+                eta_min + (ctx.base_lr - eta_min) * (1.0 + (PI * step as f64 / t_max).cos()) / 2.0
+            }
+            LrSchedule::Goyal {
+                reference_batch,
+                warmup_epochs,
+                milestones,
+                gamma,
+            } => {
+                let target =
+                    ctx.base_lr * ctx.global_batch as f64 / (*reference_batch).max(1) as f64;
+                let warmup = goyal_warmup_steps(*warmup_epochs, ctx.steps_per_epoch);
+                // Warmup only ramps up: a batch at or below the reference starts at its target.
+                if step < warmup && target > ctx.base_lr {
+                    ctx.base_lr + (target - ctx.base_lr) * step as f64 / warmup as f64
+                } else {
+                    let epoch = step / ctx.steps_per_epoch.max(1);
+                    target * gamma.powf(milestones_passed(milestones, epoch) as f64)
+                }
+            }
+        }
+    }
+
+    /// The lr for every step `0..ctx.total_steps`.
+    pub fn curve(&self, ctx: &LrContext) -> Vec<f64> {
+        (0..ctx.total_steps).map(|s| self.lr_at(s, ctx)).collect()
+    }
+
+    /// Checks what serde cannot: ranges, orderings, and fit with the run.
+    pub fn validate(&self, ctx: &LrContext) -> Result<(), ScheduleError> {
+        ctx.validate()?;
+        match self {
+            LrSchedule::Constant {} => Ok(()),
+            // A warmup longer than the run is allowed, as in DeepSpeed: a short trial run of a
+            // long preset (`--max-steps 100`) simply never reaches the peak.
+            LrSchedule::WarmupLr {
+                warmup_min_lr,
+                warmup_max_lr,
+                ..
+            } => check_warmup_lrs(*warmup_min_lr, *warmup_max_lr, ctx),
+            LrSchedule::WarmupDecayLr {
+                total_num_steps,
+                warmup_min_lr,
+                warmup_max_lr,
+                warmup_num_steps,
+                ..
+            } => {
+                check_warmup_lrs(*warmup_min_lr, *warmup_max_lr, ctx)?;
+                let (total, what) = check_total_num_steps(*total_num_steps, ctx)?;
+                check_le("warmup_num_steps", *warmup_num_steps, total, what)
+            }
+            LrSchedule::WarmupCosineLr {
+                total_num_steps,
+                warmup_min_ratio,
+                warmup_num_steps,
+                cos_min_ratio,
+                ..
+            } => {
+                check_unit("warmup_min_ratio", *warmup_min_ratio)?;
+                check_unit("cos_min_ratio", *cos_min_ratio)?;
+                let (total, what) = check_total_num_steps(*total_num_steps, ctx)?;
+                // The cosine phase divides by total - max(2, warmup_num_steps).
+                let effective = (*warmup_num_steps).max(2);
+                if effective >= total {
+                    return Err(ScheduleError::invalid(
+                        field("warmup_num_steps"),
+                        format!(
+                            "< {what} ({total}) (DeepSpeed counts at least 2 warmup steps and \
+                             needs at least one cosine step)"
+                        ),
+                        warmup_num_steps,
+                    ));
+                }
+                Ok(())
+            }
+            LrSchedule::OneCycle {
+                cycle_min_lr,
+                cycle_max_lr,
+                decay_lr_rate,
+                cycle_first_step_size,
+                ..
+            } => {
+                check_lr("cycle_min_lr", *cycle_min_lr)?;
+                check_lr("cycle_max_lr", *cycle_max_lr)?;
+                if cycle_max_lr < cycle_min_lr {
+                    return Err(ScheduleError::invalid(
+                        field("cycle_max_lr"),
+                        format!("≥ cycle_min_lr ({cycle_min_lr})"),
+                        cycle_max_lr,
+                    ));
+                }
+                check_nonneg("decay_lr_rate", *decay_lr_rate)?;
+                check_ge1("cycle_first_step_size", *cycle_first_step_size)
+            }
+            LrSchedule::CyclicLr {
+                base_lr,
+                max_lr,
+                step_size_up,
+                gamma,
+                ..
+            } => {
+                let base = base_lr.unwrap_or(ctx.base_lr);
+                if let Some(b) = base_lr {
+                    check_lr("base_lr", *b)?;
+                }
+                check_lr("max_lr", *max_lr)?;
+                if *max_lr < base {
+                    let source = if base_lr.is_some() {
+                        "base_lr"
+                    } else {
+                        "the optimizer's lr"
+                    };
+                    return Err(ScheduleError::invalid(
+                        field("max_lr"),
+                        format!("≥ {source} ({base})"),
+                        max_lr,
+                    ));
+                }
+                check_ge1("step_size_up", *step_size_up)?;
+                check_positive("gamma", *gamma)
+            }
+            LrSchedule::MultiStep { milestones, gamma } => {
+                check_increasing("milestones", milestones)?;
+                check_positive("gamma", *gamma)
+            }
+            LrSchedule::CosineAnnealing { t_max, eta_min } => {
+                if let Some(t) = t_max {
+                    check_ge1("t_max", *t)?;
+                }
+                check_lr("eta_min", *eta_min)?;
+                if *eta_min > ctx.base_lr {
+                    return Err(ScheduleError::invalid(
+                        field("eta_min"),
+                        format!("≤ the optimizer's lr ({})", ctx.base_lr),
+                        eta_min,
+                    ));
+                }
+                Ok(())
+            }
+            LrSchedule::Goyal {
+                reference_batch,
+                warmup_epochs,
+                milestones,
+                gamma,
+            } => {
+                check_ge1("reference_batch", *reference_batch)?;
+                check_nonneg("warmup_epochs", *warmup_epochs)?;
+                check_increasing("milestones", milestones)?;
+                check_positive("gamma", *gamma)?;
+                if let Some(&first) = milestones.first() {
+                    if (first as f64) < *warmup_epochs {
+                        return Err(ScheduleError::invalid(
+                            field("milestones"),
+                            format!("at or after the warmup's end (epoch {warmup_epochs})"),
+                            format!("{milestones:?}"),
+                        ));
+                    }
+                }
+                let warmup = goyal_warmup_steps(*warmup_epochs, ctx.steps_per_epoch);
+                if warmup > ctx.total_steps {
+                    return Err(ScheduleError::invalid(
+                        field("warmup_epochs"),
+                        format!(
+                            "at most the run's length ({} steps of {} per epoch)",
+                            ctx.total_steps, ctx.steps_per_epoch
+                        ),
+                        format!("{warmup_epochs} ({warmup} steps)"),
+                    ));
+                }
+                Ok(())
+            }
+        }
+    }
+}
+
+/// `CyclicLR._get_lr` / `OneCycle._get_scale_factor`: position within a triangle of
+/// `total_size` steps whose rising part is `step_ratio` of it, in [0, 1].
+fn triangle_scale(iteration: u64, total_size: f64, step_ratio: f64) -> f64 {
+    let cycle = (1.0 + iteration as f64 / total_size).floor();
+    let x = 1.0 + iteration as f64 / total_size - cycle;
+    if x <= step_ratio {
+        x / step_ratio
+    } else {
+        (x - 1.0) / (step_ratio - 1.0)
+    }
+}
+
+/// Steps of Goyal warmup: `warmup_epochs × steps_per_epoch`, rounded to a whole step.
+fn goyal_warmup_steps(warmup_epochs: f64, steps_per_epoch: u64) -> u64 {
+    (warmup_epochs * steps_per_epoch as f64).round().max(0.0) as u64
+}
+
+fn field(name: &str) -> String {
+    format!("lr_schedule.{name}")
+}
+
+fn check_lr(name: &str, v: f64) -> Result<(), ScheduleError> {
+    if v >= 0.0 && v.is_finite() {
+        Ok(())
+    } else {
+        Err(ScheduleError::invalid(
+            field(name),
+            "a non-negative finite learning rate",
+            v,
+        ))
+    }
+}
+
+fn check_nonneg(name: &str, v: f64) -> Result<(), ScheduleError> {
+    if v >= 0.0 && v.is_finite() {
+        Ok(())
+    } else {
+        Err(ScheduleError::invalid(field(name), "finite and ≥ 0", v))
+    }
+}
+
+fn check_positive(name: &str, v: f64) -> Result<(), ScheduleError> {
+    if v > 0.0 && v.is_finite() {
+        Ok(())
+    } else {
+        Err(ScheduleError::invalid(field(name), "finite and > 0", v))
+    }
+}
+
+fn check_unit(name: &str, v: f64) -> Result<(), ScheduleError> {
+    if (0.0..=1.0).contains(&v) {
+        Ok(())
+    } else {
+        Err(ScheduleError::invalid(field(name), "in [0, 1]", v))
+    }
+}
+
+fn check_ge1(name: &str, v: u64) -> Result<(), ScheduleError> {
+    if v >= 1 {
+        Ok(())
+    } else {
+        Err(ScheduleError::invalid(field(name), "≥ 1", v))
+    }
+}
+
+fn check_le(name: &str, v: u64, limit: u64, what: &str) -> Result<(), ScheduleError> {
+    if v <= limit {
+        Ok(())
+    } else {
+        Err(ScheduleError::invalid(
+            field(name),
+            format!("≤ {what} ({limit})"),
+            v,
+        ))
+    }
+}
+
+fn check_increasing(name: &str, v: &[u64]) -> Result<(), ScheduleError> {
+    if v.windows(2).all(|w| w[0] < w[1]) {
+        Ok(())
+    } else {
+        Err(ScheduleError::invalid(
+            field(name),
+            "strictly increasing epochs",
+            format!("{v:?}"),
+        ))
+    }
+}
+
+fn check_warmup_lrs(min: f64, max: Option<f64>, ctx: &LrContext) -> Result<(), ScheduleError> {
+    check_lr("warmup_min_lr", min)?;
+    let (max, source) = match max {
+        Some(m) => {
+            check_lr("warmup_max_lr", m)?;
+            (m, "")
+        }
+        None => (ctx.base_lr, " (the optimizer's lr)"),
+    };
+    if max < min {
+        return Err(ScheduleError::invalid(
+            field("warmup_max_lr"),
+            format!("≥ warmup_min_lr ({min})"),
+            format!("{max}{source}"),
+        ));
+    }
+    Ok(())
+}
+
+/// `total_num_steps` resolved against the run, and how to name it in a message.
+fn check_total_num_steps(
+    total_num_steps: Option<u64>,
+    ctx: &LrContext,
+) -> Result<(u64, &'static str), ScheduleError> {
+    match total_num_steps {
+        Some(t) => {
+            check_ge1("total_num_steps", t)?;
+            Ok((t, "total_num_steps"))
+        }
+        None => Ok((ctx.total_steps, "the run's total steps")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ctx(base_lr: f64, total_steps: u64) -> LrContext {
+        LrContext {
+            base_lr,
+            total_steps,
+            steps_per_epoch: 10,
+            global_batch: 256,
+        }
+    }
+
+    #[track_caller]
+    fn close(got: f64, want: f64) {
+        let tol = 1e-12 * want.abs().max(1e-300);
+        assert!((got - want).abs() <= tol, "got {got}, want {want}");
+    }
+
+    fn parse(text: &str) -> Result<LrSchedule, toml::de::Error> {
+        #[derive(Deserialize)]
+        struct Wrapper {
+            lr_schedule: LrSchedule,
+        }
+        toml::from_str::<Wrapper>(text).map(|w| w.lr_schedule)
+    }
+
+    fn warmup_lr(min: f64, max: Option<f64>, steps: u64, kind: WarmupType) -> LrSchedule {
+        LrSchedule::WarmupLr {
+            warmup_min_lr: min,
+            warmup_max_lr: max,
+            warmup_num_steps: steps,
+            warmup_type: kind,
+        }
+    }
+
+    #[test]
+    fn constant_is_base_lr_and_default() {
+        let c = ctx(0.1, 5);
+        assert_eq!(LrSchedule::default(), LrSchedule::Constant {});
+        assert_eq!(LrSchedule::Constant {}.curve(&c), vec![0.1; 5]);
+        assert_eq!(LrSchedule::Constant {}.name(), "constant");
+    }
+
+    #[test]
+    fn warmup_lr_log_follows_deepspeed_step_order() {
+        // W = 10, min 0.01, max 0.11 (delta 0.1). Optimizer step s uses lbi = s - 1.
+        let s = warmup_lr(0.01, Some(0.11), 10, WarmupType::Log);
+        let c = ctx(1.0, 100);
+        // s = 0: constructor value (lbi = -1) = warmup_min_lr.
+        close(s.lr_at(0, &c), 0.01);
+        // s = 1: lbi 0, gamma = ln(1)/ln(10) = 0.
+        close(s.lr_at(1, &c), 0.01);
+        // s = 2: lbi 1, gamma = ln 2 / ln 10 = 0.30103 → 0.01 + 0.1·0.30103 = 0.040103.
+        close(
+            s.lr_at(2, &c),
+            0.01 + 0.1 * ((1.0 / 10f64.ln()) * 2f64.ln()),
+        );
+        assert!((s.lr_at(2, &c) - 0.040103).abs() < 1e-6);
+        // s = 10: lbi 9, gamma = ln 10 / ln 10 = 1 → the max, one step before warmup ends.
+        close(s.lr_at(10, &c), 0.11);
+        // s = 11: lbi 10 ≥ W: gamma = 1.
+        close(s.lr_at(11, &c), 0.11);
+        close(s.lr_at(99, &c), 0.11);
+    }
+
+    #[test]
+    fn warmup_lr_linear_and_defaults() {
+        // Linear, W = 4, max None = base_lr 0.2, min 0.
+        let s = warmup_lr(0.0, None, 4, WarmupType::Linear);
+        let c = ctx(0.2, 50);
+        let want = [0.0, 0.0, 0.2 * 0.25, 0.2 * 0.5, 0.2 * 0.75, 0.2, 0.2];
+        for (step, w) in want.iter().enumerate() {
+            close(s.lr_at(step as u64, &c), *w);
+        }
+    }
+
+    #[test]
+    fn warmup_num_steps_below_two_is_two() {
+        // DeepSpeed: warmup_num_steps = max(2, 1) = 2, so log gamma at lbi 1 = ln 2/ln 2 = 1
+        // and linear gamma at lbi 1 = 1/2.
+        let c = ctx(1.0, 10);
+        let log = warmup_lr(0.0, None, 1, WarmupType::Log);
+        close(log.lr_at(1, &c), 0.0);
+        close(log.lr_at(2, &c), 1.0);
+        let lin = warmup_lr(0.0, None, 0, WarmupType::Linear);
+        close(lin.lr_at(2, &c), 0.5);
+        close(lin.lr_at(3, &c), 1.0);
+    }
+
+    #[test]
+    fn warmup_decay_lr_decays_linearly_to_zero() {
+        // W = 10 (linear), total 30, max = base 1.0.
+        let s = LrSchedule::WarmupDecayLr {
+            total_num_steps: None,
+            warmup_min_lr: 0.0,
+            warmup_max_lr: None,
+            warmup_num_steps: 10,
+            warmup_type: WarmupType::Linear,
+        };
+        let c = ctx(1.0, 30);
+        close(s.lr_at(0, &c), 0.0);
+        // s = 10: lbi 9 → 9/10.
+        close(s.lr_at(10, &c), 0.9);
+        // s = 11: lbi 10 → (30 - 10)/(30 - 10) = 1.
+        close(s.lr_at(11, &c), 1.0);
+        // s = 21: lbi 20 → (30 - 20)/20 = 0.5.
+        close(s.lr_at(21, &c), 0.5);
+        // last step s = 29: lbi 28 → 2/20 = 0.1.
+        close(s.lr_at(29, &c), 0.1);
+        // lbi 30 → 0, later clamped at 0.
+        close(s.lr_at(31, &c), 0.0);
+        assert_eq!(s.lr_at(40, &c), 0.0);
+    }
+
+    #[test]
+    fn warmup_cosine_lr_matches_deepspeed() {
+        // base 0.5, W = 10 (log), total 110, warmup_min_ratio 0.1, cos_min_ratio 0.01.
+        let s = LrSchedule::WarmupCosineLr {
+            total_num_steps: Some(110),
+            warmup_min_ratio: 0.1,
+            warmup_num_steps: 10,
+            cos_min_ratio: 0.01,
+            warmup_type: WarmupType::Log,
+        };
+        let c = ctx(0.5, 200);
+        // s = 0: DeepSpeed's get_lr returns [0.0] before the first scheduler step.
+        assert_eq!(s.lr_at(0, &c), 0.0);
+        // s = 1: lbi 0, ratio = 0.1 + 0·0.9 = 0.1 → 0.05.
+        close(s.lr_at(1, &c), 0.05);
+        // s = 5: lbi 4, ratio = 0.1 + (ln 5/ln 10)·0.9 = 0.1 + 0.69897·0.9 = 0.729073.
+        close(
+            s.lr_at(5, &c),
+            0.5 * (0.1 + (1.0 / 10f64.ln()) * 5f64.ln() * 0.9),
+        );
+        assert!((s.lr_at(5, &c) - 0.5 * 0.729073).abs() < 1e-6);
+        // s = 11: lbi 10, real_last 1 of 100: (1 + cos(π/100))/2 = 0.999383 →
+        // 0.01 + 0.99·0.999383.
+        let r = (1.0 + (PI / 100.0).cos()) / 2.0;
+        close(s.lr_at(11, &c), 0.5 * (0.01 + 0.99 * r));
+        // s = 60: lbi 59, real_last 50 of 100: cos(π/2) ≈ 0 → 0.01 + 0.99·0.5 = 0.505.
+        assert!((s.lr_at(60, &c) - 0.5 * 0.505).abs() < 1e-12);
+        // s = 110: lbi 109, real_last 100 of 100: cos π = -1 → cos_min_ratio.
+        close(s.lr_at(110, &c), 0.5 * 0.01);
+    }
+
+    #[test]
+    fn one_cycle_matches_deepspeed() {
+        // min 0.1, max 1.0, up 4, down 6 (total 10, step_ratio 0.4), decay every 5 steps at 0.5.
+        let s = LrSchedule::OneCycle {
+            cycle_min_lr: 0.1,
+            cycle_max_lr: 1.0,
+            decay_lr_rate: 0.5,
+            cycle_first_step_size: 4,
+            cycle_second_step_size: Some(6),
+            cycle_first_stair_count: 0,
+            cycle_second_stair_count: None,
+            decay_step_size: 5,
+        };
+        let c = ctx(1.0, 100);
+        // s = 0: constructor sets cycle_min_lr; the formula at batch_iteration 0 agrees.
+        close(s.lr_at(0, &c), 0.1);
+        // s = 2: x = 0.2 ≤ 0.4 → scale 0.5 → 0.1 + 0.9·0.5 = 0.55.
+        close(s.lr_at(2, &c), 0.55);
+        // s = 4: x = 0.4 → scale 1 → the max.
+        close(s.lr_at(4, &c), 1.0);
+        // s = 7: x = 0.7 → (0.7 - 1)/(0.4 - 1) = 0.5 → 0.55.
+        close(s.lr_at(7, &c), 0.1 + 0.9 * ((0.7 - 1.0) / (0.4 - 1.0)));
+        // s = 10: lbi 9 < 10 still cycles; x = 0 → min.
+        close(s.lr_at(10, &c), 0.1);
+        // s = 20: decay iteration 20 - 10 = 10, interval 2 → 0.1/(1 + 0.5·2) = 0.05.
+        close(s.lr_at(20, &c), 0.05);
+        // Without decay the lr stays at the min.
+        let flat = LrSchedule::OneCycle {
+            cycle_min_lr: 0.1,
+            cycle_max_lr: 1.0,
+            decay_lr_rate: 0.0,
+            cycle_first_step_size: 4,
+            cycle_second_step_size: None,
+            cycle_first_stair_count: 0,
+            cycle_second_stair_count: None,
+            decay_step_size: 5,
+        };
+        // second = first = 4: s = 6 → x = 0.75, (0.75 - 1)/(0.5 - 1) = 0.5.
+        close(flat.lr_at(6, &c), 0.55);
+        close(flat.lr_at(50, &c), 0.1);
+    }
+
+    #[test]
+    fn cyclic_lr_modes_match_pytorch() {
+        // base 0.1, max 0.5, up 2, down 3 (total 5, ratio 0.4).
+        let mk = |mode, gamma| LrSchedule::CyclicLr {
+            base_lr: Some(0.1),
+            max_lr: 0.5,
+            step_size_up: 2,
+            step_size_down: Some(3),
+            mode,
+            gamma,
+            scale_mode: None,
+        };
+        let c = ctx(9.0, 100);
+        let tri = mk(CyclicMode::Triangular, 1.0);
+        close(tri.lr_at(0, &c), 0.1);
+        // t = 1: x = 0.2 → 0.2/0.4 = 0.5 → 0.1 + 0.4·0.5 = 0.3.
+        close(tri.lr_at(1, &c), 0.3);
+        close(tri.lr_at(2, &c), 0.5);
+        // t = 4: x = 0.8 → (0.8 - 1)/(0.4 - 1) = 1/3 → 0.1 + 0.4/3.
+        close(tri.lr_at(4, &c), 0.1 + 0.4 * ((0.8 - 1.0) / (0.4 - 1.0)));
+        close(tri.lr_at(7, &c), 0.5);
+        // triangular2, cycle 2 (t = 7: cycle = floor(1 + 7/5) = 2): amplitude / 2 → 0.3.
+        close(mk(CyclicMode::Triangular2, 1.0).lr_at(7, &c), 0.3);
+        // exp_range, iterations mode: t = 7 → 0.1 + 0.4·1·0.9^7.
+        close(
+            mk(CyclicMode::ExpRange, 0.9).lr_at(7, &c),
+            0.1 + 0.4 * 1.0 * 0.9f64.powf(7.0),
+        );
+        // base_lr None: the optimizer's lr; step_size_down None: = up.
+        let s = LrSchedule::CyclicLr {
+            base_lr: None,
+            max_lr: 1.0,
+            step_size_up: 4,
+            step_size_down: None,
+            mode: CyclicMode::Triangular,
+            gamma: 1.0,
+            scale_mode: None,
+        };
+        let c = ctx(0.2, 100);
+        close(s.lr_at(0, &c), 0.2);
+        close(s.lr_at(4, &c), 1.0);
+        close(s.lr_at(6, &c), 0.2 + 0.8 * 0.5);
+        close(s.lr_at(8, &c), 0.2);
+    }
+
+    #[test]
+    fn multi_step_steps_per_epoch() {
+        // 10 steps per epoch, milestones at epochs 2 and 4.
+        let s = LrSchedule::MultiStep {
+            milestones: vec![2, 4],
+            gamma: 0.1,
+        };
+        let c = ctx(1.0, 100);
+        close(s.lr_at(0, &c), 1.0);
+        close(s.lr_at(19, &c), 1.0);
+        close(s.lr_at(20, &c), 0.1);
+        close(s.lr_at(39, &c), 0.1);
+        close(s.lr_at(40, &c), 0.1f64.powf(2.0));
+        close(s.lr_at(99, &c), 0.1f64.powf(2.0));
+    }
+
+    #[test]
+    fn cosine_annealing_closed_form() {
+        let s = LrSchedule::CosineAnnealing {
+            t_max: None,
+            eta_min: 0.1,
+        };
+        let c = ctx(1.0, 100);
+        close(s.lr_at(0, &c), 1.0);
+        // t = 50 of 100: (1 + cos(π/2))/2 = 0.5 → 0.1 + 0.9·0.5.
+        assert!((s.lr_at(50, &c) - 0.55).abs() < 1e-15);
+        // t = 25: (1 + cos(π/4))/2 = 0.853553 → 0.868198.
+        close(s.lr_at(25, &c), 0.1 + 0.9 * (1.0 + (PI / 4.0).cos()) / 2.0);
+        assert!((s.lr_at(25, &c) - 0.868198).abs() < 1e-6);
+        // Last step 99: (1 + cos(0.99π))/2 = 0.000247 → barely above eta_min.
+        assert!((s.lr_at(99, &c) - (0.1 + 0.9 * 0.000_246_7)).abs() < 1e-6);
+        let short = LrSchedule::CosineAnnealing {
+            t_max: Some(10),
+            eta_min: 0.0,
+        };
+        close(
+            short.lr_at(10, &c),
+            0.0 + (1.0 - 0.0) * (1.0 + (-1.0)) / 2.0,
+        );
+    }
+
+    #[test]
+    fn goyal_warms_up_per_step_then_decays() {
+        // base 0.1 at 256; global batch 1024 → k = 4, target 0.4.
+        // 10 steps/epoch, warmup 2 epochs = 20 steps, milestones at epochs 3 and 5.
+        let s = LrSchedule::Goyal {
+            reference_batch: 256,
+            warmup_epochs: 2.0,
+            milestones: vec![3, 5],
+            gamma: 0.1,
+        };
+        let c = LrContext {
+            base_lr: 0.1,
+            total_steps: 80,
+            steps_per_epoch: 10,
+            global_batch: 1024,
+        };
+        close(s.lr_at(0, &c), 0.1);
+        // s = 5: 0.1 + (0.4 - 0.1)·5/20 = 0.175.
+        close(s.lr_at(5, &c), 0.175);
+        close(s.lr_at(19, &c), 0.1 + 0.3 * 19.0 / 20.0);
+        // End of warmup: the scaled lr.
+        close(s.lr_at(20, &c), 0.4);
+        close(s.lr_at(29, &c), 0.4);
+        // Epoch 3 (step 30): 0.4·0.1; epoch 5: 0.4·0.01.
+        close(s.lr_at(30, &c), 0.4 * 0.1);
+        close(s.lr_at(79, &c), 0.4 * 0.1f64.powf(2.0));
+        // At the reference batch there is nothing to warm up.
+        let c = LrContext {
+            global_batch: 256,
+            ..c
+        };
+        close(s.lr_at(0, &c), 0.1);
+    }
+
+    #[test]
+    fn curve_covers_every_step() {
+        let s = warmup_lr(0.0, None, 4, WarmupType::Linear);
+        let c = ctx(1.0, 7);
+        let curve = s.curve(&c);
+        assert_eq!(curve.len(), 7);
+        for (i, v) in curve.iter().enumerate() {
+            assert_eq!(*v, s.lr_at(i as u64, &c));
+        }
+    }
+
+    #[track_caller]
+    fn invalid(s: &LrSchedule, c: &LrContext, needle: &str) {
+        let e = s.validate(c).unwrap_err().to_string();
+        assert!(e.contains(needle), "{e}");
+    }
+
+    #[test]
+    fn validation_names_field_and_expectation() {
+        let c = ctx(0.1, 500);
+        assert!(warmup_lr(0.0, None, 1000, WarmupType::Log)
+            .validate(&c)
+            .is_ok());
+        invalid(
+            &warmup_lr(0.5, None, 10, WarmupType::Log),
+            &c,
+            "lr_schedule.warmup_max_lr: must be ≥ warmup_min_lr (0.5), got 0.1 (the optimizer's lr)",
+        );
+        let cyc = |max_lr, up| LrSchedule::CyclicLr {
+            base_lr: None,
+            max_lr,
+            step_size_up: up,
+            step_size_down: None,
+            mode: CyclicMode::Triangular,
+            gamma: 1.0,
+            scale_mode: None,
+        };
+        invalid(
+            &cyc(0.01, 10),
+            &c,
+            "lr_schedule.max_lr: must be ≥ the optimizer's lr (0.1), got 0.01",
+        );
+        invalid(
+            &cyc(1.0, 0),
+            &c,
+            "lr_schedule.step_size_up: must be ≥ 1, got 0",
+        );
+        assert!(cyc(1.0, 10).validate(&c).is_ok());
+        invalid(
+            &LrSchedule::MultiStep {
+                milestones: vec![30, 30, 60],
+                gamma: 0.1,
+            },
+            &c,
+            "lr_schedule.milestones: must be strictly increasing epochs, got [30, 30, 60]",
+        );
+        invalid(
+            &LrSchedule::WarmupDecayLr {
+                total_num_steps: Some(100),
+                warmup_min_lr: 0.0,
+                warmup_max_lr: None,
+                warmup_num_steps: 200,
+                warmup_type: WarmupType::Log,
+            },
+            &c,
+            "lr_schedule.warmup_num_steps: must be ≤ total_num_steps (100), got 200",
+        );
+        invalid(
+            &LrSchedule::WarmupCosineLr {
+                total_num_steps: None,
+                warmup_min_ratio: 0.0,
+                warmup_num_steps: 500,
+                cos_min_ratio: 0.0001,
+                warmup_type: WarmupType::Log,
+            },
+            &c,
+            "lr_schedule.warmup_num_steps: must be < the run's total steps (500)",
+        );
+        invalid(
+            &LrSchedule::OneCycle {
+                cycle_min_lr: 0.5,
+                cycle_max_lr: 0.1,
+                decay_lr_rate: 0.0,
+                cycle_first_step_size: 10,
+                cycle_second_step_size: None,
+                cycle_first_stair_count: 0,
+                cycle_second_stair_count: None,
+                decay_step_size: 0,
+            },
+            &c,
+            "lr_schedule.cycle_max_lr: must be ≥ cycle_min_lr (0.5), got 0.1",
+        );
+        invalid(
+            &LrSchedule::CosineAnnealing {
+                t_max: Some(0),
+                eta_min: 0.0,
+            },
+            &c,
+            "lr_schedule.t_max: must be ≥ 1, got 0",
+        );
+        invalid(
+            &LrSchedule::Goyal {
+                reference_batch: 256,
+                warmup_epochs: 5.0,
+                milestones: vec![3, 60],
+                gamma: 0.1,
+            },
+            &c,
+            "lr_schedule.milestones: must be at or after the warmup's end (epoch 5)",
+        );
+        invalid(
+            &LrSchedule::Goyal {
+                reference_batch: 256,
+                warmup_epochs: 100.0,
+                milestones: vec![],
+                gamma: 0.1,
+            },
+            &c,
+            "lr_schedule.warmup_epochs",
+        );
+        invalid(
+            &LrSchedule::Constant {},
+            &LrContext {
+                steps_per_epoch: 0,
+                ..c
+            },
+            "lr_context.steps_per_epoch: must be ≥ 1, got 0",
+        );
+    }
+
+    #[test]
+    fn toml_fills_library_defaults() {
+        let s = parse("[lr_schedule]\nkind = \"warmup_lr\"\n").unwrap();
+        assert_eq!(s, warmup_lr(0.0, None, 1000, WarmupType::Log));
+        let s = parse(
+            "[lr_schedule]\nkind = \"warmup_cosine_lr\"\nwarmup_num_steps = 10\nwarmup_type = \"linear\"\n",
+        )
+        .unwrap();
+        assert_eq!(
+            s,
+            LrSchedule::WarmupCosineLr {
+                total_num_steps: None,
+                warmup_min_ratio: 0.0,
+                warmup_num_steps: 10,
+                cos_min_ratio: 0.0001,
+                warmup_type: WarmupType::Linear,
+            }
+        );
+        // Integers are accepted for float keys.
+        let s = parse("[lr_schedule]\nkind = \"one_cycle\"\ncycle_min_lr = 0\ncycle_max_lr = 1\n")
+            .unwrap();
+        assert_eq!(
+            s,
+            LrSchedule::OneCycle {
+                cycle_min_lr: 0.0,
+                cycle_max_lr: 1.0,
+                decay_lr_rate: 0.0,
+                cycle_first_step_size: 2000,
+                cycle_second_step_size: None,
+                cycle_first_stair_count: 0,
+                cycle_second_stair_count: None,
+                decay_step_size: 0,
+            }
+        );
+        let s = parse("[lr_schedule]\nkind = \"cyclic_lr\"\nmax_lr = 0.5\nmode = \"exp_range\"\n")
+            .unwrap();
+        assert_eq!(
+            s,
+            LrSchedule::CyclicLr {
+                base_lr: None,
+                max_lr: 0.5,
+                step_size_up: 2000,
+                step_size_down: None,
+                mode: CyclicMode::ExpRange,
+                gamma: 1.0,
+                scale_mode: None,
+            }
+        );
+        let s = parse("[lr_schedule]\nkind = \"goyal\"\n").unwrap();
+        assert_eq!(
+            s,
+            LrSchedule::Goyal {
+                reference_batch: 256,
+                warmup_epochs: 5.0,
+                milestones: vec![30, 60, 80],
+                gamma: 0.1,
+            }
+        );
+        let s = parse("[lr_schedule]\nkind = \"multi_step\"\nmilestones = [2, 5]\n").unwrap();
+        assert_eq!(
+            s,
+            LrSchedule::MultiStep {
+                milestones: vec![2, 5],
+                gamma: 0.1
+            }
+        );
+        assert_eq!(
+            parse("[lr_schedule]\nkind = \"constant\"\n").unwrap(),
+            LrSchedule::Constant {}
+        );
+    }
+
+    #[test]
+    fn toml_rejects_unknown_keys_and_kinds() {
+        let e = parse("[lr_schedule]\nkind = \"warmup_lr\"\nwarmup_steps = 10\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("unknown field `warmup_steps`"), "{e}");
+        let e = parse("[lr_schedule]\nkind = \"constant\"\nwarmup_num_steps = 10\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("unknown field `warmup_num_steps`"), "{e}");
+        let e = parse("[lr_schedule]\nkind = \"warmup\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("unknown variant `warmup`"), "{e}");
+        let e = parse("[lr_schedule]\nkind = \"cyclic_lr\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("missing field `max_lr`"), "{e}");
+    }
+
+    #[test]
+    fn every_variant_round_trips_through_toml_and_json() {
+        let all = vec![
+            LrSchedule::Constant {},
+            warmup_lr(0.0, Some(0.3), 7, WarmupType::Linear),
+            warmup_lr(0.0, None, 7, WarmupType::Log),
+            LrSchedule::WarmupDecayLr {
+                total_num_steps: Some(70),
+                warmup_min_lr: 0.001,
+                warmup_max_lr: None,
+                warmup_num_steps: 7,
+                warmup_type: WarmupType::Log,
+            },
+            LrSchedule::WarmupCosineLr {
+                total_num_steps: None,
+                warmup_min_ratio: 0.1,
+                warmup_num_steps: 7,
+                cos_min_ratio: 0.0001,
+                warmup_type: WarmupType::Log,
+            },
+            LrSchedule::OneCycle {
+                cycle_min_lr: 0.01,
+                cycle_max_lr: 0.1,
+                decay_lr_rate: 0.5,
+                cycle_first_step_size: 10,
+                cycle_second_step_size: Some(20),
+                cycle_first_stair_count: 0,
+                cycle_second_stair_count: Some(3),
+                decay_step_size: 5,
+            },
+            LrSchedule::CyclicLr {
+                base_lr: Some(0.01),
+                max_lr: 0.1,
+                step_size_up: 10,
+                step_size_down: None,
+                mode: CyclicMode::Triangular2,
+                gamma: 1.0,
+                scale_mode: Some(CyclicScaleMode::Iterations),
+            },
+            LrSchedule::MultiStep {
+                milestones: vec![1, 2],
+                gamma: 0.5,
+            },
+            LrSchedule::CosineAnnealing {
+                t_max: Some(10),
+                eta_min: 0.0,
+            },
+            LrSchedule::Goyal {
+                reference_batch: 128,
+                warmup_epochs: 2.5,
+                milestones: vec![],
+                gamma: 0.1,
+            },
+        ];
+        #[derive(Serialize, Deserialize)]
+        struct Wrapper {
+            lr_schedule: LrSchedule,
+        }
+        for s in all {
+            let text = toml::to_string(&Wrapper {
+                lr_schedule: s.clone(),
+            })
+            .unwrap();
+            assert!(text.contains(&format!("kind = \"{}\"", s.name())), "{text}");
+            assert_eq!(parse(&text).unwrap(), s, "{text}");
+            let json = serde_json::to_string(&s).unwrap();
+            assert_eq!(serde_json::from_str::<LrSchedule>(&json).unwrap(), s);
+        }
+    }
+}

@@ -1,0 +1,5 @@
+//! What a run reports (`Event`) and where it is recorded (`store`).
+pub mod event;
+pub mod store;
+
+pub use event::{EvalEvent, Event, StepEvent, Summary};

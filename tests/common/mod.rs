@@ -1,0 +1,62 @@
+//! Shared set-up for the CLI tests: an isolated home for runs, presets and cache.
+#![allow(dead_code)]
+use std::path::{Path, PathBuf};
+
+use assert_cmd::Command;
+use serde_json::Value;
+
+pub struct Home {
+    pub dir: tempfile::TempDir,
+}
+
+impl Home {
+    pub fn new() -> Home {
+        Home {
+            dir: tempfile::tempdir().unwrap(),
+        }
+    }
+
+    pub fn runs(&self) -> PathBuf {
+        self.dir.path().join("runs")
+    }
+
+    pub fn cmd(&self) -> Command {
+        Command::from_std(self.std_cmd())
+    }
+
+    /// The same command as a plain `std::process::Command` (for spawning and killing).
+    pub fn std_cmd(&self) -> std::process::Command {
+        let mut c = std::process::Command::new(assert_cmd::cargo::cargo_bin("cptlab"));
+        c.env("CPTLAB_RUNS_DIR", self.runs())
+            .env("CPTLAB_PRESETS_DIR", self.dir.path().join("presets"))
+            .env("CPTLAB_CACHE_DIR", self.dir.path().join("cache"))
+            .env_remove("CPTLAB_DATA");
+        c
+    }
+
+    /// Run directories created so far.
+    pub fn run_dirs(&self) -> Vec<PathBuf> {
+        let Ok(rd) = std::fs::read_dir(self.runs()) else {
+            return Vec::new();
+        };
+        let mut v: Vec<PathBuf> = rd.flatten().map(|e| e.path()).collect();
+        v.sort();
+        v
+    }
+}
+
+/// Parses `--json` output into events.
+pub fn events(stdout: &[u8]) -> Vec<Value> {
+    String::from_utf8_lossy(stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON: {l}: {e}")))
+        .collect()
+}
+
+pub fn of_kind<'a>(events: &'a [Value], kind: &str) -> Vec<&'a Value> {
+    events.iter().filter(|e| e["event"] == kind).collect()
+}
+
+pub fn read_json(path: &Path) -> Value {
+    serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
+}
