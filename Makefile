@@ -34,7 +34,7 @@ lint: $(TORCH_STAMP)
 	cargo clippy --release --all-targets -- -D warnings
 
 test: $(TORCH_STAMP) lint
-	cargo test --release
+	cargo test --release --no-fail-fast
 
 bench: build
 	$(BIN) bench

@@ -2,6 +2,9 @@
 //! `--json` (one JSON object per line).
 use std::io::{IsTerminal, Write};
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::RecvTimeoutError;
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
@@ -255,16 +258,41 @@ fn run(args: RunArgs, paths: &Paths) -> Result<i32> {
     })
 }
 
+/// Feeds every event of `job` to `f` until the run ends. SIGINT/SIGTERM ask the run to stop
+/// gracefully (checkpoint, summary "stopped"); a second one exits at once.
+fn follow(job: Job, mut f: impl FnMut(Event) -> Result<()>) -> Result<Summary> {
+    use signal_hook::consts::{SIGINT, SIGTERM};
+    let interrupted = Arc::new(AtomicBool::new(false));
+    for sig in [SIGINT, SIGTERM] {
+        // Exit code 130 on the second signal, when the first is already being handled.
+        signal_hook::flag::register_conditional_shutdown(sig, 130, interrupted.clone())?;
+        signal_hook::flag::register(sig, interrupted.clone())?;
+    }
+    let mut stop_sent = false;
+    loop {
+        match job.events().recv_timeout(Duration::from_millis(100)) {
+            Ok(event) => f(event)?,
+            Err(RecvTimeoutError::Timeout) => {}
+            Err(RecvTimeoutError::Disconnected) => break,
+        }
+        if interrupted.load(Ordering::SeqCst) && !stop_sent {
+            job.control().stop();
+            stop_sent = true;
+        }
+    }
+    Ok(job.wait())
+}
+
 fn follow_json(job: Job) -> Result<Summary> {
     let stdout = std::io::stdout();
-    for event in job.events().iter() {
+    follow(job, |event| {
         let mut out = stdout.lock();
         serde_json::to_writer(&mut out, &event)?;
         // A closed pipe (`| head`) must not stop training: the run directory keeps recording.
         let _ = out.write_all(b"\n");
         let _ = out.flush();
-    }
-    Ok(job.wait())
+        Ok(())
+    })
 }
 
 fn follow_human(job: Job) -> Result<Summary> {
@@ -287,7 +315,7 @@ fn follow_human(job: Job) -> Result<Summary> {
         Some(b) => b.println(line),
         None => eprintln!("{line}"),
     };
-    for event in job.events().iter() {
+    follow(job, |event| {
         match event {
             Event::Started(s) => {
                 say(format!(
@@ -337,8 +365,8 @@ fn follow_human(job: Job) -> Result<Summary> {
                 eprintln!("error: {error}");
             }
         }
-    }
-    Ok(job.wait())
+        Ok(())
+    })
 }
 
 fn print_summary(s: &Summary) {

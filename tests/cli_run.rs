@@ -14,13 +14,13 @@ fn json_run_reports_events_and_records_the_run() {
             "--preset",
             "quickstart",
             "--data",
-            "synthetic:1024:256",
+            "synthetic:4096:512",
         ])
         .args([
             "--epochs",
             "2",
             "--batch-size",
-            "64",
+            "32",
             "--threads",
             "1",
             "--json",
@@ -34,7 +34,7 @@ fn json_run_reports_events_and_records_the_run() {
     );
     let ev = events(&out.stdout);
     let steps = of_kind(&ev, "step");
-    assert_eq!(steps.len(), 2 * (1024 / 64));
+    assert_eq!(steps.len(), 2 * (4096 / 32));
     for key in [
         "step",
         "epoch",
@@ -53,8 +53,8 @@ fn json_run_reports_events_and_records_the_run() {
     assert_eq!(evals.len(), 2);
     let acc = evals[1]["test_acc"].as_f64().unwrap();
     assert!((0.0..=1.0).contains(&acc));
-    // The synthetic set is learnable: two short epochs beat chance clearly.
-    assert!(acc > 0.3, "test accuracy {acc}");
+    // The synthetic set is learnable: two short epochs beat chance (10%) clearly.
+    assert!(acc > 0.5, "test accuracy {acc}");
     let fin = of_kind(&ev, "finished");
     assert_eq!(fin.len(), 1);
     let s = &fin[0]["summary"];
@@ -79,7 +79,7 @@ fn json_run_reports_events_and_records_the_run() {
     assert_eq!(read_json(&run.join("summary.json"))["status"], "finished");
     // The recorded config is fully resolved: the data source and every default are written out.
     let cfg = std::fs::read_to_string(run.join("config.toml")).unwrap();
-    assert!(cfg.contains("source = \"synthetic:1024:256\""), "{cfg}");
+    assert!(cfg.contains("source = \"synthetic:4096:512\""), "{cfg}");
     assert!(cfg.contains("grad_accum = 1"), "{cfg}");
     let lines = std::fs::read_to_string(run.join("metrics.jsonl")).unwrap();
     assert_eq!(

@@ -498,7 +498,7 @@ epochs = 1
             .to_string();
         assert!(e.contains("bad.toml"), "{e}");
         assert!(e.contains("unknown field `epoch`"), "{e}");
-        assert!(e.contains("line 12"), "{e}");
+        assert!(e.contains("line 11"), "{e}");
     }
 
     #[test]

@@ -249,7 +249,19 @@ impl Trainer {
         while self.meta.epochs_done < epochs_needed {
             let epoch = self.meta.epochs_done;
             let t0 = Instant::now();
-            let train_loss = self.train_epoch(epoch, rec, control)?;
+            let train_loss = match self.train_epoch(epoch, rec, control) {
+                Ok(loss) => loss,
+                Err(e) => {
+                    // A user's stop keeps the progress: checkpoint mid-epoch; resume continues
+                    // at the next step of this epoch.
+                    if matches!(e.downcast_ref::<Stopped>(), Some(Stopped::ByUser))
+                        && self.cfg.train.checkpoint
+                    {
+                        self.checkpoint(rec)?;
+                    }
+                    return Err(e);
+                }
+            };
             let epoch_seconds = t0.elapsed().as_secs_f64();
             self.meta.epochs_done += 1;
             self.meta.seconds_per_epoch.push(epoch_seconds);

@@ -15,6 +15,26 @@ pub const CONFIG_FILE: &str = "config.toml";
 pub const METRICS_FILE: &str = "metrics.jsonl";
 pub const SUMMARY_FILE: &str = "summary.json";
 pub const CHECKPOINT_DIR: &str = "checkpoints";
+/// Present while a process is training this run: `{"pid": …}`. Removed when the run ends.
+pub const PROCESS_FILE: &str = "process.json";
+
+/// The pid of the process training the run in `dir`, if that process is alive. A file left by a
+/// dead process (kill -9, power loss) is stale and ignored.
+pub fn live_pid(dir: &Path) -> Option<u32> {
+    let text = fs::read_to_string(dir.join(PROCESS_FILE)).ok()?;
+    let v: serde_json::Value = serde_json::from_str(&text).ok()?;
+    let pid = u32::try_from(v["pid"].as_u64()?).ok()?;
+    process_alive(pid).then_some(pid)
+}
+
+pub fn process_alive(pid: u32) -> bool {
+    // Signal 0 checks existence and permission without sending anything.
+    let Ok(pid) = libc::pid_t::try_from(pid) else {
+        return false;
+    };
+    // SAFETY: kill with signal 0 has no effect on the target.
+    pid > 0 && unsafe { libc::kill(pid, 0) } == 0
+}
 
 /// Writes `bytes` to `path` via a temp file in the same directory, fsync and rename.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> io::Result<()> {
@@ -90,6 +110,12 @@ impl RunStore {
     }
 
     fn open_metrics(dir: PathBuf) -> Result<RunStore> {
+        let process = serde_json::json!({
+            "pid": std::process::id(),
+            "started": chrono::Local::now().to_rfc3339(),
+        });
+        write_atomic(&dir.join(PROCESS_FILE), process.to_string().as_bytes())
+            .with_context(|| format!("cannot write {}", dir.join(PROCESS_FILE).display()))?;
         let path = dir.join(METRICS_FILE);
         let f = OpenOptions::new()
             .create(true)
@@ -138,7 +164,9 @@ impl RunStore {
         self.flush()?;
         let path = self.dir.join(SUMMARY_FILE);
         write_atomic(&path, serde_json::to_string_pretty(summary)?.as_bytes())
-            .with_context(|| format!("cannot write {}", path.display()))
+            .with_context(|| format!("cannot write {}", path.display()))?;
+        let _ = fs::remove_file(self.dir.join(PROCESS_FILE));
+        Ok(())
     }
 }
 
@@ -151,11 +179,14 @@ pub struct RunInfo {
 }
 
 impl RunInfo {
+    /// finished/stopped/diverged/failed from the summary; without one, `live` while its process
+    /// runs, else `incomplete` (interrupted: resumable from its last checkpoint).
     pub fn status(&self) -> &str {
-        self.summary
-            .as_ref()
-            .map(|s| s.status.as_str())
-            .unwrap_or("incomplete")
+        match &self.summary {
+            Some(s) => s.status.as_str(),
+            None if live_pid(&self.dir).is_some() => "live",
+            None => "incomplete",
+        }
     }
 }
 
@@ -305,6 +336,10 @@ mod tests {
         drop(RunStore::reopen(&run, keep).unwrap());
         assert_eq!(read_metrics(&run).unwrap(), vec![ev]);
         assert_eq!(list_runs(dir.path()).len(), 1);
+        // This test process wrote process.json and is alive: the run counts as live …
+        assert_eq!(list_runs(dir.path())[0].status(), "live");
+        // … and once its process is gone (a pid that cannot exist), as interrupted.
+        write_atomic(&run.join(PROCESS_FILE), br#"{"pid": 4294967295}"#).unwrap();
         assert_eq!(list_runs(dir.path())[0].status(), "incomplete");
     }
 }
