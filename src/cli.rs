@@ -29,6 +29,12 @@ use crate::telemetry::Summary;
 pub struct Cli {
     #[command(flatten)]
     pub global: GlobalArgs,
+    /// Preset loaded into the workbench's Setup view (TUI only; `run` has its own --preset)
+    #[arg(long)]
+    pub preset: Option<String>,
+    /// Data for runs started from the workbench (TUI only; `run` has its own --data)
+    #[arg(long, env = "CPTLAB_DATA")]
+    pub data: Option<String>,
     #[command(subcommand)]
     pub command: Option<Command>,
 }
@@ -157,7 +163,13 @@ pub enum PresetsCommand {
 pub fn main(cli: Cli) -> Result<i32> {
     let paths = cli.global.paths();
     match cli.command {
-        None => run(RunArgs::default(), &paths),
+        None => crate::tui::run(
+            &paths,
+            crate::tui::TuiOptions {
+                preset: cli.preset,
+                data: cli.data,
+            },
+        ),
         Some(Command::Run(args)) => run(args, &paths),
         Some(Command::Runs(c)) => runs(c, &paths).map(|()| 0),
         Some(Command::Presets(c)) => presets(c, &paths).map(|()| 0),

@@ -11,3 +11,4 @@ pub mod models;
 pub mod quant;
 pub mod schedule;
 pub mod telemetry;
+pub mod tui;

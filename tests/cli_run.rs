@@ -176,3 +176,47 @@ fn doctor_reports_torch_and_paths() {
             .and(contains("runs:")),
     );
 }
+
+fn step_losses(home: &Home, extra: &[&str]) -> Vec<f64> {
+    let mut args = vec![
+        "run",
+        "--data",
+        "synthetic:1024:128",
+        "--batch-size",
+        "32",
+        "--max-steps",
+        "12",
+        "--threads",
+        "1",
+        "--json",
+    ];
+    args.extend_from_slice(extra);
+    let out = home.cmd().args(&args).output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    of_kind(&events(&out.stdout), "step")
+        .iter()
+        .map(|e| e["loss"].as_f64().unwrap())
+        .collect()
+}
+
+#[test]
+fn gradient_accumulation_matches_the_full_batch() {
+    // LeNet has no BatchNorm: 4 micro-batches of 8 give the same gradients as one batch of 32.
+    let home = Home::new();
+    let full = step_losses(&home, &[]);
+    let accumulated = step_losses(&home, &["--set", "train.grad_accum=4"]);
+    assert_eq!(full.len(), 12);
+    for (a, b) in full.iter().zip(&accumulated) {
+        assert!(
+            (a - b).abs() <= 1e-5 * a.abs(),
+            "{full:?} vs {accumulated:?}"
+        );
+    }
+    // And the optimizer really changes the trajectory (the comparison can fail).
+    let adam = step_losses(&home, &["--optimizer", "adam", "--lr", "0.001"]);
+    assert!((adam[11] - full[11]).abs() > 1e-4);
+}

@@ -28,16 +28,18 @@ impl LeNet {
 
 impl Classifier for LeNet {
     fn forward(&self, x: &Tensor, _train: bool, bits: Bits) -> Tensor {
-        let x =
-            self.conv1
-                .forward(x, bits)
-                .relu_()
-                .max_pool2d([2, 2], [2, 2], [0, 0], [1, 1], false);
-        let x =
-            self.conv2
-                .forward(&x, bits)
-                .relu_()
-                .max_pool2d([2, 2], [2, 2], [0, 0], [1, 1], false);
+        // max-pool then ReLU: the same values and gradients as ReLU then max-pool (both are
+        // monotone), with the ReLU on a quarter of the elements.
+        let x = self
+            .conv1
+            .forward(x, bits)
+            .max_pool2d([2, 2], [2, 2], [0, 0], [1, 1], false)
+            .relu_();
+        let x = self
+            .conv2
+            .forward(&x, bits)
+            .max_pool2d([2, 2], [2, 2], [0, 0], [1, 1], false)
+            .relu_();
         let x = x.flatten(1, -1);
         let x = self.fc1.forward(&x, bits).relu_();
         let x = self.fc2.forward(&x, bits).relu_();
