@@ -116,6 +116,24 @@ pub struct RunArgs {
     /// Intra-op threads
     #[arg(long)]
     pub threads: Option<usize>,
+    /// Number format: fp32
+    #[arg(long)]
+    pub precision: Option<String>,
+    /// Cyclic precision schedule: static cpt CR CT LR LT ER ETV ETH RR RTV RTH
+    #[arg(long)]
+    pub cpt: Option<String>,
+    /// Lowest forward bits of the precision schedule
+    #[arg(long)]
+    pub q_min: Option<u32>,
+    /// Highest forward bits of the precision schedule
+    #[arg(long)]
+    pub q_max: Option<u32>,
+    /// Cycles of the precision schedule over the run
+    #[arg(long)]
+    pub cycles: Option<u32>,
+    /// Backward (error and gradient) bits
+    #[arg(long)]
+    pub q_bwd: Option<u32>,
     /// Override any config field: --set optimizer.momentum=0.9 (repeatable)
     #[arg(long = "set", value_name = "KEY=VALUE")]
     pub set: Vec<String>,
@@ -235,6 +253,37 @@ pub fn build_config(args: &RunArgs, paths: &Paths) -> Result<RunConfig> {
     }
     if let Some(x) = args.threads {
         o.push(Override::new("devices.threads", (x as i64).into()));
+    }
+    if let Some(x) = &args.precision {
+        o.push(Override::new("precision.mode", x.clone().into()));
+    }
+    if let Some(x) = &args.cpt {
+        let kind: crate::schedule::precision::PrecisionScheduleKind =
+            x.parse().map_err(|e| anyhow::anyhow!("--cpt: {e}"))?;
+        o.push(Override::new(
+            "precision.schedule.kind",
+            kind.name().to_string().into(),
+        ));
+    }
+    let schedule_flags = [
+        ("q_min", args.q_min),
+        ("q_max", args.q_max),
+        ("cycles", args.cycles),
+        ("q_bwd", args.q_bwd),
+    ];
+    for (key, value) in schedule_flags {
+        if let Some(v) = value {
+            if args.cpt.is_none() && config.precision.schedule.is_none() {
+                anyhow::bail!(
+                    "--{}: the config has no precision schedule; name one with --cpt (e.g. --cpt CR)",
+                    key.replace('_', "-")
+                );
+            }
+            o.push(Override::new(
+                &format!("precision.schedule.{key}"),
+                (v as i64).into(),
+            ));
+        }
     }
     for s in &args.set {
         o.push(s.parse()?);

@@ -13,6 +13,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::models::{ModelKind, VitConfig};
 use crate::schedule::lr::LrSchedule;
+use crate::schedule::precision::PrecisionSchedule;
 
 pub use overrides::{apply_override, Override};
 
@@ -209,18 +210,31 @@ fn default_one() -> usize {
     1
 }
 
-/// Numeric precision of training. The precision issue adds cyclic schedules and fp16/bf16.
+/// Numeric precision of training: the number format (`mode`) and an optional cyclic precision
+/// schedule for fake-quantized forward/backward passes (CPT).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct PrecisionConfig {
     #[serde(default)]
     pub mode: PrecisionMode,
+    /// CPT: forward bits follow this schedule; backward at `q_bwd`. None: full precision.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub schedule: Option<PrecisionSchedule>,
+    /// Keep the first conv/linear layer at full precision.
+    #[serde(default)]
+    pub first_layer_full_precision: bool,
+    /// Keep the classifier at full precision (CPT's default).
+    #[serde(default = "default_true")]
+    pub last_layer_full_precision: bool,
 }
 
 impl Default for PrecisionConfig {
     fn default() -> Self {
         PrecisionConfig {
             mode: PrecisionMode::Fp32,
+            schedule: None,
+            first_layer_full_precision: false,
+            last_layer_full_precision: true,
         }
     }
 }

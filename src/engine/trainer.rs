@@ -59,13 +59,15 @@ impl Trainer {
         let vs = VarStore::new(device);
         let kind = cfg.model.kind;
         let shape = dataset.shape;
-        let model = models::build(
+        let mut model = models::build(
             kind,
             &cfg.model.vit,
             &vs.root(),
             dataset.classes.len() as i64,
             shape.channels as i64,
         );
+        let p = &cfg.precision;
+        model.set_layer_roles(p.first_layer_full_precision, p.last_layer_full_precision);
         let params: u64 = vs
             .trainable_variables()
             .iter()
@@ -123,6 +125,10 @@ impl Trainer {
         cfg.lr_schedule
             .validate(&lr_ctx)
             .map_err(|e| anyhow::anyhow!("{e}"))?;
+        if let Some(s) = &cfg.precision.schedule {
+            s.validate(total_steps)
+                .map_err(|e| anyhow::anyhow!("precision.schedule: {e}"))?;
+        }
         Ok(Trainer {
             cfg,
             device,
@@ -140,6 +146,28 @@ impl Trainer {
             pixels: Vec::new(),
             labels: Vec::new(),
         })
+    }
+
+    /// Bits of optimizer step `step` (0-based): the precision schedule's, else full precision.
+    fn bits_at(&self, step: u64) -> Bits {
+        match &self.cfg.precision.schedule {
+            Some(s) => Bits {
+                fwd: s.q_fwd_at(step, self.total_steps),
+                bwd: s.q_bwd_at(step, self.total_steps),
+            },
+            None => Bits::FULL,
+        }
+    }
+
+    /// Evaluation runs at the schedule's top precision (where CPT ends), else full precision.
+    fn eval_bits(&self) -> Bits {
+        match &self.cfg.precision.schedule {
+            Some(s) => Bits {
+                fwd: s.q_max,
+                bwd: s.q_bwd(),
+            },
+            None => Bits::FULL,
+        }
     }
 
     pub fn meta(&self) -> &Meta {
@@ -326,6 +354,7 @@ impl Trainer {
             let positions = self.plan.rank_positions(n, s);
             let (mut t_data, mut t_fwd, mut t_bwd) = (0.0, 0.0, 0.0);
             let mut step_loss = 0.0;
+            let bits = self.bits_at(self.meta.global_step);
             for m in 0..accum {
                 let t = Instant::now();
                 let idx = &indices[m * micro..(m + 1) * micro];
@@ -344,7 +373,7 @@ impl Trainer {
                 let (x, y) = self.converter.convert(&self.pixels, &self.labels);
                 t_data += t.elapsed().as_secs_f64();
                 let t = Instant::now();
-                let logits = self.model.forward(&x, true, Bits::FULL);
+                let logits = self.model.forward(&x, true, bits);
                 let loss = logits.cross_entropy_loss::<Tensor>(
                     &y,
                     None,
@@ -393,6 +422,8 @@ impl Trainer {
                 t_bwd,
                 t_comm: 0.0,
                 t_opt,
+                q_fwd: self.cfg.precision.schedule.as_ref().map(|_| bits.fwd),
+                q_bwd: self.cfg.precision.schedule.as_ref().map(|_| bits.bwd),
             }))?;
         }
         Ok(if loss_count > 0 {
@@ -428,6 +459,7 @@ impl Trainer {
         };
         let mut pixels = Vec::new();
         let mut labels = Vec::new();
+        let bits = self.eval_bits();
         tch::no_grad(|| -> Result<()> {
             let mut start = 0;
             while start < n {
@@ -446,7 +478,7 @@ impl Trainer {
                     &mut labels,
                 );
                 let (x, y) = self.converter.convert(&pixels, &labels);
-                let logits = self.model.forward(&x, false, Bits::FULL);
+                let logits = self.model.forward(&x, false, bits);
                 let loss = logits.cross_entropy_loss::<Tensor>(&y, None, Reduction::Sum, -100, 0.0);
                 loss_sum += loss.double_value(&[]);
                 let pred: Vec<i64> =

@@ -72,6 +72,11 @@ pub struct StepEvent {
     pub t_bwd: f64,
     pub t_comm: f64,
     pub t_opt: f64,
+    /// Forward and backward bits of this step under a precision schedule (absent at fp32 without one).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub q_fwd: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub q_bwd: Option<u32>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -136,6 +141,8 @@ mod tests {
             t_bwd: 0.0,
             t_comm: 0.0,
             t_opt: 0.0,
+            q_fwd: None,
+            q_bwd: None,
         });
         let s = serde_json::to_string(&e).unwrap();
         assert!(
