@@ -74,6 +74,8 @@ pub enum Command {
     Presets(PresetsCommand),
     /// Torch, CUDA and thread settings, and where files live
     Doctor,
+    /// CPT's precision range test: the lowest precision at which training makes progress
+    RangeTest(RangeTestArgs),
     /// Seconds per epoch beside a PyTorch eager reference (see docs/BENCHMARKS.md)
     Bench(crate::bench::BenchArgs),
 }
@@ -142,6 +144,27 @@ pub struct RunArgs {
     pub json: bool,
 }
 
+#[derive(Debug, Args)]
+pub struct RangeTestArgs {
+    #[command(flatten)]
+    pub run: RunArgs,
+    /// Lowest precision tried
+    #[arg(long, default_value_t = 2)]
+    pub from: u32,
+    /// Highest precision tried
+    #[arg(long, default_value_t = 8)]
+    pub to: u32,
+    /// Optimizer steps per precision
+    #[arg(long, default_value_t = 200)]
+    pub steps: u64,
+    /// Relative loss fall (first tenth vs last tenth of the steps) that counts as progress
+    #[arg(long, default_value_t = 0.05)]
+    pub threshold: f64,
+    /// Record the short runs in the runs directory (default: a temporary directory)
+    #[arg(long)]
+    pub keep_runs: bool,
+}
+
 #[derive(Debug, Subcommand)]
 pub enum RunsCommand {
     /// Recorded runs, newest first
@@ -196,6 +219,7 @@ pub fn main(cli: Cli) -> Result<i32> {
             Ok(0)
         }
         Some(Command::Bench(args)) => crate::bench::run(args, &paths).map(|()| 0),
+        Some(Command::RangeTest(args)) => range_test(args, &paths).map(|()| 0),
     }
 }
 
@@ -457,6 +481,61 @@ fn print_summary(s: &Summary) {
         println!("per class: {}", parts.join(", "));
     }
     println!("run directory: {}", s.run_dir);
+}
+
+fn range_test(args: RangeTestArgs, paths: &Paths) -> Result<()> {
+    use crate::engine::range_test::{self, RangeTestOptions};
+    anyhow::ensure!(
+        args.run.resume.is_none(),
+        "--resume does not apply to a range test"
+    );
+    let config = build_config(&args.run, paths)?;
+    let tmp = tempfile::tempdir()?;
+    let mut test_paths = paths.clone();
+    if !args.keep_runs {
+        test_paths.runs = tmp.path().to_path_buf();
+    }
+    let opts = RangeTestOptions {
+        from: args.from,
+        to: args.to,
+        steps: args.steps,
+        threshold: args.threshold,
+    };
+    let json = args.run.json;
+    if !json {
+        println!(
+            "range test: {} on {} steps per precision, progress = loss falls by {:.0}%",
+            config.model.kind,
+            args.steps,
+            args.threshold * 100.0
+        );
+        println!("{:>5} {:>11} {:>11} {:>8}  PROGRESS", "BITS", "FIRST LOSS", "LAST LOSS", "FALL");
+    }
+    let rows = range_test::run(&config, &test_paths, &opts, |r| {
+        if json {
+            println!("{}", serde_json::json!({"event": "range", "row": r}));
+        } else {
+            println!(
+                "{:>5} {:>11.4} {:>11.4} {:>7.1}%  {}{}",
+                r.bits,
+                r.first_loss,
+                r.last_loss,
+                r.fall * 100.0,
+                if r.progress { "yes" } else { "no" },
+                r.error.as_deref().map(|e| format!(" ({e})")).unwrap_or_default()
+            );
+        }
+    })?;
+    let suggestion = range_test::suggest_q_min(&rows);
+    if json {
+        println!("{}", serde_json::json!({"event": "suggestion", "q_min": suggestion}));
+    } else {
+        match suggestion {
+            Some(q) => println!("suggested q_min: {q}"),
+            None => println!("no precision up to {} made progress: raise --to or --steps, or lower --threshold", args.to),
+        }
+    }
+    Ok(())
 }
 
 fn runs(c: RunsCommand, paths: &Paths) -> Result<()> {

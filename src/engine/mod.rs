@@ -6,6 +6,7 @@ pub mod device;
 pub mod flat;
 pub mod job;
 pub mod optim;
+pub mod range_test;
 pub mod recorder;
 pub mod trainer;
 
