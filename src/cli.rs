@@ -20,6 +20,8 @@ use crate::telemetry::event::{Event, LogLevel};
 use crate::telemetry::store;
 use crate::telemetry::Summary;
 
+pub mod schedule;
+
 #[derive(Debug, Parser)]
 #[command(
     name = "cptlab",
@@ -76,6 +78,9 @@ pub enum Command {
     Doctor,
     /// CPT's precision range test: the lowest precision at which training makes progress
     RangeTest(RangeTestArgs),
+    /// Print an LR or precision schedule's curve (terminal plot, or CSV)
+    #[command(subcommand)]
+    Schedule(schedule::ScheduleCommand),
     /// Seconds per epoch beside a PyTorch eager reference (see docs/BENCHMARKS.md)
     Bench(crate::bench::BenchArgs),
 }
@@ -115,9 +120,12 @@ pub struct RunArgs {
     /// cpu or cuda:N
     #[arg(long)]
     pub devices: Option<String>,
-    /// Intra-op threads
+    /// Intra-op threads per worker
     #[arg(long)]
     pub threads: Option<usize>,
+    /// ZeRO stage: 0 (replicated optimizer state) or 1 (sharded across workers)
+    #[arg(long)]
+    pub zero: Option<u8>,
     /// Number format: fp32
     #[arg(long)]
     pub precision: Option<String>,
@@ -220,6 +228,7 @@ pub fn main(cli: Cli) -> Result<i32> {
         }
         Some(Command::Bench(args)) => crate::bench::run(args, &paths).map(|()| 0),
         Some(Command::RangeTest(args)) => range_test(args, &paths).map(|()| 0),
+        Some(Command::Schedule(cmd)) => schedule::run(cmd).map(|()| 0),
     }
 }
 
@@ -278,6 +287,9 @@ pub fn build_config(args: &RunArgs, paths: &Paths) -> Result<RunConfig> {
     if let Some(x) = args.threads {
         o.push(Override::new("devices.threads", (x as i64).into()));
     }
+    if let Some(x) = args.zero {
+        o.push(Override::new("devices.zero", (x as i64).into()));
+    }
     if let Some(x) = &args.precision {
         o.push(Override::new("precision.mode", x.clone().into()));
     }
@@ -317,11 +329,34 @@ pub fn build_config(args: &RunArgs, paths: &Paths) -> Result<RunConfig> {
     Ok(config)
 }
 
+/// What may change when a run is resumed: where and how it runs, not what it computes.
+fn resume_overrides(args: &RunArgs) -> Result<Vec<Override>> {
+    let mut o = Vec::new();
+    if let Some(x) = &args.devices {
+        o.push(Override::new("devices.devices", x.clone().into()));
+    }
+    if let Some(x) = args.threads {
+        o.push(Override::new("devices.threads", (x as i64).into()));
+    }
+    if let Some(x) = args.zero {
+        o.push(Override::new("devices.zero", (x as i64).into()));
+    }
+    for s in &args.set {
+        let ov: Override = s.parse()?;
+        anyhow::ensure!(
+            ov.key.first().map(String::as_str) == Some("devices"),
+            "--set {s}: a resumed run keeps its recorded config; only devices.* may change"
+        );
+        o.push(ov);
+    }
+    Ok(o)
+}
+
 fn run(args: RunArgs, paths: &Paths) -> Result<i32> {
     let job = match &args.resume {
         Some(dir) => {
             let dir = store::resolve_run_dir(&paths.runs, dir)?;
-            Job::resume(&dir, paths.clone())?
+            Job::resume(&dir, paths.clone(), &resume_overrides(&args)?)?
         }
         None => {
             let config = build_config(&args, paths)?;

@@ -27,16 +27,6 @@ const ARGS: &[&str] = &[
     "--json",
 ];
 
-fn step_losses(run: &std::path::Path) -> Vec<(u64, f64)> {
-    std::fs::read_to_string(run.join("metrics.jsonl"))
-        .unwrap()
-        .lines()
-        .map(|l| serde_json::from_str::<Value>(l).unwrap())
-        .filter(|e| e["event"] == "step")
-        .map(|e| (e["step"].as_u64().unwrap(), e["loss"].as_f64().unwrap()))
-        .collect()
-}
-
 #[test]
 fn killed_run_resumes_to_the_same_numbers() {
     let reference = Home::new();
@@ -96,7 +86,7 @@ fn killed_run_resumes_to_the_same_numbers() {
     );
     assert_eq!(summary["final_test_acc"], ref_summary["final_test_acc"]);
     // The record has each step once, with the same losses as the uninterrupted run.
-    assert_eq!(step_losses(&run), step_losses(&ref_run));
+    assert_eq!(common::step_losses(&run), common::step_losses(&ref_run));
 }
 
 #[test]

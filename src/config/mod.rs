@@ -196,6 +196,10 @@ pub struct TrainConfig {
     /// Micro-batches accumulated per optimizer step.
     #[serde(default = "default_one")]
     pub grad_accum: usize,
+    /// Samples per device per micro-batch (optional: derived from the others; when given, it
+    /// must satisfy batch_size = micro_batch_size × grad_accum × world size).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub micro_batch_size: Option<usize>,
     #[serde(default)]
     pub label_smoothing: f64,
     /// Save a checkpoint at every epoch end.
@@ -252,9 +256,12 @@ pub struct DeviceConfig {
     /// `cpu` or `cuda:N`.
     #[serde(default = "default_device")]
     pub devices: String,
-    /// Intra-op threads per worker (None: libtorch's default).
+    /// Intra-op threads per worker (None: the cores divided among the CPU workers).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub threads: Option<usize>,
+    /// ZeRO stage: 0 replicates optimizer state on every rank, 1 shards it (DeepSpeed stage 1).
+    #[serde(default)]
+    pub zero: u8,
 }
 
 fn default_device() -> String {
@@ -266,6 +273,7 @@ impl Default for DeviceConfig {
         DeviceConfig {
             devices: default_device(),
             threads: None,
+            zero: 0,
         }
     }
 }
@@ -412,8 +420,37 @@ impl RunConfig {
                 "at least 1 (or leave it out)",
             ));
         }
-        crate::engine::device::parse_devices(&self.devices.devices)
+        let spec = crate::engine::device::parse_devices(&self.devices.devices)
             .map_err(|e| invalid("devices.devices", &self.devices.devices, &e))?;
+        if self.devices.zero > 1 {
+            return Err(invalid(
+                "devices.zero",
+                self.devices.zero,
+                "0 (replicated optimizer state) or 1 (sharded, ZeRO stage 1)",
+            ));
+        }
+        if let Some(world) = spec.known_world_size() {
+            let t = &self.train;
+            if t.batch_size % (t.grad_accum * world) != 0 {
+                return Err(invalid(
+                    "train.batch_size",
+                    t.batch_size,
+                    &format!(
+                        "a multiple of grad_accum × world size = {} × {world}: train batch = micro batch × gradient accumulation × world size",
+                        t.grad_accum
+                    ),
+                ));
+            }
+            if let Some(micro) = t.micro_batch_size {
+                if micro * t.grad_accum * world != t.batch_size {
+                    // DeepSpeed's own wording for the same disagreement.
+                    return Err(ConfigError::Other(format!(
+                        "Check batch related parameters. train_batch_size is not equal to micro_batch_per_gpu * gradient_acc_step * world_size {} != {} * {} * {}",
+                        t.batch_size, micro, t.grad_accum, world
+                    )));
+                }
+            }
+        }
         Ok(())
     }
 

@@ -48,6 +48,15 @@ pub enum DeviceSpec {
 }
 
 impl DeviceSpec {
+    /// The number of workers, when the spec alone says (not for `cuda:all`).
+    pub fn known_world_size(&self) -> Option<usize> {
+        match self {
+            DeviceSpec::Cpu { workers } => Some(*workers),
+            DeviceSpec::Cuda(ids) => Some(ids.len()),
+            DeviceSpec::CudaAll => None,
+        }
+    }
+
     /// The concrete devices, checked against what this machine has.
     pub fn resolve(&self) -> Result<Vec<Device>, String> {
         match self {

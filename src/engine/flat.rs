@@ -6,10 +6,16 @@
 //! collective sends one buffer. Autograd accumulates into an existing gradient in place
 //! (`grad += new` when the gradient is defined and grad mode is off), so after `backward` the
 //! flat gradient is complete with no gather copy, and clearing it is a single `zero_`.
+//!
+//! For sharding, the buffers can be padded ([`FlatParams::with_padding`]) to a multiple of the
+//! world size: the tail belongs to no parameter and stays zero in both buffers (its gradient is
+//! zero, so SGD, Adam and AdamW leave it at zero).
 use tch::{nn::VarStore, Device, Kind, Tensor};
 
 pub struct FlatParams {
+    /// All trainable parameters, then zero padding: [`FlatParams::len`] elements.
     pub params: Tensor,
+    /// Their gradients, same layout.
     pub grads: Tensor,
     /// The model's parameter tensors, in creation order (deterministic for a given model).
     vars: Vec<Tensor>,
@@ -18,12 +24,20 @@ pub struct FlatParams {
 
 impl FlatParams {
     pub fn new(vs: &VarStore) -> FlatParams {
+        FlatParams::with_padding(vs, 1)
+    }
+
+    /// As [`FlatParams::new`], with the buffers' length rounded up to a multiple of `multiple`
+    /// (e.g. `zero::ShardLayout::pad_multiple(world)`); the padding is zero.
+    pub fn with_padding(vs: &VarStore, multiple: i64) -> FlatParams {
+        assert!(multiple > 0, "padding multiple must be positive");
         let mut vars = vs.trainable_variables();
         let device = vs.device();
         let numels: Vec<i64> = vars.iter().map(|v| v.numel() as i64).collect();
         let total: i64 = numels.iter().sum();
-        let params = Tensor::zeros([total], (Kind::Float, device));
-        let grads = Tensor::zeros([total], (Kind::Float, device));
+        let padded = (total + multiple - 1) / multiple * multiple;
+        let params = Tensor::zeros([padded], (Kind::Float, device));
+        let grads = Tensor::zeros([padded], (Kind::Float, device));
         // Materialize every gradient (zeros) with one backward pass, then re-point it.
         let probe: Tensor = vars
             .iter()
@@ -52,7 +66,13 @@ impl FlatParams {
         flat
     }
 
+    /// Length of the buffers, padding included.
     pub fn len(&self) -> i64 {
+        self.params.numel() as i64
+    }
+
+    /// Elements that belong to parameters (the buffers' length without padding).
+    pub fn param_len(&self) -> i64 {
         self.numels.iter().sum()
     }
 
@@ -131,5 +151,30 @@ mod tests {
         });
         let y = net.forward(&x);
         assert_eq!(y.abs().sum(Kind::Float).double_value(&[]), 0.0);
+    }
+
+    #[test]
+    fn padding_extends_both_buffers_with_zeros() {
+        tch::manual_seed(0);
+        let vs = VarStore::new(Device::Cpu);
+        let net = small_net(&vs.root());
+        let flat = FlatParams::with_padding(&vs, 16);
+        assert_eq!(flat.param_len(), 39);
+        assert_eq!(flat.len(), 48);
+        assert!(flat.is_intact());
+        let x = Tensor::randn([7, 5], (Kind::Float, Device::Cpu));
+        net.forward(&x).square().sum(Kind::Float).backward();
+        let tail = |t: &Tensor| t.narrow(0, 39, 9).abs().sum(Kind::Float).double_value(&[]);
+        assert_eq!(tail(&flat.grads), 0.0);
+        assert_eq!(tail(&flat.params), 0.0);
+        assert!(
+            flat.grads
+                .narrow(0, 0, 39)
+                .abs()
+                .sum(Kind::Float)
+                .double_value(&[])
+                > 0.0
+        );
+        assert_eq!(FlatParams::with_padding(&vs, 39).len(), 39);
     }
 }

@@ -9,12 +9,15 @@ use std::thread::JoinHandle;
 use anyhow::{Context, Result};
 
 use super::checkpoint;
+use super::collective::local::LocalGroup;
+use super::collective::nccl::NcclCollective;
+use super::collective::{AbortHandle, Collective, CollectiveError};
 use super::control::Control;
 use super::device::parse_devices;
 use super::recorder::Recorder;
 use super::trainer::Trainer;
 use crate::config::paths::Paths;
-use crate::config::RunConfig;
+use crate::config::{Override, RunConfig};
 use crate::data::{self, DataSource, Dataset, LoadOptions};
 use crate::telemetry::event::{Event, LogLevel};
 use crate::telemetry::store::{self, RunStore, CHECKPOINT_DIR};
@@ -31,9 +34,14 @@ pub struct JobSpec {
 pub struct Job {
     events: Receiver<Event>,
     control: Arc<Control>,
-    handle: JoinHandle<Summary>,
+    /// Joins the workers (one thread per device), records how the run ended, returns the summary.
+    finisher: JoinHandle<Summary>,
     run_dir: PathBuf,
 }
+
+/// What a worker thread hands back: its outcome and its recorder (rank 0's holds the run store
+/// and the listener).
+type WorkerResult = (Result<Summary>, Recorder);
 
 /// Resolves the data source a config will use: the config's, else `CPTLAB_DATA`, else synthetic.
 /// Relative paths become absolute so the recorded config works from any directory.
@@ -61,14 +69,22 @@ impl Job {
         let source = resolve_data_source(&mut config)?;
         let devices = check_devices(&config)?;
         let data = load_data(&config, &source, &paths)?;
-        let trainer = build_trainer(&config, &data, devices[0])?;
+        let trainers = build_trainers(&config, &data, &devices)?;
         let store = RunStore::create(&paths.runs, &config)?;
-        Ok(Self::spawn(config, data, trainer, store, None))
+        Ok(Self::spawn(config, data, trainers, store, None))
     }
 
-    /// Continues the run in `run_dir` from its last checkpoint, with the config it recorded.
-    pub fn resume(run_dir: &Path, paths: Paths) -> Result<Job> {
-        let config = RunConfig::from_file(&run_dir.join(store::CONFIG_FILE))?;
+    /// Continues the run in `run_dir` from its last checkpoint, with the config it recorded;
+    /// `overrides` may change where it runs (devices, threads, ZeRO stage), at any world size.
+    pub fn resume(run_dir: &Path, paths: Paths, overrides: &[Override]) -> Result<Job> {
+        anyhow::ensure!(
+            store::live_pid(run_dir).is_none(),
+            "{}: the run is live (process {}); it cannot be resumed twice",
+            run_dir.display(),
+            store::live_pid(run_dir).unwrap_or(0)
+        );
+        let recorded = RunConfig::from_file(&run_dir.join(store::CONFIG_FILE))?;
+        let config = recorded.with_overrides(overrides)?;
         let ckpt = run_dir.join(CHECKPOINT_DIR).join(checkpoint::LAST);
         anyhow::ensure!(
             ckpt.is_file(),
@@ -81,48 +97,86 @@ impl Job {
         let source = resolve_data_source(&mut config)?;
         let devices = check_devices(&config)?;
         let data = load_data(&config, &source, &paths)?;
-        let mut trainer = build_trainer(&config, &data, devices[0])?;
-        trainer.restore(&ckpt)?;
+        let mut trainers = build_trainers(&config, &data, &devices)?;
+        for t in &mut trainers {
+            t.restore(&ckpt)?;
+        }
         let store = RunStore::reopen(run_dir, meta.metrics_len)?;
-        Ok(Self::spawn(config, data, trainer, store, Some(ckpt)))
+        if config.devices != recorded.devices {
+            store::write_atomic(
+                &run_dir.join(store::CONFIG_FILE),
+                config.to_toml().as_bytes(),
+            )?;
+        }
+        Ok(Self::spawn(config, data, trainers, store, Some(ckpt)))
     }
 
     fn spawn(
         config: RunConfig,
         data: LoadedData,
-        trainer: Trainer,
+        trainers: Vec<Trainer>,
         store: RunStore,
         resume: Option<PathBuf>,
     ) -> Job {
         let (tx, rx) = channel();
         let control = Arc::new(Control::default());
         let run_dir = store.dir().to_path_buf();
-        let mut rec = Recorder::new(store, tx);
-        let worker_control = control.clone();
-        let handle = std::thread::Builder::new()
-            .name("cptlab-worker-0".into())
-            .spawn(move || {
-                let outcome =
-                    run_worker(data, trainer, resume.as_deref(), &mut rec, &worker_control);
-                let summary = match outcome {
-                    Ok(s) => s,
-                    Err(e) => Summary {
-                        status: "failed".into(),
-                        error: Some(format!("{e:#}")),
-                        run_dir: rec.run_dir().display().to_string(),
-                        name: config.name.clone(),
-                        model: config.model.kind.to_string(),
-                        ..Summary::default()
-                    },
-                };
-                finish(&mut rec, &summary);
-                summary
-            })
-            .expect("spawning the worker thread");
+        let aborts: Vec<AbortHandle> = trainers.iter().map(|t| t.abort_handle()).collect();
+        let mut store = Some(store);
+        let threads = config.devices.threads;
+        let mut handles = Vec::new();
+        for trainer in trainers {
+            let rank = trainer.rank();
+            let mut rec = match store.take() {
+                Some(s) if rank == 0 => Recorder::new(s, tx.clone()),
+                other => {
+                    store = other;
+                    Recorder::silent(run_dir.clone())
+                }
+            };
+            let (control, data, resume) = (control.clone(), data.clone(), resume.clone());
+            let aborts = aborts.clone();
+            let handle = std::thread::Builder::new()
+                .name(format!("cptlab-worker-{rank}"))
+                .spawn(move || {
+                    // OpenMP's thread count is per calling thread: set it in the worker.
+                    if let Some(n) = threads {
+                        tch::set_num_threads(n as i32);
+                    }
+                    // A libtorch error surfaces as a panic in tch: turn it into this rank's
+                    // error so the others are aborted instead of waiting for a timeout.
+                    let out = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                        run_worker(data, trainer, resume.as_deref(), &mut rec, &control)
+                    }))
+                    .unwrap_or_else(|p| {
+                        let msg = p
+                            .downcast_ref::<String>()
+                            .cloned()
+                            .or_else(|| p.downcast_ref::<&str>().map(|s| s.to_string()))
+                            .unwrap_or_else(|| "unknown panic".into());
+                        Err(anyhow::anyhow!("worker panicked: {msg}"))
+                    });
+                    if let Err(e) = &out {
+                        // Wake every other rank blocked in a collective: the run has failed.
+                        for a in &aborts {
+                            a.abort(&format!("rank {rank} failed: {e:#}"));
+                        }
+                    }
+                    (out, rec)
+                })
+                .expect("spawning a worker thread");
+            handles.push(handle);
+        }
+        drop(tx);
+        let dir = run_dir.clone();
+        let finisher = std::thread::Builder::new()
+            .name("cptlab-finisher".into())
+            .spawn(move || finish_run(handles, &config, &dir))
+            .expect("spawning the finisher thread");
         Job {
             events: rx,
             control,
-            handle,
+            finisher,
             run_dir,
         }
     }
@@ -139,21 +193,105 @@ impl Job {
         &self.control
     }
 
-    /// Waits for the worker and returns the run's summary.
+    /// Waits for the run to end and returns its summary.
     pub fn wait(self) -> Summary {
         let Job {
             events,
-            handle,
+            finisher,
             run_dir,
             ..
         } = self;
         drop(events);
-        handle.join().unwrap_or_else(|_| Summary {
+        finisher.join().unwrap_or_else(|_| Summary {
             status: "failed".into(),
-            error: Some("the worker thread panicked".into()),
+            error: Some("the job's finisher thread panicked".into()),
             run_dir: run_dir.display().to_string(),
             ..Summary::default()
         })
+    }
+}
+
+/// Joins every worker; the run's summary is rank 0's, unless a rank failed: then the first real
+/// error (a rank that failed, not one that was only woken by the abort). Records the ending with
+/// rank 0's recorder, whose drop then closes the event stream.
+fn finish_run(
+    handles: Vec<JoinHandle<WorkerResult>>,
+    config: &RunConfig,
+    run_dir: &Path,
+) -> Summary {
+    let mut results = Vec::new();
+    let mut rank0_rec = None;
+    for (rank, h) in handles.into_iter().enumerate() {
+        let (out, rec) = h.join().unwrap_or_else(|_| {
+            (
+                Err(anyhow::anyhow!("the worker thread panicked")),
+                Recorder::silent(run_dir.to_path_buf()),
+            )
+        });
+        if rank == 0 {
+            rank0_rec = Some(rec);
+        }
+        results.push(out);
+    }
+    // Each rank's error: an Err, or a summary whose status is "failed" (the trainer keeps the
+    // progress made before the error).
+    let errors: Vec<(usize, String, bool)> = results
+        .iter()
+        .enumerate()
+        .filter_map(|(rank, r)| match r {
+            Err(e) => Some((rank, format!("{e:#}"), is_abort(e))),
+            Ok(s) if s.status == "failed" => {
+                let msg = s.error.clone().unwrap_or_default();
+                let abort = msg.starts_with(ABORTED_PREFIX);
+                Some((rank, msg, abort))
+            }
+            Ok(_) => None,
+        })
+        .collect();
+    let root_cause = errors
+        .iter()
+        .find(|(_, _, abort)| !abort)
+        .or(errors.first())
+        .map(|(rank, msg, _)| {
+            if results.len() > 1 {
+                format!("rank {rank}: {msg}")
+            } else {
+                msg.clone()
+            }
+        });
+    let summary = match (results.remove(0), root_cause) {
+        (Ok(s), None) => s,
+        (Ok(mut s), Some(err)) => {
+            s.status = "failed".into();
+            s.error = Some(err);
+            s
+        }
+        (Err(_), Some(err)) => failed_summary(config, run_dir, err),
+        (Err(e), None) => failed_summary(config, run_dir, format!("{e:#}")),
+    };
+    let mut rec = rank0_rec.unwrap_or_else(|| Recorder::silent(run_dir.to_path_buf()));
+    finish(&mut rec, &summary);
+    summary
+}
+
+/// How an aborted collective's error reads (`CollectiveError::Aborted`'s message).
+const ABORTED_PREFIX: &str = "collective aborted";
+
+fn is_abort(e: &anyhow::Error) -> bool {
+    e.chain().any(|c| {
+        c.downcast_ref::<CollectiveError>()
+            .is_some_and(|c| c.is_abort())
+    })
+}
+
+fn failed_summary(config: &RunConfig, run_dir: &Path, error: String) -> Summary {
+    Summary {
+        status: "failed".into(),
+        error: Some(error),
+        run_dir: run_dir.display().to_string(),
+        name: config.name.clone(),
+        model: config.model.kind.to_string(),
+        ..Summary::default()
     }
 }
 
@@ -163,15 +301,41 @@ fn check_devices(config: &RunConfig) -> Result<Vec<tch::Device>> {
     let devices = spec
         .resolve()
         .map_err(|e| anyhow::anyhow!("devices.devices: {e}"))?;
+    let world = devices.len();
+    let t = &config.train;
     anyhow::ensure!(
-        devices.len() == 1,
-        "devices.devices = {:?}: this build trains on one device; data-parallel workers (cpu:N, several GPUs) are not available yet",
-        config.devices.devices
+        t.batch_size % (t.grad_accum * world) == 0,
+        "train.batch_size = {} is not a multiple of grad_accum × world size = {} × {world}",
+        t.batch_size,
+        t.grad_accum
     );
     Ok(devices)
 }
 
+/// One collective handle per device: threads over shared memory for CPU workers, NCCL for GPUs.
+fn collectives(devices: &[tch::Device]) -> Result<Vec<Box<dyn Collective>>> {
+    if devices.iter().all(|d| *d == tch::Device::Cpu) {
+        return Ok(LocalGroup::new(devices.len())
+            .into_iter()
+            .map(|c| Box::new(c) as Box<dyn Collective>)
+            .collect());
+    }
+    if devices.len() == 1 {
+        // One GPU needs no communication: the in-process group of one is a no-op.
+        return Ok(LocalGroup::new(1)
+            .into_iter()
+            .map(|c| Box::new(c) as Box<dyn Collective>)
+            .collect());
+    }
+    NcclCollective::available().map_err(|e| anyhow::anyhow!("devices.devices: {e}"))?;
+    Ok(NcclCollective::group(devices)?
+        .into_iter()
+        .map(|c| Box::new(c) as Box<dyn Collective>)
+        .collect())
+}
+
 /// A decoded dataset and how long decoding (or the cache) took.
+#[derive(Clone)]
 struct LoadedData {
     dataset: Arc<Dataset>,
     seconds: f64,
@@ -200,12 +364,28 @@ fn load_data(config: &RunConfig, source: &DataSource, paths: &Paths) -> Result<L
     })
 }
 
-fn build_trainer(config: &RunConfig, data: &LoadedData, device: tch::Device) -> Result<Trainer> {
-    // libtorch's intra-op pool is process-wide: set it before any work.
+/// Builds every rank's replica, one after another (libtorch's generator is process-wide, so
+/// sequential seeding gives identical initial weights).
+fn build_trainers(
+    config: &RunConfig,
+    data: &LoadedData,
+    devices: &[tch::Device],
+) -> Result<Vec<Trainer>> {
+    let cpu_workers = devices.iter().filter(|d| **d == tch::Device::Cpu).count();
+    let mut config = config.clone();
+    if config.devices.threads.is_none() && cpu_workers > 1 {
+        // Split the cores among CPU workers rather than oversubscribing them.
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        config.devices.threads = Some((cores / cpu_workers).max(1));
+    }
     if let Some(n) = config.devices.threads {
         tch::set_num_threads(n as i32);
     }
-    Trainer::new(config.clone(), device, data.dataset.clone())
+    collectives(devices)?
+        .into_iter()
+        .zip(devices)
+        .map(|(c, &d)| Trainer::new(config.clone(), d, data.dataset.clone(), c))
+        .collect()
 }
 
 fn run_worker(
@@ -217,6 +397,9 @@ fn run_worker(
 ) -> Result<Summary> {
     let threads = tch::get_num_threads() as usize;
     let dataset = data.dataset;
+    if trainer.rank() != 0 {
+        return trainer.run(rec, control);
+    }
     rec.emit(Event::Log {
         level: LogLevel::Info,
         message: format!(

@@ -1,13 +1,17 @@
 //! Training: the job lifecycle, one worker's loop, the flat-buffer optimizer, checkpoints.
 pub mod batch;
 pub mod checkpoint;
+pub mod collective;
 pub mod control;
 pub mod device;
 pub mod flat;
 pub mod job;
+pub mod loss_scale;
 pub mod optim;
 pub mod range_test;
 pub mod recorder;
+pub mod rendezvous;
 pub mod trainer;
+pub mod zero;
 
 pub use job::{Job, JobSpec};

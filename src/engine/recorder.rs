@@ -1,7 +1,7 @@
 //! Where a worker's events go: into the run directory first (so the record survives any
 //! front end), then to whoever listens. A listener that went away is not an error: the run
 //! carries on headless.
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::mpsc::Sender;
 
 use anyhow::Result;
@@ -10,24 +10,39 @@ use crate::telemetry::store::RunStore;
 use crate::telemetry::{Event, Summary};
 
 pub struct Recorder {
-    store: RunStore,
+    /// None for ranks other than 0: they train but do not report.
+    store: Option<RunStore>,
+    run_dir: PathBuf,
     listener: Option<Sender<Event>>,
 }
 
 impl Recorder {
     pub fn new(store: RunStore, listener: Sender<Event>) -> Recorder {
         Recorder {
-            store,
+            run_dir: store.dir().to_path_buf(),
+            store: Some(store),
             listener: Some(listener),
         }
     }
 
+    /// A recorder that drops everything (ranks > 0).
+    pub fn silent(run_dir: PathBuf) -> Recorder {
+        Recorder {
+            store: None,
+            run_dir,
+            listener: None,
+        }
+    }
+
     pub fn run_dir(&self) -> &Path {
-        self.store.dir()
+        &self.run_dir
     }
 
     pub fn emit(&mut self, event: Event) -> Result<()> {
-        self.store.record(&event)?;
+        let Some(store) = self.store.as_mut() else {
+            return Ok(());
+        };
+        store.record(&event)?;
         if let Some(tx) = &self.listener {
             if tx.send(event).is_err() {
                 self.listener = None;
@@ -37,10 +52,16 @@ impl Recorder {
     }
 
     pub fn metrics_len(&mut self) -> Result<u64> {
-        self.store.metrics_len()
+        match self.store.as_mut() {
+            Some(s) => s.metrics_len(),
+            None => Ok(0),
+        }
     }
 
     pub fn write_summary(&mut self, summary: &Summary) -> Result<()> {
-        self.store.write_summary(summary)
+        match self.store.as_mut() {
+            Some(s) => s.write_summary(summary),
+            None => Ok(()),
+        }
     }
 }

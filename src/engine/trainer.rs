@@ -8,10 +8,11 @@ use tch::{nn::VarStore, Device, Kind, Reduction, Tensor};
 
 use super::batch::BatchConverter;
 use super::checkpoint::{self, Meta};
+use super::collective::{Collective, ReduceOp};
 use super::control::Control;
 use super::flat::FlatParams;
-use super::optim::FlatOptimizer;
 use super::recorder::Recorder;
+use super::zero::{DataParallelOptimizer, ShardLayout, ZeroStage};
 use crate::config::RunConfig;
 use crate::data::{epoch_permutation, fill_batch, Augment, Dataset, ShardPlan};
 use crate::models::{self, Classifier};
@@ -36,13 +37,18 @@ pub struct Trainer {
     vs: VarStore,
     model: Box<dyn Classifier>,
     flat: FlatParams,
-    opt: FlatOptimizer,
+    /// The optimizer over this rank's part of the flat buffer, with the collective: the same
+    /// code path at world size 1.
+    dp: DataParallelOptimizer,
+    rank: usize,
+    world: usize,
     converter: BatchConverter,
     plan: ShardPlan,
     lr_ctx: LrContext,
     total_steps: u64,
     meta: Meta,
     params: u64,
+    fault: Option<(usize, u64)>,
     // Reused batch buffers: no per-step allocation on the data path once warm.
     pixels: Vec<u8>,
     labels: Vec<i64>,
@@ -53,8 +59,28 @@ fn epoch_seed(seed: u64, epoch: u64) -> i64 {
     (seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ epoch.wrapping_add(1)) as i64 & i64::MAX
 }
 
+/// Test hook: `CPTLAB_INJECT_FAULT=rank=R,step=S` makes rank R fail at step S, to test that a
+/// failing worker stops the others and the run records the error. Read once per trainer.
+fn injected_fault() -> Option<(usize, u64)> {
+    let spec = std::env::var("CPTLAB_INJECT_FAULT").ok()?;
+    let field = |name: &str| -> Option<u64> {
+        spec.split(',')
+            .find_map(|kv| kv.trim().strip_prefix(name)?.strip_prefix('=')?.parse().ok())
+    };
+    Some((field("rank")? as usize, field("step")?))
+}
+
 impl Trainer {
-    pub fn new(cfg: RunConfig, device: Device, dataset: Arc<Dataset>) -> Result<Trainer> {
+    /// Builds rank `collective.rank()`'s replica. Every rank seeds libtorch identically before
+    /// building, so all replicas start from the same weights (and `run` broadcasts rank 0's to be
+    /// sure). Build replicas one after another: libtorch's generator is process-wide.
+    pub fn new(
+        cfg: RunConfig,
+        device: Device,
+        dataset: Arc<Dataset>,
+        collective: Box<dyn Collective>,
+    ) -> Result<Trainer> {
+        let (rank, world) = (collective.rank(), collective.world_size());
         tch::manual_seed(cfg.seed as i64);
         let vs = VarStore::new(device);
         let kind = cfg.model.kind;
@@ -73,8 +99,10 @@ impl Trainer {
             .iter()
             .map(|t| t.numel() as u64)
             .sum();
-        let flat = FlatParams::new(&vs);
-        let opt = FlatOptimizer::new(&cfg.optimizer, flat.len(), device);
+        let flat = FlatParams::with_padding(&vs, ShardLayout::pad_multiple(world));
+        let stage = ZeroStage::from_level(cfg.devices.zero).map_err(|e| anyhow::anyhow!(e))?;
+        let layout = ShardLayout::for_flat(&flat, world, rank)?;
+        let dp = DataParallelOptimizer::new(stage, &cfg.optimizer, layout, collective, device)?;
         let info = kind.info();
         // Inputs keep the data's size unless `data.resize` asks for another (the DeepSpeed
         // benchmark fed torchvision models 224×224; CIFAR practice trains them at 32×32).
@@ -99,12 +127,8 @@ impl Trainer {
             );
         }
         let converter = BatchConverter::new(device, shape, cfg.data.normalize, Some(input));
-        let plan = ShardPlan {
-            global_batch: cfg.train.batch_size,
-            world_size: 1,
-            rank: 0,
-            drop_last: true,
-        };
+        let plan = ShardPlan::new(cfg.train.batch_size, world, rank, true)
+            .map_err(|e| anyhow::anyhow!("train.batch_size: {e}"))?;
         let steps_per_epoch = plan.steps_per_epoch(dataset.train.len()) as u64;
         anyhow::ensure!(
             steps_per_epoch > 0,
@@ -136,13 +160,16 @@ impl Trainer {
             vs,
             model,
             flat,
-            opt,
+            dp,
+            rank,
+            world,
             converter,
             plan,
             lr_ctx,
             total_steps,
             meta: Meta::default(),
             params,
+            fault: injected_fault(),
             pixels: Vec::new(),
             labels: Vec::new(),
         })
@@ -186,10 +213,18 @@ impl Trainer {
         self.lr_ctx.steps_per_epoch
     }
 
-    /// Continues from a checkpoint: weights, optimizer state and progress.
+    pub fn rank(&self) -> usize {
+        self.rank
+    }
+
+    pub fn abort_handle(&self) -> super::collective::AbortHandle {
+        self.dp.abort_handle()
+    }
+
+    /// Continues from a checkpoint: weights, optimizer state (any world size) and progress.
     pub fn restore(&mut self, path: &std::path::Path) -> Result<&Meta> {
         let loaded = checkpoint::load(path, &self.vs)?;
-        self.opt.load_state(&loaded.optimizer_state)?;
+        self.dp.load_full_state(&loaded.optimizer_state)?;
         self.meta = loaded.meta;
         anyhow::ensure!(
             self.flat.is_intact(),
@@ -212,7 +247,7 @@ impl Trainer {
             steps_per_epoch: self.lr_ctx.steps_per_epoch,
             total_steps: self.total_steps,
             epochs: self.cfg.train.epochs,
-            devices: vec![super::device::device_name(self.device)],
+            devices: vec![super::device::device_name(self.device); self.world],
             threads,
             resumed_after_epoch: (self.meta.epochs_done > 0).then_some(self.meta.epochs_done),
         }
@@ -221,6 +256,8 @@ impl Trainer {
     /// Runs the remaining epochs. Returns the summary (also for diverged or stopped runs).
     pub fn run(&mut self, rec: &mut Recorder, control: &Control) -> Result<Summary> {
         let mut summary = self.base_summary(rec);
+        summary.optimizer_state_bytes_per_rank = Some(self.dp.optimizer_state_bytes());
+        self.dp.sync_parameters(&mut self.flat)?;
         let mut per_class = Vec::new();
         let outcome = self.run_epochs(rec, control, &mut per_class);
         summary.epochs = self.meta.epochs_done;
@@ -314,12 +351,19 @@ impl Trainer {
         Ok(())
     }
 
+    /// Consolidated checkpoint: every rank takes part in gathering the optimizer state (and
+    /// rank 0's BatchNorm statistics), rank 0 writes it.
     fn checkpoint(&mut self, rec: &mut Recorder) -> Result<()> {
+        self.broadcast_buffers()?;
+        let state = self.dp.full_state()?;
+        if self.rank != 0 {
+            return Ok(());
+        }
         self.meta.metrics_len = rec.metrics_len()?;
         let path = checkpoint::save(
             &rec.run_dir().join(crate::telemetry::store::CHECKPOINT_DIR),
             &self.vs,
-            &self.opt.state(),
+            &state,
             &self.meta,
         )?;
         rec.emit(Event::Checkpoint {
@@ -327,6 +371,26 @@ impl Trainer {
             step: self.meta.global_step,
             path: path.display().to_string(),
         })
+    }
+
+    /// Gives every replica rank 0's non-trainable float buffers (BatchNorm running statistics),
+    /// as DDP's `broadcast_buffers` does: ranks train on their own batch statistics, evaluation
+    /// and checkpoints use rank 0's.
+    fn broadcast_buffers(&mut self) -> Result<()> {
+        if self.world == 1 {
+            return Ok(());
+        }
+        let mut buffers: Vec<(String, Tensor)> = self
+            .vs
+            .variables()
+            .into_iter()
+            .filter(|(_, t)| !t.requires_grad() && t.kind() == Kind::Float)
+            .collect();
+        buffers.sort_by(|a, b| a.0.cmp(&b.0));
+        for (_, mut t) in buffers {
+            tch::no_grad(|| self.dp.collective().broadcast(&mut t, 0))?;
+        }
+        Ok(())
     }
 
     /// One epoch (or what is left of the step budget); returns the mean training loss.
@@ -337,7 +401,7 @@ impl Trainer {
         let spe = self.lr_ctx.steps_per_epoch;
         let accum = self.cfg.train.grad_accum;
         let batch = self.cfg.train.batch_size;
-        let micro = batch / accum;
+        let micro = self.plan.local_batch() / accum;
         let aug = Augment {
             random_crop_padding: self.cfg.data.random_crop_padding,
             horizontal_flip: self.cfg.data.horizontal_flip,
@@ -348,7 +412,6 @@ impl Trainer {
             if self.meta.global_step >= self.total_steps {
                 break;
             }
-            control.checkpoint_wait()?;
             let t_step = Instant::now();
             let indices = self.plan.rank_indices(&perm, s);
             let positions = self.plan.rank_positions(n, s);
@@ -389,6 +452,20 @@ impl Trainer {
                 t_bwd += t.elapsed().as_secs_f64();
             }
             let step = self.meta.global_step + 1;
+            if self.fault == Some((self.rank, step)) {
+                anyhow::bail!("injected fault (CPTLAB_INJECT_FAULT) at step {step}");
+            }
+            // One reduction per step carries the loss and the user's requests, so every rank
+            // agrees on the mean loss over the global batch and on when to pause or stop.
+            let t = Instant::now();
+            let mut shared = [
+                step_loss,
+                control.stop_requested() as u8 as f64,
+                control.is_paused() as u8 as f64,
+            ];
+            self.dp.all_reduce_scalars(&mut shared, ReduceOp::Sum)?;
+            let step_loss = shared[0] / self.world as f64;
+            let mut t_comm = t.elapsed().as_secs_f64();
             if !step_loss.is_finite() {
                 return Err(Stopped::Diverged {
                     step,
@@ -396,16 +473,18 @@ impl Trainer {
                 }
                 .into());
             }
-            let t = Instant::now();
-            let grad_norm = self.clip_gradients();
+            // The LR schedule advances with optimizer updates (skipped fp16 steps do not count).
             let lr = self
                 .cfg
                 .lr_schedule
-                .lr_at(self.meta.global_step, &self.lr_ctx);
-            self.opt
-                .step(&mut self.flat.params, &mut self.flat.grads, lr);
+                .lr_at(self.dp.steps_taken(), &self.lr_ctx);
+            let outcome = self
+                .dp
+                .step(&mut self.flat, lr, self.cfg.train.grad_clip, false)?;
             self.flat.zero_grads();
-            let t_opt = t.elapsed().as_secs_f64();
+            t_comm += outcome.t_comm;
+            let t_opt = outcome.t_opt;
+            let grad_norm = outcome.grad_norm;
             self.meta.global_step = step;
             loss_sum += step_loss;
             loss_count += 1;
@@ -420,11 +499,18 @@ impl Trainer {
                 t_data,
                 t_fwd,
                 t_bwd,
-                t_comm: 0.0,
+                t_comm,
                 t_opt,
                 q_fwd: self.cfg.precision.schedule.as_ref().map(|_| bits.fwd),
                 q_bwd: self.cfg.precision.schedule.as_ref().map(|_| bits.bwd),
             }))?;
+            if shared[1] > 0.0 {
+                return Err(Stopped::ByUser.into());
+            }
+            if shared[2] > 0.0 {
+                // Every rank saw the pause: all wait here, none inside a collective.
+                control.checkpoint_wait()?;
+            }
         }
         Ok(if loss_count > 0 {
             loss_sum / loss_count as f64
@@ -433,21 +519,12 @@ impl Trainer {
         })
     }
 
-    /// Clips to the configured global norm as `torch.nn.utils.clip_grad_norm_` does; returns the
-    /// norm before clipping when clipping is on.
-    fn clip_gradients(&mut self) -> Option<f64> {
-        let max = self.cfg.train.grad_clip?;
-        let norm = tch::no_grad(|| self.flat.grads.norm().double_value(&[]));
-        let coef = max / (norm + 1e-6);
-        if coef < 1.0 {
-            let _ = tch::no_grad(|| self.flat.grads.g_mul_scalar_(coef));
-        }
-        Some(norm)
-    }
-
     /// Test loss, top-1 accuracy and per-class accuracy over the whole test split.
+    /// Each rank evaluates a strided share of the test split; sums are all-reduced.
     fn evaluate(&mut self) -> Result<(f64, f64, Vec<ClassAccuracy>)> {
-        let test = &self.dataset.test;
+        self.broadcast_buffers()?;
+        let dataset = self.dataset.clone();
+        let test = &dataset.test;
         let n = test.len();
         let nc = self.dataset.classes.len();
         let (mut loss_sum, mut correct) = (0.0, vec![0u64; nc]);
@@ -460,16 +537,17 @@ impl Trainer {
         let mut pixels = Vec::new();
         let mut labels = Vec::new();
         let bits = self.eval_bits();
+        // This rank's share: test images rank, rank + W, rank + 2W, …
+        let mine: Vec<u32> = (self.rank as u32..n as u32)
+            .step_by(self.world)
+            .collect();
         tch::no_grad(|| -> Result<()> {
-            let mut start = 0;
-            while start < n {
-                let end = (start + eb).min(n);
-                let idx: Vec<u32> = (start as u32..end as u32).collect();
-                let pos: Vec<u64> = (start as u64..end as u64).collect();
+            for chunk in mine.chunks(eb) {
+                let pos: Vec<u64> = chunk.iter().map(|&i| i as u64).collect();
                 fill_batch(
                     test,
-                    &self.dataset.shape,
-                    &idx,
+                    &dataset.shape,
+                    chunk,
                     &pos,
                     &no_aug,
                     0,
@@ -490,10 +568,21 @@ impl Trainer {
                         correct[l as usize] += 1;
                     }
                 }
-                start = end;
             }
             Ok(())
         })?;
+        if self.world > 1 {
+            let mut sums: Vec<f64> = std::iter::once(loss_sum)
+                .chain(correct.iter().map(|&c| c as f64))
+                .chain(total.iter().map(|&t| t as f64))
+                .collect();
+            self.dp.all_reduce_scalars(&mut sums, ReduceOp::Sum)?;
+            loss_sum = sums[0];
+            for i in 0..nc {
+                correct[i] = sums[1 + i].round() as u64;
+                total[i] = sums[1 + nc + i].round() as u64;
+            }
+        }
         let acc = correct.iter().sum::<u64>() as f64 / n.max(1) as f64;
         let per_class = self
             .dataset

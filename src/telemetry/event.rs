@@ -115,6 +115,9 @@ pub struct Summary {
     pub dataset: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+    /// Optimizer state held by each rank (halved per rank by ZeRO-1 at world size 2).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub optimizer_state_bytes_per_rank: Option<u64>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
