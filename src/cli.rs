@@ -78,6 +78,9 @@ pub enum Command {
     Doctor,
     /// CPT's precision range test: the lowest precision at which training makes progress
     RangeTest(RangeTestArgs),
+    /// One rank of a multi-machine job, started like torchrun (RANK, WORLD_SIZE, LOCAL_RANK,
+    /// MASTER_ADDR, MASTER_PORT, and CPTLAB_RDZV_TOKEN)
+    Worker(WorkerArgs),
     /// Print an LR or precision schedule's curve (terminal plot, or CSV)
     #[command(subcommand)]
     Schedule(schedule::ScheduleCommand),
@@ -173,6 +176,18 @@ pub struct RangeTestArgs {
     pub keep_runs: bool,
 }
 
+#[derive(Debug, Args)]
+pub struct WorkerArgs {
+    #[command(flatten)]
+    pub run: RunArgs,
+    /// Only rendezvous: agree on the config with every rank, print the peers, exit
+    #[arg(long)]
+    pub check: bool,
+    /// Seconds to wait for every rank at the rendezvous
+    #[arg(long, default_value_t = 300)]
+    pub rdzv_timeout: u64,
+}
+
 #[derive(Debug, Subcommand)]
 pub enum RunsCommand {
     /// Recorded runs, newest first
@@ -229,6 +244,7 @@ pub fn main(cli: Cli) -> Result<i32> {
         Some(Command::Bench(args)) => crate::bench::run(args, &paths).map(|()| 0),
         Some(Command::RangeTest(args)) => range_test(args, &paths).map(|()| 0),
         Some(Command::Schedule(cmd)) => schedule::run(cmd).map(|()| 0),
+        Some(Command::Worker(args)) => worker(args, &paths),
     }
 }
 
@@ -516,6 +532,63 @@ fn print_summary(s: &Summary) {
         println!("per class: {}", parts.join(", "));
     }
     println!("run directory: {}", s.run_dir);
+}
+
+/// One rank of a multi-process job: rendezvous with rank 0 (which hands out the NCCL id and its
+/// resolved config, checked against this rank's own), then train on `cuda:LOCAL_RANK`.
+fn worker(args: WorkerArgs, paths: &Paths) -> Result<i32> {
+    use crate::engine::collective::nccl::NcclCollective;
+    use crate::engine::rendezvous::{self, RendezvousEnv};
+    anyhow::ensure!(args.run.resume.is_none(), "--resume does not apply to `cptlab worker`");
+    let env = RendezvousEnv::from_env()?;
+    let token = rendezvous::token_from_env()?;
+    let timeout = Duration::from_secs(args.rdzv_timeout);
+    let mut config = build_config(&args.run, paths)?;
+    // Every rank resolves the data source the same way, so the configs compare equal.
+    crate::engine::job::resolve_data_source(&mut config)?;
+    let own = config.to_toml();
+    let (blob, agreed) = if env.rank == 0 {
+        let blob = if args.check {
+            Vec::new()
+        } else {
+            NcclCollective::unique_id()?
+        };
+        let peers = rendezvous::host(&env, &token, &blob, &own, timeout)?;
+        if args.check {
+            for p in &peers {
+                println!("rank {} (local {}) on {} at {}", p.rank, p.local_rank, p.hostname, p.addr);
+            }
+        }
+        (blob, own)
+    } else {
+        rendezvous::join(&env, &token, Some(rendezvous::config_hash(&own)), timeout)?
+    };
+    if args.check {
+        println!(
+            "rank {} of {}: rendezvous complete, config {}",
+            env.rank,
+            env.world_size,
+            hex::encode(&rendezvous::config_hash(&agreed)[..8])
+        );
+        return Ok(0);
+    }
+    let config = RunConfig::from_toml_str(&agreed, "the config rank 0 handed out")?;
+    let device = tch::Device::Cuda(env.local_rank);
+    let collective = NcclCollective::from_id(&blob, env.rank, env.world_size, device)?;
+    let job = Job::start_rank(
+        JobSpec {
+            config,
+            paths: paths.clone(),
+        },
+        device,
+        Box::new(collective),
+    )?;
+    let summary = if args.run.json {
+        follow_json(job)?
+    } else {
+        follow_human(job)?
+    };
+    Ok(if summary.status == "finished" { 0 } else { 1 })
 }
 
 fn range_test(args: RangeTestArgs, paths: &Paths) -> Result<()> {

@@ -71,7 +71,31 @@ impl Job {
         let data = load_data(&config, &source, &paths)?;
         let trainers = build_trainers(&config, &data, &devices)?;
         let store = RunStore::create(&paths.runs, &config)?;
-        Ok(Self::spawn(config, data, trainers, store, None))
+        Ok(Self::spawn(config, data, trainers, Some(store), None))
+    }
+
+    /// Starts this process's rank of a multi-process job (`cptlab worker`): one device, the
+    /// given collective (NCCL across machines). Rank 0 records the run; the others only train.
+    pub fn start_rank(
+        spec: JobSpec,
+        device: tch::Device,
+        collective: Box<dyn Collective>,
+    ) -> Result<Job> {
+        let JobSpec { mut config, paths } = spec;
+        config.validate()?;
+        let source = resolve_data_source(&mut config)?;
+        let data = load_data(&config, &source, &paths)?;
+        if let Some(n) = config.devices.threads {
+            tch::set_num_threads(n as i32);
+        }
+        let rank = collective.rank();
+        let trainer = Trainer::new(config.clone(), device, data.dataset.clone(), collective)?;
+        let store = if rank == 0 {
+            Some(RunStore::create(&paths.runs, &config)?)
+        } else {
+            None
+        };
+        Ok(Self::spawn(config, data, vec![trainer], store, None))
     }
 
     /// Continues the run in `run_dir` from its last checkpoint, with the config it recorded;
@@ -108,21 +132,23 @@ impl Job {
                 config.to_toml().as_bytes(),
             )?;
         }
-        Ok(Self::spawn(config, data, trainers, store, Some(ckpt)))
+        Ok(Self::spawn(config, data, trainers, Some(store), Some(ckpt)))
     }
 
     fn spawn(
         config: RunConfig,
         data: LoadedData,
         trainers: Vec<Trainer>,
-        store: RunStore,
+        mut store: Option<RunStore>,
         resume: Option<PathBuf>,
     ) -> Job {
         let (tx, rx) = channel();
         let control = Arc::new(Control::default());
-        let run_dir = store.dir().to_path_buf();
+        let run_dir = store
+            .as_ref()
+            .map(|s| s.dir().to_path_buf())
+            .unwrap_or_else(|| paths_placeholder(&config));
         let aborts: Vec<AbortHandle> = trainers.iter().map(|t| t.abort_handle()).collect();
-        let mut store = Some(store);
         let threads = config.devices.threads;
         let mut handles = Vec::new();
         for trainer in trainers {
@@ -276,6 +302,12 @@ fn finish_run(
 
 /// How an aborted collective's error reads (`CollectiveError::Aborted`'s message).
 const ABORTED_PREFIX: &str = "collective aborted";
+
+/// Ranks other than 0 of a multi-process job record nothing; their "run directory" is only a
+/// name for messages.
+fn paths_placeholder(config: &RunConfig) -> PathBuf {
+    PathBuf::from(format!("(rank > 0 of {}: recorded by rank 0)", config.name))
+}
 
 fn is_abort(e: &anyhow::Error) -> bool {
     e.chain().any(|c| {
