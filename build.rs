@@ -6,6 +6,9 @@
 //! - an rpath to that directory, so `target/release/cptlab` runs without `LD_LIBRARY_PATH`;
 //! - `libtorch_cuda` linked with `--no-as-needed`: nothing in our code references a CUDA symbol
 //!   directly, so an as-needed linker drops the library and CUDA silently disappears from tch.
+//!
+//! It also compiles `csrc/grad_quant.cpp` (custom autograd Functions that quantize the error
+//! signal in backward, which tch cannot express) against the same libtorch headers.
 use std::path::Path;
 
 fn main() {
@@ -34,4 +37,30 @@ fn main() {
         println!("cargo:rustc-link-arg=-ltorch_cuda");
         println!("cargo:rustc-link-arg=-Wl,--as-needed");
     }
+    compile_shim(&lib);
+}
+
+/// Builds the C++ shim as a static library linked into the crate. Includes: `<torch>/include`
+/// and `<torch>/include/torch/csrc/api/include`, `<torch>` being the parent of the lib dir (the
+/// layout of both the pip wheel and the libtorch archive); flags as torch-sys uses them.
+fn compile_shim(lib: &str) {
+    println!("cargo:rerun-if-changed=csrc/grad_quant.cpp");
+    println!("cargo:rerun-if-env-changed=LIBTORCH_CXX11_ABI");
+    let root = Path::new(lib).join("..");
+    let abi = std::env::var("LIBTORCH_CXX11_ABI").unwrap_or_else(|_| "1".into());
+    cc::Build::new()
+        .cpp(true)
+        .pic(true)
+        .warnings(false)
+        // Optimised (-O3: the loops must vectorise) and without debug info in every profile;
+        // debug info of the torch headers only slows the compile.
+        .opt_level(3)
+        .debug(false)
+        .include(root.join("include"))
+        .include(root.join("include/torch/csrc/api/include"))
+        .flag("-std=c++17")
+        .flag(format!("-D_GLIBCXX_USE_CXX11_ABI={abi}"))
+        .flag("-DGLOG_USE_GLOG_EXPORT")
+        .file("csrc/grad_quant.cpp")
+        .compile("cptlab_grad_quant");
 }

@@ -13,6 +13,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::models::{ModelKind, VitConfig};
 use crate::schedule::lr::LrSchedule;
+use crate::engine::loss_scale::LossScaleConfig;
 use crate::schedule::precision::PrecisionSchedule;
 
 pub use overrides::{apply_override, Override};
@@ -230,6 +231,13 @@ pub struct PrecisionConfig {
     /// Keep the classifier at full precision (CPT's default).
     #[serde(default = "default_true")]
     pub last_layer_full_precision: bool,
+    /// Also quantize each parameter's gradient to `q_bwd` bits (stochastic rounding) before the
+    /// reduction and the optimizer; CPT itself quantizes only the error signal.
+    #[serde(default)]
+    pub quantize_weight_grads: bool,
+    /// fp16 loss scaling, with DeepSpeed's keys and defaults (`loss_scale = 0`: dynamic).
+    #[serde(default)]
+    pub loss_scale: LossScaleConfig,
 }
 
 impl Default for PrecisionConfig {
@@ -239,6 +247,8 @@ impl Default for PrecisionConfig {
             schedule: None,
             first_layer_full_precision: false,
             last_layer_full_precision: true,
+            quantize_weight_grads: false,
+            loss_scale: LossScaleConfig::default(),
         }
     }
 }
@@ -248,6 +258,21 @@ impl Default for PrecisionConfig {
 pub enum PrecisionMode {
     #[default]
     Fp32,
+    /// fp16 replica with fp32 master weights and dynamic loss scaling (DeepSpeed's fp16).
+    Fp16,
+    /// bf16 replica with fp32 master weights, no loss scaling.
+    Bf16,
+}
+
+impl PrecisionMode {
+    /// The replica's tensor type.
+    pub fn kind(self) -> tch::Kind {
+        match self {
+            PrecisionMode::Fp32 => tch::Kind::Float,
+            PrecisionMode::Fp16 => tch::Kind::Half,
+            PrecisionMode::Bf16 => tch::Kind::BFloat16,
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -413,6 +438,10 @@ impl RunConfig {
             crate::models::validate_vit(&self.model.vit)
                 .map_err(|e| invalid("model.vit", format!("{:?}", self.model.vit), &e))?;
         }
+        self.precision
+            .loss_scale
+            .validate("precision.loss_scale")
+            .map_err(ConfigError::Other)?;
         if let Some(0) = self.devices.threads {
             return Err(invalid(
                 "devices.threads",

@@ -17,6 +17,18 @@ pub const BUILT_IN: &[(&str, &str)] = &[
         include_str!("../../presets/resnet18-sgd.toml"),
     ),
     ("vit-adam", include_str!("../../presets/vit-adam.toml")),
+    (
+        "resnet20-cpt-cr",
+        include_str!("../../presets/resnet20-cpt-cr.toml"),
+    ),
+    (
+        "resnet20-static8",
+        include_str!("../../presets/resnet20-static8.toml"),
+    ),
+    (
+        "lenet-deepspeed-fp16",
+        include_str!("../../presets/lenet-deepspeed-fp16.toml"),
+    ),
 ];
 
 pub const DEFAULT_PRESET: &str = "quickstart";

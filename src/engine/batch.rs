@@ -13,6 +13,8 @@ pub struct BatchConverter {
     scale: Tensor,
     shift: Tensor,
     resize: Option<i64>,
+    /// The model's input type (fp32, or fp16/bf16 for a half-precision replica).
+    kind: Kind,
 }
 
 /// CIFAR-10 training-set channel statistics (on the 0..1 scale).
@@ -49,7 +51,14 @@ impl BatchConverter {
             scale: channel(scale),
             shift: channel(shift),
             resize,
+            kind: Kind::Float,
         }
+    }
+
+    /// Converts batches to `kind` after normalizing (in fp32).
+    pub fn with_kind(mut self, kind: Kind) -> BatchConverter {
+        self.kind = kind;
+        self
     }
 
     /// `pixels`: N×C×H×W u8; `labels`: N class indices.
@@ -63,6 +72,9 @@ impl BatchConverter {
         let mut x = self.shift.addcmul(&x, &self.scale);
         if let Some(r) = self.resize {
             x = x.upsample_bilinear2d([r, r], false, None, None);
+        }
+        if self.kind != Kind::Float {
+            x = x.to_kind(self.kind);
         }
         let y = Tensor::from_slice(labels).to_device(self.device);
         (x, y)

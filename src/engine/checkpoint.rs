@@ -22,6 +22,14 @@ pub struct Meta {
     pub train_seconds: f64,
     /// Length of `metrics.jsonl` when the checkpoint was taken: a resume cuts what came after.
     pub metrics_len: u64,
+    /// Effective GBitOps so far.
+    #[serde(default)]
+    pub gbitops: f64,
+    #[serde(default)]
+    pub skipped_steps: u64,
+    /// fp16's loss-scaler state.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub loss_scaler: Option<crate::engine::loss_scale::LossScaler>,
 }
 
 /// Saves to `dir/last.pt` via a temp file and rename.

@@ -36,8 +36,10 @@ impl FlatParams {
         let numels: Vec<i64> = vars.iter().map(|v| v.numel() as i64).collect();
         let total: i64 = numels.iter().sum();
         let padded = (total + multiple - 1) / multiple * multiple;
-        let params = Tensor::zeros([padded], (Kind::Float, device));
-        let grads = Tensor::zeros([padded], (Kind::Float, device));
+        // The buffers take the parameters' type: fp32, or fp16/bf16 for a half-precision replica.
+        let kind = vars.first().map_or(Kind::Float, |v| v.kind());
+        let params = Tensor::zeros([padded], (kind, device));
+        let grads = Tensor::zeros([padded], (kind, device));
         // Materialize every gradient (zeros) with one backward pass, then re-point it.
         let probe: Tensor = vars
             .iter()
@@ -64,6 +66,31 @@ impl FlatParams {
         };
         flat.zero_grads();
         flat
+    }
+
+    /// fp32 buffers with the same layout and values, tied to no model: the master weights of a
+    /// half-precision replica (DeepSpeed's fp16 design). The optimizer steps these; the replica
+    /// is refreshed from them.
+    pub fn master_copy(&self) -> FlatParams {
+        FlatParams {
+            params: self.params.to_kind(Kind::Float),
+            grads: Tensor::zeros([self.len()], (Kind::Float, self.device())),
+            vars: Vec::new(),
+            numels: self.numels.clone(),
+        }
+    }
+
+    /// (offset, length) of every parameter in the buffers.
+    pub fn segments(&self) -> Vec<(i64, i64)> {
+        let mut offset = 0;
+        self.numels
+            .iter()
+            .map(|&n| {
+                let seg = (offset, n);
+                offset += n;
+                seg
+            })
+            .collect()
     }
 
     /// Length of the buffers, padding included.
@@ -95,7 +122,7 @@ impl FlatParams {
         let base_g = self.grads.data_ptr() as usize;
         let mut offset = 0usize;
         for (v, &n) in self.vars.iter().zip(&self.numels) {
-            let at = offset * 4;
+            let at = offset * self.params.kind().elt_size_in_bytes();
             if v.data_ptr() as usize != base_p + at || v.grad().data_ptr() as usize != base_g + at {
                 return false;
             }

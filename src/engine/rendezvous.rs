@@ -28,7 +28,8 @@
 use std::collections::BTreeMap;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream, ToSocketAddrs};
-use std::sync::mpsc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{mpsc, Arc};
 use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
@@ -47,6 +48,8 @@ const MAX_SMALL_MESSAGE: usize = 64 * 1024;
 /// Limit for the welcome (hex blob + config + peers).
 const MAX_WELCOME_MESSAGE: usize = 2 * MAX_BLOB_BYTES + 2 * MAX_CONFIG_BYTES + 1024 * 1024;
 const PROTOCOL: u32 = 1;
+/// Connections being authenticated at once; more are closed unanswered.
+const MAX_PENDING_HANDSHAKES: usize = 256;
 const ENV_HELP: &str =
     "a multi-node worker reads RANK, WORLD_SIZE, LOCAL_RANK, MASTER_ADDR and MASTER_PORT, as torchrun sets them";
 
@@ -417,6 +420,8 @@ impl RendezvousServer {
         let (tx, rx) = mpsc::channel::<Handshake>();
         let mut joined: BTreeMap<usize, Joined> = BTreeMap::new();
         let mut refused: Vec<String> = Vec::new();
+        // Handshakes running (one thread each, each bounded by a read timeout).
+        let in_flight = Arc::new(AtomicUsize::new(0));
 
         while joined.len() + 1 < world {
             if remaining(deadline).is_none() {
@@ -439,9 +444,17 @@ impl RendezvousServer {
             match self.listener.accept() {
                 Ok((stream, peer)) => {
                     busy = true;
-                    let tx = tx.clone();
+                    if in_flight.load(Ordering::SeqCst) >= MAX_PENDING_HANDSHAKES {
+                        refused.push(format!("{peer}: too many connections at once"));
+                        drop(stream);
+                        continue;
+                    }
+                    in_flight.fetch_add(1, Ordering::SeqCst);
+                    let (tx, in_flight) = (tx.clone(), in_flight.clone());
                     std::thread::spawn(move || {
-                        let _ = tx.send(handshake(stream, peer, key, world, deadline));
+                        let h = handshake(stream, peer, key, world, deadline);
+                        in_flight.fetch_sub(1, Ordering::SeqCst);
+                        let _ = tx.send(h);
                     });
                 }
                 Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}

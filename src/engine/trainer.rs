@@ -11,15 +11,21 @@ use super::checkpoint::{self, Meta};
 use super::collective::{Collective, ReduceOp};
 use super::control::Control;
 use super::flat::FlatParams;
+use super::loss_scale::{LossScaleError, LossScaler};
 use super::recorder::Recorder;
 use super::zero::{DataParallelOptimizer, ShardLayout, ZeroStage};
-use crate::config::RunConfig;
+use crate::config::{PrecisionMode, RunConfig};
 use crate::data::{epoch_permutation, fill_batch, Augment, Dataset, ShardPlan};
 use crate::models::{self, Classifier};
+use crate::quant::cost::CostModel;
+use crate::quant::grad::quantize_grads_;
 use crate::quant::Bits;
 use crate::schedule::lr::LrContext;
 use crate::telemetry::event::{ClassAccuracy, EvalEvent, Event, StartedEvent, StepEvent};
 use crate::telemetry::Summary;
+
+/// Name of the fp32 master weights in a checkpoint of a half-precision run.
+const MASTER: &str = "master";
 
 /// Why a loop ended early.
 #[derive(Debug, thiserror::Error)]
@@ -37,6 +43,13 @@ pub struct Trainer {
     vs: VarStore,
     model: Box<dyn Classifier>,
     flat: FlatParams,
+    /// fp32 master weights of a half-precision replica (fp16/bf16); None at fp32.
+    master: Option<FlatParams>,
+    /// fp16's dynamic (or static) loss scale.
+    scaler: Option<LossScaler>,
+    /// Effective BitOps per step of this model at the run's batch.
+    cost: CostModel,
+    segments: Vec<(i64, i64)>,
     /// The optimizer over this rank's part of the flat buffer, with the collective: the same
     /// code path at world size 1.
     dp: DataParallelOptimizer,
@@ -49,6 +62,7 @@ pub struct Trainer {
     meta: Meta,
     params: u64,
     fault: Option<(usize, u64)>,
+    injected_overflows: Vec<u64>,
     // Reused batch buffers: no per-step allocation on the data path once warm.
     pixels: Vec<u8>,
     labels: Vec<i64>,
@@ -57,6 +71,14 @@ pub struct Trainer {
 /// Seeds libtorch's generator for `epoch`, so dropout draws are reproducible after a resume.
 fn epoch_seed(seed: u64, epoch: u64) -> i64 {
     (seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ epoch.wrapping_add(1)) as i64 & i64::MAX
+}
+
+/// Test hook: `CPTLAB_INJECT_OVERFLOW=3,4,10` scales the loss to inf on those steps (fp16 tests of
+/// the loss scaler against DeepSpeed's rules).
+fn injected_overflows() -> Vec<u64> {
+    std::env::var("CPTLAB_INJECT_OVERFLOW")
+        .map(|v| v.split(',').filter_map(|x| x.trim().parse().ok()).collect())
+        .unwrap_or_default()
 }
 
 /// Test hook: `CPTLAB_INJECT_FAULT=rank=R,step=S` makes rank R fail at step S, to test that a
@@ -94,12 +116,21 @@ impl Trainer {
         );
         let p = &cfg.precision;
         model.set_layer_roles(p.first_layer_full_precision, p.last_layer_full_precision);
+        let mut vs = vs;
+        let dtype = p.mode.kind();
+        if dtype != Kind::Float {
+            // The replica runs in half precision; the optimizer keeps fp32 master weights.
+            vs.set_kind(dtype);
+        }
         let params: u64 = vs
             .trainable_variables()
             .iter()
             .map(|t| t.numel() as u64)
             .sum();
         let flat = FlatParams::with_padding(&vs, ShardLayout::pad_multiple(world));
+        let master = (dtype != Kind::Float).then(|| flat.master_copy());
+        let segments = flat.segments();
+        let scaler = (p.mode == PrecisionMode::Fp16).then(|| LossScaler::new(p.loss_scale.clone()));
         let stage = ZeroStage::from_level(cfg.devices.zero).map_err(|e| anyhow::anyhow!(e))?;
         let layout = ShardLayout::for_flat(&flat, world, rank)?;
         let dp = DataParallelOptimizer::new(stage, &cfg.optimizer, layout, collective, device)?;
@@ -126,7 +157,10 @@ impl Trainer {
                 cfg.model.vit.image_size
             );
         }
-        let converter = BatchConverter::new(device, shape, cfg.data.normalize, Some(input));
+        let converter = BatchConverter::new(device, shape, cfg.data.normalize, Some(input))
+            .with_kind(dtype);
+        let probe = Tensor::zeros([1, shape.channels as i64, input, input], (dtype, device));
+        let cost = CostModel::measure(model.as_mut(), cfg.train.batch_size as i64, &probe);
         let plan = ShardPlan::new(cfg.train.batch_size, world, rank, true)
             .map_err(|e| anyhow::anyhow!("train.batch_size: {e}"))?;
         let steps_per_epoch = plan.steps_per_epoch(dataset.train.len()) as u64;
@@ -160,6 +194,10 @@ impl Trainer {
             vs,
             model,
             flat,
+            master,
+            scaler,
+            cost,
+            segments,
             dp,
             rank,
             world,
@@ -170,6 +208,7 @@ impl Trainer {
             meta: Meta::default(),
             params,
             fault: injected_fault(),
+            injected_overflows: injected_overflows(),
             pixels: Vec::new(),
             labels: Vec::new(),
         })
@@ -225,6 +264,24 @@ impl Trainer {
     pub fn restore(&mut self, path: &std::path::Path) -> Result<&Meta> {
         let loaded = checkpoint::load(path, &self.vs)?;
         self.dp.load_full_state(&loaded.optimizer_state)?;
+        if let Some(master) = &mut self.master {
+            let saved = loaded
+                .optimizer_state
+                .iter()
+                .find(|(n, _)| n == MASTER)
+                .map(|(_, t)| t)
+                .ok_or_else(|| anyhow::anyhow!("{}: no fp32 master weights in this checkpoint (was it saved at fp32?)", path.display()))?;
+            let len = saved.numel() as i64;
+            tch::no_grad(|| {
+                master.params.narrow(0, 0, len).copy_(saved);
+                self.flat.params.copy_(&master.params);
+            });
+        }
+        if let Some(scaler) = &mut self.scaler {
+            if let Some(state) = &loaded.meta.loss_scaler {
+                *scaler = state.clone();
+            }
+        }
         self.meta = loaded.meta;
         anyhow::ensure!(
             self.flat.is_intact(),
@@ -277,6 +334,19 @@ impl Trainer {
             summary.best_epoch = Some(i as u64);
         }
         summary.per_class_acc = per_class;
+        summary.skipped_steps = self.meta.skipped_steps;
+        summary.gbitops = Some(self.meta.gbitops);
+        summary.gbitops_ratio_vs_static = Some(match &self.cfg.precision.schedule {
+            Some(s) => {
+                let base = self.cost.static_baseline_gbitops(s, self.meta.global_step);
+                if base > 0.0 {
+                    self.meta.gbitops / base
+                } else {
+                    1.0
+                }
+            }
+            None => 1.0,
+        });
         match outcome {
             Ok(()) => summary.status = "finished".into(),
             Err(e) => {
@@ -355,10 +425,15 @@ impl Trainer {
     /// rank 0's BatchNorm statistics), rank 0 writes it.
     fn checkpoint(&mut self, rec: &mut Recorder) -> Result<()> {
         self.broadcast_buffers()?;
-        let state = self.dp.full_state()?;
+        let mut state = self.dp.full_state()?;
         if self.rank != 0 {
             return Ok(());
         }
+        if let Some(master) = &self.master {
+            let len = self.flat.param_len();
+            state.push((MASTER.into(), master.params.narrow(0, 0, len)));
+        }
+        self.meta.loss_scaler = self.scaler.clone();
         self.meta.metrics_len = rec.metrics_len()?;
         let path = checkpoint::save(
             &rec.run_dir().join(crate::telemetry::store::CHECKPOINT_DIR),
@@ -373,6 +448,45 @@ impl Trainer {
         })
     }
 
+    /// Reduces, (un)scales, optionally quantizes the gradients, and updates: the fp32 buffers
+    /// directly, or a half-precision replica's fp32 master weights, then refreshes the replica.
+    fn optimizer_step(
+        &mut self,
+        lr: f64,
+        bits: Bits,
+        loss_scale: f64,
+    ) -> Result<super::zero::StepOutcome> {
+        let clip = self.cfg.train.grad_clip;
+        let quantize = self.cfg.precision.quantize_weight_grads && bits.bwd < 32;
+        let check_overflow = self.scaler.is_some();
+        let outcome = match &mut self.master {
+            None => {
+                if quantize {
+                    quantize_grads_(&mut self.flat.grads, &self.segments, bits.bwd)?;
+                }
+                self.dp.step(&mut self.flat, lr, clip, check_overflow)?
+            }
+            Some(master) => {
+                tch::no_grad(|| {
+                    master.grads.copy_(&self.flat.grads);
+                    if loss_scale != 1.0 {
+                        let _ = master.grads.g_mul_scalar_(1.0 / loss_scale);
+                    }
+                });
+                if quantize {
+                    quantize_grads_(&mut master.grads, &self.segments, bits.bwd)?;
+                }
+                let out = self.dp.step(master, lr, clip, check_overflow)?;
+                if !out.overflow {
+                    tch::no_grad(|| self.flat.params.copy_(&master.params));
+                }
+                out
+            }
+        };
+        self.flat.zero_grads();
+        Ok(outcome)
+    }
+
     /// Gives every replica rank 0's non-trainable float buffers (BatchNorm running statistics),
     /// as DDP's `broadcast_buffers` does: ranks train on their own batch statistics, evaluation
     /// and checkpoints use rank 0's.
@@ -384,7 +498,9 @@ impl Trainer {
             .vs
             .variables()
             .into_iter()
-            .filter(|(_, t)| !t.requires_grad() && t.kind() == Kind::Float)
+            .filter(|(_, t)| {
+                !t.requires_grad() && matches!(t.kind(), Kind::Float | Kind::Half | Kind::BFloat16)
+            })
             .collect();
         buffers.sort_by(|a, b| a.0.cmp(&b.0));
         for (_, mut t) in buffers {
@@ -418,6 +534,8 @@ impl Trainer {
             let (mut t_data, mut t_fwd, mut t_bwd) = (0.0, 0.0, 0.0);
             let mut step_loss = 0.0;
             let bits = self.bits_at(self.meta.global_step);
+            let loss_scale = self.scaler.as_ref().map_or(1.0, |s| s.scale());
+            let inject_overflow = self.injected_overflows.contains(&(self.meta.global_step + 1));
             for m in 0..accum {
                 let t = Instant::now();
                 let idx = &indices[m * micro..(m + 1) * micro];
@@ -437,7 +555,8 @@ impl Trainer {
                 t_data += t.elapsed().as_secs_f64();
                 let t = Instant::now();
                 let logits = self.model.forward(&x, true, bits);
-                let loss = logits.cross_entropy_loss::<Tensor>(
+                // The loss in fp32 whatever the replica's type.
+                let loss = logits.to_kind(Kind::Float).cross_entropy_loss::<Tensor>(
                     &y,
                     None,
                     Reduction::Mean,
@@ -447,7 +566,13 @@ impl Trainer {
                 let loss = if accum > 1 { loss / accum as f64 } else { loss };
                 t_fwd += t.elapsed().as_secs_f64();
                 let t = Instant::now();
-                loss.backward();
+                if inject_overflow {
+                    (&loss * f64::INFINITY).backward();
+                } else if loss_scale != 1.0 {
+                    (&loss * loss_scale).backward();
+                } else {
+                    loss.backward();
+                }
                 step_loss += loss.double_value(&[]);
                 t_bwd += t.elapsed().as_secs_f64();
             }
@@ -466,7 +591,8 @@ impl Trainer {
             self.dp.all_reduce_scalars(&mut shared, ReduceOp::Sum)?;
             let step_loss = shared[0] / self.world as f64;
             let mut t_comm = t.elapsed().as_secs_f64();
-            if !step_loss.is_finite() {
+            // Under fp16 an overflow is the loss scaler's business (skip and rescale).
+            if !step_loss.is_finite() && self.scaler.is_none() {
                 return Err(Stopped::Diverged {
                     step,
                     loss: step_loss,
@@ -478,10 +604,20 @@ impl Trainer {
                 .cfg
                 .lr_schedule
                 .lr_at(self.dp.steps_taken(), &self.lr_ctx);
-            let outcome = self
-                .dp
-                .step(&mut self.flat, lr, self.cfg.train.grad_clip, false)?;
-            self.flat.zero_grads();
+            let outcome = self.optimizer_step(lr, bits, loss_scale)?;
+            let skipped = outcome.overflow;
+            if let Some(scaler) = &mut self.scaler {
+                scaler.update(skipped).map_err(|e| match e {
+                    LossScaleError::AtMinimum { .. } => anyhow::anyhow!(
+                        "{e} (fp16 overflow at the minimum loss scale, step {step}; try bf16, a lower learning rate, or precision.loss_scale.min_loss_scale)"
+                    ),
+                })?;
+            }
+            if skipped {
+                self.meta.skipped_steps += 1;
+            }
+            let gbitops = self.cost.gbitops(bits.fwd, bits.bwd);
+            self.meta.gbitops += gbitops;
             t_comm += outcome.t_comm;
             let t_opt = outcome.t_opt;
             let grad_norm = outcome.grad_norm;
@@ -503,6 +639,9 @@ impl Trainer {
                 t_opt,
                 q_fwd: self.cfg.precision.schedule.as_ref().map(|_| bits.fwd),
                 q_bwd: self.cfg.precision.schedule.as_ref().map(|_| bits.bwd),
+                gbitops: Some(gbitops),
+                loss_scale: self.scaler.as_ref().map(|_| loss_scale),
+                skipped: self.scaler.as_ref().map(|_| skipped),
             }))?;
             if shared[1] > 0.0 {
                 return Err(Stopped::ByUser.into());

@@ -1,14 +1,21 @@
 //! `QConv2d` and `QLinear`: every convolution and fully connected layer of every model is built
 //! through these, so precision schedules act on one code path.
 //!
-//! Forward passes are currently exact whatever `Bits` says; [`fake_quantize`] is the one place
-//! where fake quantization will be inserted.
+//! A `Quantized` layer at `bits.fwd < 32` fake-quantizes its input per tensor (batch range in
+//! training, running range in evaluation; see [`ActRange`]) and its weight per output channel
+//! before the op; at `bits.bwd < 32`, while autograd records, the op runs as the C++ shim's
+//! custom autograd Function whose backward quantizes the gradient w.r.t. the layer output with
+//! stochastic rounding before the op's own backward (see `csrc/grad_quant.cpp`). At
+//! [`Bits::FULL`] (or with [`LayerRole::FullPrecision`]) the layer runs the plain op, nothing else.
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use tch::nn::init::{FanInOut, NonLinearity, NormalOrUniform};
 use tch::nn::{self, Init};
 use tch::Tensor;
+
+use super::fake::{fake_quant_per_channel, ActRange, RangeMode, FULL_BITS, RANGE_MOMENTUM};
+use super::shim;
 
 /// Bit widths in force for this forward/backward pass. 32 = full precision (exact pass-through,
 /// no extra ops).
@@ -104,14 +111,44 @@ pub trait QLayer {
     fn set_role(&mut self, role: LayerRole);
     /// FLOPs counters of this layer.
     fn stats(&self) -> &Arc<LayerStats>;
+    /// How forward passes tell training from evaluation for the activation range (default
+    /// [`RangeMode::Auto`]: training exactly when autograd records).
+    fn set_range_mode(&mut self, mode: RangeMode);
+    /// Running `[min, max]` of the layer input, None before the first quantized training pass.
+    /// Reads the device (a sync): for tests and diagnostics.
+    fn running_range(&self) -> Option<(f64, f64)>;
 }
 
-/// The single place where fake quantization plugs in: given the layer input and weight and the
-/// bits in force, returns quantized copies of both, or `None` to run the exact full-precision op.
-/// Gradient quantization at `bits.bwd` will wrap the layer output in the same place.
-fn fake_quantize(_x: &Tensor, _w: &Tensor, _bits: Bits) -> Option<(Tensor, Tensor)> {
-    // No quantizer yet: every pass is exact.
-    None
+/// Quantization state shared by [`QConv2d`] and [`QLinear`].
+#[derive(Debug)]
+struct LayerQuant {
+    act: ActRange,
+    mode: RangeMode,
+}
+
+impl LayerQuant {
+    fn new(p: &nn::Path) -> LayerQuant {
+        LayerQuant {
+            act: ActRange::new(p, RANGE_MOMENTUM),
+            mode: RangeMode::Auto,
+        }
+    }
+
+    /// Given the layer input and weight and the bits in force, returns quantized copies of
+    /// both, or `None` to run the op on the originals.
+    fn fake_quantize(&self, x: &Tensor, w: &Tensor, bits: Bits) -> Option<(Tensor, Tensor)> {
+        if bits.fwd >= FULL_BITS {
+            return None;
+        }
+        let xq = self.act.quantize(x, bits.fwd, self.mode.is_training());
+        Some((xq, fake_quant_per_channel(w, bits.fwd)))
+    }
+
+    /// Whether the op must quantize the error signal: backward below 32 bits and autograd
+    /// recording (otherwise there is no backward to change).
+    fn quantize_error(bits: Bits) -> bool {
+        bits.bwd < FULL_BITS && shim::grad_enabled()
+    }
 }
 
 fn path_name(p: &nn::Path) -> String {
@@ -164,6 +201,7 @@ pub struct QConv2d {
     role: LayerRole,
     name: String,
     stats: Arc<LayerStats>,
+    quant: LayerQuant,
 }
 
 impl QConv2d {
@@ -199,14 +237,25 @@ impl QConv2d {
             role: LayerRole::Quantized,
             name: path_name(p),
             stats: Arc::default(),
+            quant: LayerQuant::new(p),
         }
     }
 
     pub fn forward(&self, x: &Tensor, bits: Bits) -> Tensor {
         let (s, p, d) = ([self.stride; 2], [self.padding; 2], [self.dilation; 2]);
-        let y = match fake_quantize(x, &self.weight, bits_for(self.role, bits)) {
-            Some((xq, wq)) => xq.conv2d(&wq, self.bias.as_ref(), s, p, d, self.groups),
-            None => x.conv2d(&self.weight, self.bias.as_ref(), s, p, d, self.groups),
+        let bits = bits_for(self.role, bits);
+        let y = if bits.is_full() {
+            x.conv2d(&self.weight, self.bias.as_ref(), s, p, d, self.groups)
+        } else {
+            let q = self.quant.fake_quantize(x, &self.weight, bits);
+            let (x, w) = q.as_ref().map_or((x, &self.weight), |(x, w)| (x, w));
+            if LayerQuant::quantize_error(bits) {
+                let b = self.bias.as_ref();
+                shim::qconv2d(x, w, b, s, p, d, self.groups, bits.bwd)
+                    .unwrap_or_else(|e| panic!("conv {}: {e}", self.name))
+            } else {
+                x.conv2d(w, self.bias.as_ref(), s, p, d, self.groups)
+            }
         };
         // Each output element costs one MAC per weight element of its filter.
         let size = y.size();
@@ -238,6 +287,12 @@ impl QLayer for QConv2d {
     fn stats(&self) -> &Arc<LayerStats> {
         &self.stats
     }
+    fn set_range_mode(&mut self, mode: RangeMode) {
+        self.quant.mode = mode;
+    }
+    fn running_range(&self) -> Option<(f64, f64)> {
+        self.quant.act.get()
+    }
 }
 
 /// Options for [`QLinear::new`]; `Default` matches `torch.nn.Linear`'s defaults.
@@ -267,6 +322,7 @@ pub struct QLinear {
     role: LayerRole,
     name: String,
     stats: Arc<LayerStats>,
+    quant: LayerQuant,
 }
 
 impl QLinear {
@@ -287,13 +343,23 @@ impl QLinear {
             role: LayerRole::Quantized,
             name: path_name(p),
             stats: Arc::default(),
+            quant: LayerQuant::new(p),
         }
     }
 
     pub fn forward(&self, x: &Tensor, bits: Bits) -> Tensor {
-        let y = match fake_quantize(x, &self.weight, bits_for(self.role, bits)) {
-            Some((xq, wq)) => xq.linear(&wq, self.bias.as_ref()),
-            None => x.linear(&self.weight, self.bias.as_ref()),
+        let bits = bits_for(self.role, bits);
+        let y = if bits.is_full() {
+            x.linear(&self.weight, self.bias.as_ref())
+        } else {
+            let q = self.quant.fake_quantize(x, &self.weight, bits);
+            let (x, w) = q.as_ref().map_or((x, &self.weight), |(x, w)| (x, w));
+            if LayerQuant::quantize_error(bits) {
+                shim::qlinear(x, w, self.bias.as_ref(), bits.bwd)
+                    .unwrap_or_else(|e| panic!("linear {}: {e}", self.name))
+            } else {
+                x.linear(w, self.bias.as_ref())
+            }
         };
         let size = y.size();
         let in_features = self.weight.size()[1];
@@ -324,10 +390,17 @@ impl QLayer for QLinear {
     fn stats(&self) -> &Arc<LayerStats> {
         &self.stats
     }
+    fn set_range_mode(&mut self, mode: RangeMode) {
+        self.quant.mode = mode;
+    }
+    fn running_range(&self) -> Option<(f64, f64)> {
+        self.quant.act.get()
+    }
 }
 
 #[cfg(test)]
 mod tests {
+    use super::super::fake::fake_quant_per_tensor;
     use super::*;
     use tch::{nn::VarStore, Device, Kind};
 
@@ -350,15 +423,199 @@ mod tests {
             v.sort();
             v
         };
-        assert_eq!(names, ["features.0.bias", "features.0.weight"]);
+        assert_eq!(
+            names,
+            [
+                "features.0.act_range",
+                "features.0.bias",
+                "features.0.weight"
+            ]
+        );
+        assert_eq!(vs.trainable_variables().len(), 2);
         assert_eq!(conv.name(), "features.0");
         let x = Tensor::randn([2, 3, 9, 9], (Kind::Float, Device::Cpu));
-        let y = tch::no_grad(|| conv.forward(&x, Bits { fwd: 8, bwd: 8 }));
+        let y = tch::no_grad(|| conv.forward(&x, Bits::FULL));
         let reference = x.conv2d(conv.weight(), conv.bias(), [2, 2], [1, 1], [1, 1], 1);
         assert_eq!(y.size(), [2, 8, 5, 5]);
         assert!(y.equal(&reference));
         assert_eq!(conv.stats().macs_per_sample(), 8 * 5 * 5 * 3 * 3 * 3);
         assert_eq!(conv.stats().calls(), 1);
+        // 8 bits (evaluation, no running range yet): input per tensor, weight per channel.
+        let y = tch::no_grad(|| conv.forward(&x, Bits { fwd: 8, bwd: 8 }));
+        let xq = fake_quant_per_tensor(&x, 8);
+        let wq = fake_quant_per_channel(conv.weight(), 8);
+        assert!(y.equal(&xq.conv2d(&wq, conv.bias(), [2, 2], [1, 1], [1, 1], 1)));
+        assert!(!y.equal(&reference));
+        assert_eq!(conv.stats().calls(), 2);
+    }
+
+    /// Forward and all gradients of `f` (a layer pass) and `g` (the reference) agree exactly.
+    fn same_forward_backward(
+        params: &[&Tensor],
+        x: &Tensor,
+        f: impl Fn(&Tensor) -> Tensor,
+        g: impl Fn(&Tensor) -> Tensor,
+    ) {
+        let run = |h: &dyn Fn(&Tensor) -> Tensor| {
+            let x = x.detach().set_requires_grad(true);
+            for p in params {
+                p.grad().defined().then(|| p.grad().zero_());
+            }
+            let y = h(&x);
+            let up = Tensor::ones_like(&y).cumsum(-1, Kind::Float);
+            (&y * up).sum(Kind::Float).backward();
+            let mut out = vec![y.detach(), x.grad()];
+            out.extend(params.iter().map(|p| p.grad().copy()));
+            out
+        };
+        let (a, b) = (run(&f), run(&g));
+        for (i, (a, b)) in a.iter().zip(&b).enumerate() {
+            assert!(a.equal(b), "tensor {i} differs");
+        }
+    }
+
+    #[test]
+    fn full_bits_and_full_precision_role_are_bit_identical_with_grads() {
+        let vs = VarStore::new(Device::Cpu);
+        let opts = ConvOpts {
+            stride: 2,
+            padding: 1,
+            groups: 2,
+            ..Default::default()
+        };
+        let mut conv = QConv2d::new(&vs.root().sub("c"), 4, 6, 3, opts);
+        let mut fc = QLinear::new(&vs.root().sub("f"), 10, 5, LinearOpts::default());
+        let x = Tensor::randn([3, 4, 8, 8], (Kind::Float, Device::Cpu));
+        let t = Tensor::randn([3, 7, 10], (Kind::Float, Device::Cpu));
+        let (w, b) = (
+            conv.weight().shallow_clone(),
+            conv.bias().unwrap().shallow_clone(),
+        );
+        let plain_conv = |x: &Tensor| x.conv2d(&w, Some(&b), [2, 2], [1, 1], [1, 1], 2);
+        let (fw, fb) = (
+            fc.weight().shallow_clone(),
+            fc.bias().unwrap().shallow_clone(),
+        );
+        let plain_fc = |x: &Tensor| x.linear(&fw, Some(&fb));
+        same_forward_backward(&[&w, &b], &x, |x| conv.forward(x, Bits::FULL), plain_conv);
+        same_forward_backward(&[&fw, &fb], &t, |x| fc.forward(x, Bits::FULL), plain_fc);
+        conv.set_role(LayerRole::FullPrecision);
+        fc.set_role(LayerRole::FullPrecision);
+        let low = Bits { fwd: 3, bwd: 4 };
+        same_forward_backward(&[&w, &b], &x, |x| conv.forward(x, low), plain_conv);
+        same_forward_backward(&[&fw, &fb], &t, |x| fc.forward(x, low), plain_fc);
+        assert_eq!(
+            conv.running_range(),
+            None,
+            "full precision records no range"
+        );
+    }
+
+    #[test]
+    fn quantized_forward_with_exact_backward_is_the_ste_graph() {
+        // fwd 4 bits, bwd 32: the op is plain autograd over the fake-quantized tensors.
+        let vs = VarStore::new(Device::Cpu);
+        let conv = QConv2d::new(&vs.root(), 3, 4, 3, ConvOpts::default());
+        let x = Tensor::randn([2, 3, 6, 6], (Kind::Float, Device::Cpu));
+        let w = conv.weight().shallow_clone();
+        let b = conv.bias().unwrap().shallow_clone();
+        let bits = Bits { fwd: 4, bwd: 32 };
+        same_forward_backward(
+            &[&w, &b],
+            &x,
+            |x| conv.forward(x, bits),
+            |x| {
+                let xq = fake_quant_per_tensor(x, 4);
+                let wq = fake_quant_per_channel(&w, 4);
+                xq.conv2d(&wq, Some(&b), [1, 1], [0, 0], [1, 1], 1)
+            },
+        );
+        // The training passes recorded the batch range.
+        let (lo, hi) = conv.running_range().unwrap();
+        let (xlo, xhi) = (x.min().double_value(&[]), x.max().double_value(&[]));
+        assert!((lo - xlo).abs() < 1e-6 && (hi - xhi).abs() < 1e-6);
+    }
+
+    #[test]
+    fn error_signal_is_quantized_in_backward() {
+        let vs = VarStore::new(Device::Cpu);
+        let fc = QLinear::new(&vs.root(), 6, 50, LinearOpts::default());
+        let x = Tensor::randn([1, 6], (Kind::Float, Device::Cpu)).set_requires_grad(true);
+        let g = Tensor::randn([1, 50], (Kind::Float, Device::Cpu));
+        let y = fc.forward(&x, Bits { fwd: 32, bwd: 3 });
+        (&y * &g).sum(Kind::Float).backward();
+        // With one sample the bias gradient is the quantized error itself: on g's 3-bit grid,
+        // within a step of g, and not g.
+        let gq = fc.bias().unwrap().grad().unsqueeze(0);
+        let (lo, hi) = (g.min().double_value(&[]), g.max().double_value(&[]));
+        let step = (hi - lo) / 7.0;
+        let k: Vec<f64> =
+            Vec::try_from(((gq.to_kind(Kind::Double) - lo) / step).flatten(0, -1)).unwrap();
+        assert!(k.iter().all(|v| (v - v.round()).abs() < 1e-3), "{k:?}");
+        assert!((&gq - &g).abs().max().double_value(&[]) <= step * 1.0001);
+        assert!(!gq.equal(&g));
+        // Input and weight gradients are computed from that same quantized error.
+        let expect_x = gq.matmul(fc.weight());
+        assert!(x.grad().allclose(&expect_x, 1e-6, 1e-6, false));
+        let expect_w = gq.tr().matmul(&x.detach());
+        assert!(fc.weight().grad().allclose(&expect_w, 1e-6, 1e-6, false));
+    }
+
+    #[test]
+    fn conv_backward_through_the_shim_matches_autograd() {
+        // 31-bit error quantization is exact to float precision: the shim's conv backward
+        // (strides, padding, dilation, groups, no bias) must give autograd's gradients.
+        let vs = VarStore::new(Device::Cpu);
+        let opts = ConvOpts {
+            stride: 2,
+            padding: 2,
+            dilation: 2,
+            groups: 2,
+            bias: false,
+            ..Default::default()
+        };
+        let conv = QConv2d::new(&vs.root(), 4, 6, 3, opts);
+        let x = Tensor::randn([2, 4, 9, 9], (Kind::Float, Device::Cpu)).set_requires_grad(true);
+        let y = conv.forward(&x, Bits { fwd: 32, bwd: 31 });
+        let up = Tensor::randn_like(&y);
+        (&y * &up).sum(Kind::Float).backward();
+        let (gx, gw) = (x.grad().copy(), conv.weight().grad().copy());
+        let x2 = x.detach().set_requires_grad(true);
+        let w2 = conv.weight().detach().set_requires_grad(true);
+        let y2 = x2.conv2d::<Tensor>(&w2, None, [2, 2], [2, 2], [2, 2], 2);
+        assert!(y.equal(&y2));
+        (&y2 * &up).sum(Kind::Float).backward();
+        assert!(gx.allclose(&x2.grad(), 1e-4, 1e-5, false));
+        assert!(gw.allclose(&w2.grad(), 1e-4, 1e-5, false));
+    }
+
+    #[test]
+    fn in_place_ops_on_the_output_are_allowed() {
+        let vs = VarStore::new(Device::Cpu);
+        let conv = QConv2d::new(&vs.root(), 3, 4, 3, ConvOpts::default());
+        let x = Tensor::randn([2, 3, 6, 6], (Kind::Float, Device::Cpu));
+        let y = conv.forward(&x, Bits { fwd: 4, bwd: 8 }).relu_();
+        y.sum(Kind::Float).backward();
+        assert!(conv.weight().grad().defined());
+    }
+
+    #[test]
+    fn range_mode_overrides_grad_mode() {
+        let vs = VarStore::new(Device::Cpu);
+        let mut fc = QLinear::new(&vs.root(), 4, 3, LinearOpts::default());
+        let x = Tensor::randn([5, 4], (Kind::Float, Device::Cpu));
+        let bits = Bits { fwd: 4, bwd: 8 };
+        // No grad, Auto: evaluation, the range stays unset.
+        let _ = tch::no_grad(|| fc.forward(&x, bits));
+        assert_eq!(fc.running_range(), None);
+        fc.set_range_mode(RangeMode::Train);
+        let _ = tch::no_grad(|| fc.forward(&x, bits));
+        assert!(fc.running_range().is_some());
+        // Eval under autograd: the running range, no update.
+        fc.set_range_mode(RangeMode::Eval);
+        let before = fc.running_range();
+        let _ = fc.forward(&(x * 3.0), bits);
+        assert_eq!(fc.running_range(), before);
     }
 
     #[test]

@@ -77,6 +77,14 @@ pub struct StepEvent {
     pub q_fwd: Option<u32>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub q_bwd: Option<u32>,
+    /// Effective GBitOps of this step (forward + backward, all layers).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gbitops: Option<f64>,
+    /// fp16: the loss scale this step ran with, and whether its update was skipped (overflow).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub loss_scale: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub skipped: Option<bool>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -118,6 +126,15 @@ pub struct Summary {
     /// Optimizer state held by each rank (halved per rank by ZeRO-1 at world size 2).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub optimizer_state_bytes_per_rank: Option<u64>,
+    /// Effective GBitOps of all training steps, and their ratio to a static run at the
+    /// schedule's top precision of the same length (1.0 without a schedule).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gbitops: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gbitops_ratio_vs_static: Option<f64>,
+    /// Steps whose update was skipped (fp16 overflow).
+    #[serde(default)]
+    pub skipped_steps: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -146,6 +163,9 @@ mod tests {
             t_opt: 0.0,
             q_fwd: None,
             q_bwd: None,
+            gbitops: None,
+            loss_scale: None,
+            skipped: None,
         });
         let s = serde_json::to_string(&e).unwrap();
         assert!(
