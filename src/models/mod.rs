@@ -466,6 +466,10 @@ mod tests {
             });
             assert!(a.equal(&b), "{kind}");
             // 8 bits quantizes (close to, not equal to, full precision); 32 bits is exact.
+            // (ViT's head starts at zero, as torchvision's: its logits do not show it yet.)
+            if kind == ModelKind::Vit {
+                continue;
+            }
             let q = tch::no_grad(|| model.forward(&x, false, Bits { fwd: 8, bwd: 8 }));
             assert!(!a.equal(&q), "{kind}: 8 bits should change the output");
             let rel = (&a - &q).abs().max().double_value(&[]) / a.abs().max().double_value(&[]);
