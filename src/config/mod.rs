@@ -384,7 +384,7 @@ impl RunConfig {
         if t.grad_accum == 0 {
             return Err(invalid("train.grad_accum", 0, "at least 1"));
         }
-        if t.batch_size % t.grad_accum != 0 {
+        if !t.batch_size.is_multiple_of(t.grad_accum) {
             return Err(invalid(
                 "train.grad_accum",
                 t.grad_accum,
@@ -460,7 +460,7 @@ impl RunConfig {
         }
         if let Some(world) = spec.known_world_size() {
             let t = &self.train;
-            if t.batch_size % (t.grad_accum * world) != 0 {
+            if !t.batch_size.is_multiple_of(t.grad_accum * world) {
                 return Err(invalid(
                     "train.batch_size",
                     t.batch_size,

@@ -336,7 +336,7 @@ fn check_devices(config: &RunConfig) -> Result<Vec<tch::Device>> {
     let world = devices.len();
     let t = &config.train;
     anyhow::ensure!(
-        t.batch_size % (t.grad_accum * world) == 0,
+        t.batch_size.is_multiple_of(t.grad_accum * world),
         "train.batch_size = {} is not a multiple of grad_accum × world size = {} × {world}",
         t.batch_size,
         t.grad_accum

@@ -87,7 +87,7 @@ impl FlatOptimizer {
                     let buf = self.m.as_mut().expect("momentum buffer");
                     if first {
                         // torch.optim.SGD: the buffer starts as the first gradient, undampened.
-                        let _ = buf.copy_(g);
+                        buf.copy_(g);
                     } else {
                         let _ = buf.g_mul_scalar_(momentum);
                         if dampening == 0.0 {
