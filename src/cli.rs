@@ -539,7 +539,10 @@ fn print_summary(s: &Summary) {
 fn worker(args: WorkerArgs, paths: &Paths) -> Result<i32> {
     use crate::engine::collective::nccl::NcclCollective;
     use crate::engine::rendezvous::{self, RendezvousEnv};
-    anyhow::ensure!(args.run.resume.is_none(), "--resume does not apply to `cptlab worker`");
+    anyhow::ensure!(
+        args.run.resume.is_none(),
+        "--resume does not apply to `cptlab worker`"
+    );
     let env = RendezvousEnv::from_env()?;
     let token = rendezvous::token_from_env()?;
     let timeout = Duration::from_secs(args.rdzv_timeout);
@@ -556,7 +559,10 @@ fn worker(args: WorkerArgs, paths: &Paths) -> Result<i32> {
         let peers = rendezvous::host(&env, &token, &blob, &own, timeout)?;
         if args.check {
             for p in &peers {
-                println!("rank {} (local {}) on {} at {}", p.rank, p.local_rank, p.hostname, p.addr);
+                println!(
+                    "rank {} (local {}) on {} at {}",
+                    p.rank, p.local_rank, p.hostname, p.addr
+                );
             }
         }
         (blob, own)
@@ -617,7 +623,10 @@ fn range_test(args: RangeTestArgs, paths: &Paths) -> Result<()> {
             args.steps,
             args.threshold * 100.0
         );
-        println!("{:>5} {:>11} {:>11} {:>8}  PROGRESS", "BITS", "FIRST LOSS", "LAST LOSS", "FALL");
+        println!(
+            "{:>5} {:>11} {:>11} {:>8}  PROGRESS",
+            "BITS", "FIRST LOSS", "LAST LOSS", "FALL"
+        );
     }
     let rows = range_test::run(&config, &test_paths, &opts, |r| {
         if json {
@@ -630,17 +639,26 @@ fn range_test(args: RangeTestArgs, paths: &Paths) -> Result<()> {
                 r.last_loss,
                 r.fall * 100.0,
                 if r.progress { "yes" } else { "no" },
-                r.error.as_deref().map(|e| format!(" ({e})")).unwrap_or_default()
+                r.error
+                    .as_deref()
+                    .map(|e| format!(" ({e})"))
+                    .unwrap_or_default()
             );
         }
     })?;
     let suggestion = range_test::suggest_q_min(&rows);
     if json {
-        println!("{}", serde_json::json!({"event": "suggestion", "q_min": suggestion}));
+        println!(
+            "{}",
+            serde_json::json!({"event": "suggestion", "q_min": suggestion})
+        );
     } else {
         match suggestion {
             Some(q) => println!("suggested q_min: {q}"),
-            None => println!("no precision up to {} made progress: raise --to or --steps, or lower --threshold", args.to),
+            None => println!(
+                "no precision up to {} made progress: raise --to or --steps, or lower --threshold",
+                args.to
+            ),
         }
     }
     Ok(())

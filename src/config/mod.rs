@@ -11,9 +11,9 @@ use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
+use crate::engine::loss_scale::LossScaleConfig;
 use crate::models::{ModelKind, VitConfig};
 use crate::schedule::lr::LrSchedule;
-use crate::engine::loss_scale::LossScaleConfig;
 use crate::schedule::precision::PrecisionSchedule;
 
 pub use overrides::{apply_override, Override};

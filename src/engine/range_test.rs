@@ -53,7 +53,11 @@ pub fn run(
         opts.from,
         opts.to
     );
-    anyhow::ensure!(opts.steps >= 2, "--steps {}: expected at least 2", opts.steps);
+    anyhow::ensure!(
+        opts.steps >= 2,
+        "--steps {}: expected at least 2",
+        opts.steps
+    );
     let mut rows = Vec::new();
     for bits in opts.from..=opts.to {
         let mut config = base.clone();

@@ -86,8 +86,13 @@ fn injected_overflows() -> Vec<u64> {
 fn injected_fault() -> Option<(usize, u64)> {
     let spec = std::env::var("CPTLAB_INJECT_FAULT").ok()?;
     let field = |name: &str| -> Option<u64> {
-        spec.split(',')
-            .find_map(|kv| kv.trim().strip_prefix(name)?.strip_prefix('=')?.parse().ok())
+        spec.split(',').find_map(|kv| {
+            kv.trim()
+                .strip_prefix(name)?
+                .strip_prefix('=')?
+                .parse()
+                .ok()
+        })
     };
     Some((field("rank")? as usize, field("step")?))
 }
@@ -157,8 +162,8 @@ impl Trainer {
                 cfg.model.vit.image_size
             );
         }
-        let converter = BatchConverter::new(device, shape, cfg.data.normalize, Some(input))
-            .with_kind(dtype);
+        let converter =
+            BatchConverter::new(device, shape, cfg.data.normalize, Some(input)).with_kind(dtype);
         let probe = Tensor::zeros([1, shape.channels as i64, input, input], (dtype, device));
         let cost = CostModel::measure(model.as_mut(), cfg.train.batch_size as i64, &probe);
         let plan = ShardPlan::new(cfg.train.batch_size, world, rank, true)
@@ -270,7 +275,12 @@ impl Trainer {
                 .iter()
                 .find(|(n, _)| n == MASTER)
                 .map(|(_, t)| t)
-                .ok_or_else(|| anyhow::anyhow!("{}: no fp32 master weights in this checkpoint (was it saved at fp32?)", path.display()))?;
+                .ok_or_else(|| {
+                    anyhow::anyhow!(
+                        "{}: no fp32 master weights in this checkpoint (was it saved at fp32?)",
+                        path.display()
+                    )
+                })?;
             let len = saved.numel() as i64;
             tch::no_grad(|| {
                 master.params.narrow(0, 0, len).copy_(saved);
@@ -535,7 +545,9 @@ impl Trainer {
             let mut step_loss = 0.0;
             let bits = self.bits_at(self.meta.global_step);
             let loss_scale = self.scaler.as_ref().map_or(1.0, |s| s.scale());
-            let inject_overflow = self.injected_overflows.contains(&(self.meta.global_step + 1));
+            let inject_overflow = self
+                .injected_overflows
+                .contains(&(self.meta.global_step + 1));
             for m in 0..accum {
                 let t = Instant::now();
                 let idx = &indices[m * micro..(m + 1) * micro];
@@ -677,9 +689,7 @@ impl Trainer {
         let mut labels = Vec::new();
         let bits = self.eval_bits();
         // This rank's share: test images rank, rank + W, rank + 2W, …
-        let mine: Vec<u32> = (self.rank as u32..n as u32)
-            .step_by(self.world)
-            .collect();
+        let mine: Vec<u32> = (self.rank as u32..n as u32).step_by(self.world).collect();
         tch::no_grad(|| -> Result<()> {
             for chunk in mine.chunks(eb) {
                 let pos: Vec<u64> = chunk.iter().map(|&i| i as u64).collect();

@@ -473,7 +473,10 @@ mod tests {
             let q = tch::no_grad(|| model.forward(&x, false, Bits { fwd: 8, bwd: 8 }));
             assert!(!a.equal(&q), "{kind}: 8 bits should change the output");
             let rel = (&a - &q).abs().max().double_value(&[]) / a.abs().max().double_value(&[]);
-            assert!(rel < 0.2, "{kind}: 8-bit output too far from full precision ({rel})");
+            assert!(
+                rel < 0.2,
+                "{kind}: 8-bit output too far from full precision ({rel})"
+            );
         }
     }
 
