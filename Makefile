@@ -13,10 +13,10 @@ export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 CPTLAB_TEST_CIFAR10 ?= $(abspath ../shared/data/cifar10-jpg.tar.gz)
 export CPTLAB_TEST_CIFAR10
 
-.PHONY: run build test lint bench clean venv
+.PHONY: run build test lint bench clean venv screenshots
 
 run: build
-	$(BIN) run --preset quickstart
+	$(BIN)
 
 $(TORCH_STAMP):
 	$(PYTHON) -m venv $(VENV)
@@ -34,10 +34,15 @@ lint: $(TORCH_STAMP)
 	cargo clippy --release --all-targets -- -D warnings
 
 test: $(TORCH_STAMP) lint
+	command -v tmux >/dev/null || (apt-get update -qq && apt-get install -y -qq tmux)
 	cargo test --release --no-fail-fast
 
 bench: build
 	$(BIN) bench
+
+# PNGs of the workbench from real runs (tmux → HTML → headless Chromium) into screenshots/.
+screenshots: build
+	scripts/screenshots.sh
 
 clean:
 	cargo clean

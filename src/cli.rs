@@ -423,8 +423,9 @@ fn follow_json(job: Job) -> Result<Summary> {
     let stdout = std::io::stdout();
     follow(job, |event| {
         let mut out = stdout.lock();
-        serde_json::to_writer(&mut out, &event)?;
-        // A closed pipe (`| head`) must not stop training: the run directory keeps recording.
+        // A closed pipe (`| head`, a workbench whose terminal went away) must not stop
+        // training: the run directory keeps recording.
+        let _ = serde_json::to_writer(&mut out, &event);
         let _ = out.write_all(b"\n");
         let _ = out.flush();
         Ok(())

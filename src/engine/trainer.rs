@@ -600,7 +600,9 @@ impl Trainer {
                 control.stop_requested() as u8 as f64,
                 control.is_paused() as u8 as f64,
             ];
-            self.dp.all_reduce_scalars(&mut shared, ReduceOp::Sum)?;
+            if self.world > 1 {
+                self.dp.all_reduce_scalars(&mut shared, ReduceOp::Sum)?;
+            }
             let step_loss = shared[0] / self.world as f64;
             let mut t_comm = t.elapsed().as_secs_f64();
             // Under fp16 an overflow is the loss scaler's business (skip and rescale).

@@ -1,0 +1,1068 @@
+//! The workbench's state and the only place it changes: `update` (actions from keys) and
+//! `on_msg` / `ingest` (what background threads report). Side effects on processes are queued
+//! as `Command`s for the runtime to execute, so tests can drive the app without spawning
+//! anything.
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::path::{Path, PathBuf};
+
+use crossterm::event::KeyEvent;
+
+use super::action::{Action, InputMode, View};
+use super::compare::CompareState;
+use super::dashboard::DashState;
+use super::presets::PresetsState;
+use super::process::{self, LockError};
+use super::run_data::{Incoming, LogKind, RunData, RunStatus};
+use super::runs::RunsState;
+use super::sampler::DeviceSample;
+use super::setup::{AbFirst, SetupState};
+use super::TuiOptions;
+use crate::config::paths::Paths;
+use crate::config::presets::{PresetStore, DEFAULT_PRESET};
+use crate::config::RunConfig;
+use crate::engine::device::{parse_devices, DeviceSpec};
+use crate::telemetry::event::Event;
+use crate::telemetry::store;
+
+pub type RunId = u64;
+
+/// What background threads tell the app.
+#[derive(Debug, Clone)]
+pub enum Msg {
+    /// Run events are waiting in the inbox.
+    Data,
+    Spawned {
+        run: RunId,
+        pid: u32,
+    },
+    SpawnFailed {
+        run: RunId,
+        error: String,
+    },
+    /// A child exited (code, the tail of its stderr), or a followed run's process is gone.
+    Exited {
+        run: RunId,
+        code: Option<i32>,
+        stderr: String,
+    },
+    Notice {
+        text: String,
+        warn: bool,
+    },
+    Devices(DeviceSample),
+    /// SIGHUP or SIGTERM reached the workbench: leave, letting runs finish headless.
+    Hangup,
+}
+
+/// Side effects the runtime performs for the app.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Command {
+    Launch {
+        run: RunId,
+        config: Box<RunConfig>,
+    },
+    Follow {
+        run: RunId,
+        dir: PathBuf,
+        live: bool,
+    },
+    Unfollow {
+        run: RunId,
+    },
+    Signal {
+        pid: u32,
+        signal: i32,
+    },
+}
+
+/// How this workbench relates to a run's process.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Control {
+    /// Nothing to control: a replay, or a run that has ended.
+    None,
+    /// Live (training in `pid`), but another workbench (`holder`) drives it.
+    Watching {
+        holder: u32,
+        pid: u32,
+    },
+    /// Waiting for its turn (A/B one after the other).
+    Queued(Box<RunConfig>),
+    Launching,
+    /// This workbench drives it: pause, resume, stop go to `pid`.
+    Driven {
+        pid: u32,
+        /// Started by this workbench (its stdout is ours) rather than attached.
+        child: bool,
+        lock: Option<PathBuf>,
+    },
+}
+
+#[derive(Debug, Clone)]
+pub struct RunSlot {
+    pub id: RunId,
+    pub data: RunData,
+    pub control: Control,
+    /// 'A' or 'B' for a pair launched together.
+    pub tag: Option<char>,
+}
+
+impl RunSlot {
+    pub fn pid(&self) -> Option<u32> {
+        match self.control {
+            Control::Driven { pid, .. } => Some(pid),
+            _ => None,
+        }
+    }
+
+    /// Live and driven (or about to be) by this workbench.
+    pub fn ours_and_live(&self) -> bool {
+        match self.control {
+            Control::Driven { .. } | Control::Launching => {
+                self.data.status.is_active() || self.data.status == RunStatus::Starting
+            }
+            Control::Queued(_) => true,
+            _ => false,
+        }
+    }
+
+    pub fn title(&self) -> String {
+        match self.tag {
+            Some(t) => format!("{t}: {}", self.data.label),
+            None => self.data.label.clone(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum Dialog {
+    /// Leaving while runs are live: stop them, or let them finish headless.
+    QuitLive,
+    StopRun(RunId),
+    DeleteRun {
+        dir: PathBuf,
+        name: String,
+    },
+    DeletePreset(String),
+    OverwritePreset {
+        name: String,
+        config: Box<RunConfig>,
+    },
+    /// A/B pair: one after the other, or side by side on split devices.
+    AbMode,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum PromptKind {
+    SavePreset,
+    DuplicatePreset(String),
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Prompt {
+    pub kind: PromptKind,
+    pub input: String,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum Overlay {
+    Help,
+    Dialog(Dialog),
+    Prompt(Prompt),
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Status {
+    pub text: String,
+    pub warn: bool,
+}
+
+const HISTORY: usize = 120;
+
+#[derive(Debug, Clone, Default)]
+pub struct GpuHist {
+    pub name: String,
+    pub util: VecDeque<f64>,
+    pub mem_used: u64,
+    pub mem_total: u64,
+    pub mem: VecDeque<f64>,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct ProcHist {
+    pub cores: VecDeque<f64>,
+    pub workers: BTreeMap<String, VecDeque<f64>>,
+}
+
+/// Device figures over the last couple of minutes.
+#[derive(Debug, Clone, Default)]
+pub struct DeviceHistory {
+    pub gpus: BTreeMap<u32, GpuHist>,
+    pub procs: HashMap<u32, ProcHist>,
+    pub nvml_note: Option<String>,
+}
+
+fn push_hist(h: &mut VecDeque<f64>, x: f64) {
+    if h.len() >= HISTORY {
+        h.pop_front();
+    }
+    h.push_back(x);
+}
+
+impl DeviceHistory {
+    pub fn add(&mut self, s: DeviceSample) {
+        if let Some(n) = s.nvml_error {
+            self.nvml_note = Some(n);
+        }
+        for g in s.gpus {
+            let h = self.gpus.entry(g.index).or_default();
+            h.name = g.name;
+            h.mem_used = g.mem_used;
+            h.mem_total = g.mem_total;
+            push_hist(&mut h.util, f64::from(g.util) / 100.0);
+            let mem = if g.mem_total > 0 {
+                g.mem_used as f64 / g.mem_total as f64
+            } else {
+                0.0
+            };
+            push_hist(&mut h.mem, mem);
+        }
+        for p in s.procs {
+            let h = self.procs.entry(p.pid).or_default();
+            push_hist(&mut h.cores, p.cores);
+            for (name, share) in p.workers {
+                push_hist(h.workers.entry(name).or_default(), share);
+            }
+        }
+    }
+}
+
+pub struct App {
+    pub paths: Paths,
+    pub view: View,
+    back: Vec<View>,
+    pub overlay: Option<Overlay>,
+    pub setup: SetupState,
+    pub runs: Vec<RunSlot>,
+    /// The run the Dashboard shows.
+    pub current: Option<RunId>,
+    /// The pair the Compare view shows.
+    pub pair: Option<(RunId, RunId)>,
+    pub presets: PresetsState,
+    pub history: RunsState,
+    pub devices: DeviceHistory,
+    pub dash: DashState,
+    pub cmp: CompareState,
+    pub status: Option<Status>,
+    /// Set when the app should end, with the exit code.
+    pub exit: Option<i32>,
+    commands: Vec<Command>,
+    next_id: RunId,
+    /// CPU cores, for splitting a CPU between an A/B pair.
+    pub cores: usize,
+    /// `--data` / `CPTLAB_DATA`: kept when a preset is loaded.
+    pub data_override: Option<String>,
+}
+
+impl App {
+    pub fn new(paths: Paths, opts: &TuiOptions) -> App {
+        let store = PresetStore::new(&paths.presets);
+        let name = opts.preset.as_deref().unwrap_or(DEFAULT_PRESET);
+        let (cfg, preset, status) = match store.load(name) {
+            Ok(c) => (c, name.to_string(), None),
+            Err(e) => {
+                let c = store
+                    .load(DEFAULT_PRESET)
+                    .expect("the built-in default preset parses");
+                (
+                    c,
+                    DEFAULT_PRESET.to_string(),
+                    Some(Status {
+                        text: e.to_string(),
+                        warn: true,
+                    }),
+                )
+            }
+        };
+        let setup = SetupState::new(cfg, &preset, opts.data.as_deref());
+        let mut app = App {
+            presets: PresetsState::new(&paths.presets),
+            history: RunsState::new(&paths.runs),
+            paths,
+            view: View::Setup,
+            back: Vec::new(),
+            overlay: None,
+            setup,
+            runs: Vec::new(),
+            current: None,
+            pair: None,
+            devices: DeviceHistory::default(),
+            dash: DashState::default(),
+            cmp: CompareState::default(),
+            status,
+            exit: None,
+            commands: Vec::new(),
+            next_id: 1,
+            cores: std::thread::available_parallelism().map_or(1, |n| n.get()),
+            data_override: opts.data.clone(),
+        };
+        // Runs left training headless by an earlier session: offer to attach.
+        let live: Vec<usize> = app
+            .history
+            .rows
+            .iter()
+            .enumerate()
+            .filter(|(_, r)| r.status == "live")
+            .map(|(i, _)| i)
+            .collect();
+        if let Some(&first) = live.first() {
+            app.view = View::Runs;
+            app.history.cursor = first;
+            app.say(
+                format!(
+                    "{} run(s) still training headless: Enter attaches",
+                    live.len()
+                ),
+                false,
+            );
+        }
+        app
+    }
+
+    pub fn say(&mut self, text: impl Into<String>, warn: bool) {
+        self.status = Some(Status {
+            text: text.into(),
+            warn,
+        });
+    }
+
+    pub fn take_commands(&mut self) -> Vec<Command> {
+        std::mem::take(&mut self.commands)
+    }
+
+    pub fn push_command(&mut self, c: Command) {
+        self.commands.push(c);
+    }
+
+    pub fn input_mode(&self) -> InputMode {
+        match &self.overlay {
+            Some(Overlay::Prompt(_)) => InputMode::Text,
+            Some(Overlay::Dialog(_)) => InputMode::Dialog,
+            _ if self.view == View::Setup && self.setup.editing.is_some() => InputMode::Text,
+            _ => InputMode::Normal,
+        }
+    }
+
+    pub fn on_key(&mut self, key: KeyEvent) {
+        if let Some(a) = Action::from_key(key, self.input_mode()) {
+            self.update(a);
+        }
+    }
+
+    pub fn slot(&self, id: RunId) -> Option<&RunSlot> {
+        self.runs.iter().find(|s| s.id == id)
+    }
+
+    pub fn slot_mut(&mut self, id: RunId) -> Option<&mut RunSlot> {
+        self.runs.iter_mut().find(|s| s.id == id)
+    }
+
+    pub fn current_slot(&self) -> Option<&RunSlot> {
+        self.current.and_then(|id| self.slot(id))
+    }
+
+    /// Runs this workbench drives that are still going (or waiting to).
+    pub fn live_runs(&self) -> Vec<RunId> {
+        self.runs
+            .iter()
+            .filter(|s| s.ours_and_live())
+            .map(|s| s.id)
+            .collect()
+    }
+
+    /// Processes the device sampler should watch.
+    pub fn watched_pids(&self) -> Vec<u32> {
+        let mut v: Vec<u32> = self
+            .runs
+            .iter()
+            .filter(|s| s.data.status.is_active())
+            .filter_map(|s| match s.control {
+                Control::Driven { pid, .. } => Some(pid),
+                Control::Watching { pid, .. } => Some(pid),
+                _ => None,
+            })
+            .collect();
+        v.sort_unstable();
+        v.dedup();
+        v
+    }
+
+    pub fn show(&mut self, v: View) {
+        self.back.clear();
+        self.enter(v);
+    }
+
+    /// Opens `v`, remembering where `q` goes back to.
+    pub fn open(&mut self, v: View) {
+        if self.view != v {
+            self.back.push(self.view);
+        }
+        self.enter(v);
+    }
+
+    fn enter(&mut self, v: View) {
+        self.view = v;
+        match v {
+            View::Runs => {
+                self.history.refresh(&self.paths.runs);
+            }
+            View::Presets => self.presets.refresh(),
+            _ => {}
+        }
+    }
+
+    /// Called every couple of seconds; true if something visible changed.
+    pub fn on_tick(&mut self) -> bool {
+        if self.view == View::Runs && self.overlay.is_none() {
+            return self.history.refresh(&self.paths.runs);
+        }
+        false
+    }
+
+    pub fn update(&mut self, action: Action) {
+        if let Some(ov) = self.overlay.clone() {
+            self.update_overlay(ov, action);
+            return;
+        }
+        if self.view == View::Setup && self.setup.editing.is_some() && action != Action::Interrupt {
+            self.setup.handle(&action);
+            return;
+        }
+        match action {
+            Action::Interrupt => self.interrupt(),
+            Action::Help => self.overlay = Some(Overlay::Help),
+            Action::Show(v) => self.show(v),
+            Action::Back => match self.back.pop() {
+                Some(v) => self.enter(v),
+                None => self.request_quit(),
+            },
+            Action::Start => {
+                if self.view == View::Setup {
+                    self.start_from_setup();
+                } else {
+                    self.say("s starts the run set up in Setup (1)", false);
+                }
+            }
+            Action::PauseResume => self.pause_resume(),
+            Action::Stop => match self.current_slot() {
+                Some(s) if s.pid().is_some() && s.data.status.is_active() => {
+                    self.overlay = Some(Overlay::Dialog(Dialog::StopRun(s.id)));
+                }
+                Some(s) if matches!(s.control, Control::Watching { .. }) => {
+                    self.say("another workbench drives this run: stop it there", true)
+                }
+                _ => self.say("no live run of this workbench to stop", false),
+            },
+            Action::Compare => match self.view {
+                View::Setup => self.ab_step(),
+                View::Runs => super::runs::compare_marked(self),
+                _ => {
+                    if self.pair.is_none() && self.runs.len() >= 2 {
+                        let n = self.runs.len();
+                        self.pair = Some((self.runs[n - 2].id, self.runs[n - 1].id));
+                    }
+                    self.open(View::Compare);
+                }
+            },
+            other => match self.view {
+                View::Setup => {
+                    self.setup.handle(&other);
+                }
+                View::Dashboard => super::dashboard::handle(self, &other),
+                View::Compare => super::compare::handle(self, &other),
+                View::Presets => super::presets::handle(self, &other),
+                View::Runs => super::runs::handle(self, &other),
+            },
+        }
+    }
+
+    fn update_overlay(&mut self, ov: Overlay, action: Action) {
+        match ov {
+            Overlay::Help => {
+                if action == Action::Interrupt {
+                    self.overlay = None;
+                    self.interrupt();
+                } else if matches!(action, Action::Back | Action::Help | Action::Select) {
+                    self.overlay = None;
+                }
+            }
+            Overlay::Prompt(mut p) => match action {
+                Action::Input(c) => {
+                    p.input.push(c);
+                    self.overlay = Some(Overlay::Prompt(p));
+                }
+                Action::Backspace => {
+                    p.input.pop();
+                    self.overlay = Some(Overlay::Prompt(p));
+                }
+                Action::Select => {
+                    self.overlay = None;
+                    super::presets::submit_prompt(self, p);
+                }
+                Action::Back => self.overlay = None,
+                Action::Interrupt => {
+                    self.overlay = None;
+                    self.interrupt();
+                }
+                _ => {}
+            },
+            Overlay::Dialog(d) => self.dialog(d, action),
+        }
+    }
+
+    fn dialog(&mut self, d: Dialog, action: Action) {
+        let yes = matches!(action, Action::Select | Action::Key('y'));
+        let no = matches!(action, Action::Back | Action::Key('n'));
+        match d {
+            Dialog::QuitLive => match action {
+                Action::Stop => {
+                    self.overlay = None;
+                    self.stop_all();
+                    self.finish(0);
+                }
+                Action::Key('d') | Action::Interrupt => {
+                    self.overlay = None;
+                    self.detach_all();
+                    self.finish(0);
+                }
+                Action::Back => self.overlay = None,
+                _ => {}
+            },
+            Dialog::StopRun(id) if yes => {
+                self.overlay = None;
+                self.stop_run(id);
+            }
+            Dialog::DeleteRun { dir, name } if yes => {
+                self.overlay = None;
+                super::runs::delete(self, &dir, &name);
+            }
+            Dialog::DeletePreset(name) if yes => {
+                self.overlay = None;
+                super::presets::delete(self, &name);
+            }
+            Dialog::OverwritePreset { name, config } if yes => {
+                self.overlay = None;
+                super::presets::save(self, &name, &config, true);
+            }
+            Dialog::AbMode => match action {
+                Action::Key('1') => {
+                    self.overlay = None;
+                    self.launch_pair(false);
+                }
+                Action::Key('2') => {
+                    self.overlay = None;
+                    self.launch_pair(true);
+                }
+                Action::Back => self.overlay = None,
+                _ => {}
+            },
+            _ if no || action == Action::Interrupt => self.overlay = None,
+            _ => {}
+        }
+    }
+
+    fn request_quit(&mut self) {
+        if self.live_runs().is_empty() {
+            self.finish(0);
+        } else {
+            self.overlay = Some(Overlay::Dialog(Dialog::QuitLive));
+        }
+    }
+
+    fn interrupt(&mut self) {
+        self.request_quit();
+    }
+
+    /// Ends the app, releasing every lock this workbench holds.
+    pub fn finish(&mut self, code: i32) {
+        for s in &mut self.runs {
+            if let Control::Driven {
+                lock: Some(path), ..
+            } = &s.control
+            {
+                process::release_lock(path);
+            }
+        }
+        self.exit = Some(code);
+    }
+
+    /// Leaves every live run to finish headless (a paused one is resumed first: nobody would
+    /// be left to resume it).
+    pub fn detach_all(&mut self) {
+        let mut cmds = Vec::new();
+        for s in &mut self.runs {
+            if let (Control::Driven { pid, .. }, RunStatus::Paused) = (&s.control, &s.data.status) {
+                cmds.push(Command::Signal {
+                    pid: *pid,
+                    signal: libc::SIGCONT,
+                });
+                s.data.status = RunStatus::Training;
+            }
+            if matches!(s.control, Control::Queued(_)) {
+                s.control = Control::None;
+                s.data.status = RunStatus::Failed("not started: the workbench was closed".into());
+            }
+        }
+        self.commands.extend(cmds);
+    }
+
+    fn stop_all(&mut self) {
+        let ids: Vec<RunId> = self.live_runs();
+        for id in ids {
+            self.stop_run(id);
+        }
+    }
+
+    fn stop_run(&mut self, id: RunId) {
+        let Some(s) = self.slot_mut(id) else { return };
+        match s.control.clone() {
+            Control::Driven { pid, .. } if s.data.status.is_active() => {
+                let paused = s.data.status == RunStatus::Paused;
+                s.data.status = RunStatus::Stopping;
+                s.data.note(
+                    LogKind::Note,
+                    "stop requested: the run checkpoints and writes its summary",
+                );
+                self.commands.push(Command::Signal {
+                    pid,
+                    signal: libc::SIGTERM,
+                });
+                if paused {
+                    // A stopped process handles SIGTERM only once it runs again.
+                    self.commands.push(Command::Signal {
+                        pid,
+                        signal: libc::SIGCONT,
+                    });
+                }
+            }
+            Control::Queued(_) => {
+                s.control = Control::None;
+                s.data.status = RunStatus::Ended("stopped".into());
+                s.data.note(LogKind::Note, "removed from the queue");
+            }
+            _ => {}
+        }
+    }
+
+    fn pause_resume(&mut self) {
+        let Some(id) = self.current else {
+            self.say(
+                "no run open: start one in Setup (1) or open one in Runs (5)",
+                false,
+            );
+            return;
+        };
+        let Some(s) = self.slot_mut(id) else { return };
+        let (pid, status) = match (&s.control, &s.data.status) {
+            (Control::Driven { pid, .. }, st) => (*pid, st.clone()),
+            (Control::Watching { holder, .. }, _) => {
+                let h = *holder;
+                self.say(
+                    format!("another workbench (pid {h}) drives this run: watching only"),
+                    true,
+                );
+                return;
+            }
+            _ => {
+                self.say("this run is not live", false);
+                return;
+            }
+        };
+        let (signal, next, note) = match status {
+            RunStatus::Training => (libc::SIGSTOP, RunStatus::Paused, "paused"),
+            RunStatus::Paused => (libc::SIGCONT, RunStatus::Training, "resumed"),
+            _ => {
+                self.say("the run cannot be paused right now", false);
+                return;
+            }
+        };
+        s.data.status = next;
+        s.data.note(LogKind::Note, note);
+        self.commands.push(Command::Signal { pid, signal });
+    }
+
+    /// Adds a run to the workbench (scripted runs in tests come in here too).
+    pub fn add_run(&mut self, data: RunData, control: Control, tag: Option<char>) -> RunId {
+        let id = self.next_id;
+        self.next_id += 1;
+        self.runs.push(RunSlot {
+            id,
+            data,
+            control,
+            tag,
+        });
+        id
+    }
+
+    fn launch(&mut self, config: RunConfig, tag: Option<char>, queued: bool) -> RunId {
+        let mut data = RunData::new(config.name.clone());
+        if queued {
+            data.status = RunStatus::Queued;
+            let id = self.add_run(data, Control::Queued(Box::new(config)), tag);
+            if let Some(s) = self.slot_mut(id) {
+                s.data
+                    .note(LogKind::Note, "queued: starts when the run before it ends");
+            }
+            return id;
+        }
+        data.note(
+            LogKind::Note,
+            "starting `cptlab run` (decoding data, building the model)",
+        );
+        let id = self.add_run(data, Control::Launching, tag);
+        self.commands.push(Command::Launch {
+            run: id,
+            config: Box::new(config),
+        });
+        id
+    }
+
+    fn start_from_setup(&mut self) {
+        let Some(cfg) = self
+            .setup
+            .check
+            .config
+            .clone()
+            .filter(|_| self.setup.check.ok())
+        else {
+            let n = self.setup.check.errors.len();
+            self.say(
+                format!("cannot start: fix the {n} marked field(s) first"),
+                true,
+            );
+            return;
+        };
+        let id = self.launch(cfg, None, false);
+        self.current = Some(id);
+        self.open(View::Dashboard);
+    }
+
+    /// `c` in Setup: remember A, then (second press) choose how to run the pair.
+    fn ab_step(&mut self) {
+        let Some(cfg) = self
+            .setup
+            .check
+            .config
+            .clone()
+            .filter(|_| self.setup.check.ok())
+        else {
+            self.say("cannot set up A/B: fix the marked fields first", true);
+            return;
+        };
+        if self.setup.ab_first.is_none() {
+            self.setup.ab_first = Some(AbFirst {
+                config: cfg,
+                summary: self.setup.summary(),
+            });
+            self.say(
+                "A stored. Change the setup for B, then press c again (same seed is kept)",
+                false,
+            );
+        } else {
+            self.overlay = Some(Overlay::Dialog(Dialog::AbMode));
+        }
+    }
+
+    fn launch_pair(&mut self, side_by_side: bool) {
+        let (Some(first), Some(b)) = (self.setup.ab_first.clone(), self.setup.check.config.clone())
+        else {
+            return;
+        };
+        let mut a = first.config;
+        let mut b = b;
+        b.seed = a.seed;
+        if a.name == b.name {
+            a.name = format!("{}-a", a.name);
+            b.name = format!("{}-b", b.name);
+        }
+        if side_by_side {
+            if a.devices.devices == b.devices.devices {
+                match split_devices(&a.devices.devices, self.cores) {
+                    Ok((da, db, threads)) => {
+                        a.devices.devices = da;
+                        b.devices.devices = db;
+                        if a.devices.threads.is_none() {
+                            a.devices.threads = threads;
+                        }
+                        if b.devices.threads.is_none() {
+                            b.devices.threads = threads;
+                        }
+                    }
+                    Err(e) => {
+                        self.say(format!("cannot run side by side: {e}"), true);
+                        return;
+                    }
+                }
+            }
+            for c in [&a, &b] {
+                if let Err(e) = c.validate() {
+                    self.say(format!("cannot run side by side: {e}"), true);
+                    return;
+                }
+            }
+        }
+        let ida = self.launch(a, Some('A'), false);
+        let idb = self.launch(b, Some('B'), !side_by_side);
+        self.setup.ab_first = None;
+        self.pair = Some((ida, idb));
+        self.current = Some(ida);
+        self.cmp = CompareState::default();
+        self.open(View::Compare);
+        self.say(
+            if side_by_side {
+                "A and B started side by side with the same seed"
+            } else {
+                "A started; B (same seed) starts when A ends"
+            },
+            false,
+        );
+    }
+
+    /// Starts a queued run once nothing of ours is training.
+    fn start_queued(&mut self) {
+        let busy = self.runs.iter().any(|s| {
+            matches!(s.control, Control::Driven { .. } | Control::Launching)
+                && s.data.status.is_active()
+        });
+        if busy {
+            return;
+        }
+        let Some(idx) = self
+            .runs
+            .iter()
+            .position(|s| matches!(s.control, Control::Queued(_)))
+        else {
+            return;
+        };
+        let s = &mut self.runs[idx];
+        let Control::Queued(cfg) = std::mem::replace(&mut s.control, Control::Launching) else {
+            return;
+        };
+        s.data.status = RunStatus::Starting;
+        s.data.note(LogKind::Note, "starting `cptlab run`");
+        let run = s.id;
+        self.commands.push(Command::Launch { run, config: cfg });
+    }
+
+    /// Opens the run in `dir`: replays a finished run, attaches to a live one (driving it if no
+    /// other workbench does). Returns the slot.
+    pub fn open_dir(&mut self, dir: &Path) -> RunId {
+        if let Some(s) = self
+            .runs
+            .iter()
+            .find(|s| s.data.dir.as_deref() == Some(dir))
+        {
+            return s.id;
+        }
+        let mut data = RunData::for_dir(dir);
+        let summary = store::read_summary(dir).ok();
+        let live = summary.is_none().then(|| store::live_pid(dir)).flatten();
+        data.status = match (&summary, live) {
+            (Some(s), _) => RunStatus::Ended(s.status.clone()),
+            (None, Some(_)) => RunStatus::Starting,
+            (None, None) => RunStatus::Incomplete,
+        };
+        let control = match live {
+            None => Control::None,
+            Some(pid) => match process::acquire_lock(dir) {
+                Ok(lock) => {
+                    if process::is_stopped(pid) {
+                        data.status = RunStatus::Paused;
+                    }
+                    data.note(LogKind::Note, format!("attached to pid {pid}"));
+                    Control::Driven {
+                        pid,
+                        child: false,
+                        lock: Some(lock),
+                    }
+                }
+                Err(LockError::Held(holder)) => {
+                    data.note(
+                        LogKind::Warn,
+                        format!("another workbench (pid {holder}) drives this run: watching only"),
+                    );
+                    Control::Watching { holder, pid }
+                }
+                Err(LockError::Io(e)) => {
+                    data.note(
+                        LogKind::Warn,
+                        format!("cannot lock the run: {e}; watching only"),
+                    );
+                    Control::Watching { holder: 0, pid }
+                }
+            },
+        };
+        let id = self.add_run(data, control, None);
+        self.commands.push(Command::Follow {
+            run: id,
+            dir: dir.to_path_buf(),
+            live: live.is_some(),
+        });
+        id
+    }
+
+    /// Folds one event of run `id` into its state.
+    pub fn ingest(&mut self, id: RunId, inc: Incoming) {
+        let Some(s) = self.slot_mut(id) else { return };
+        let was_active = s.data.status.is_active();
+        s.data.apply(&inc);
+        if let (Event::Started(st), Control::Driven { lock: None, .. }) = (&inc.event, &s.control) {
+            match process::acquire_lock(Path::new(&st.run_dir)) {
+                Ok(path) => {
+                    if let Control::Driven { lock, .. } = &mut s.control {
+                        *lock = Some(path);
+                    }
+                }
+                Err(e) => s.data.note(
+                    LogKind::Warn,
+                    format!("cannot lock the run directory: {e:?}"),
+                ),
+            }
+        }
+        let ended = matches!(inc.event, Event::Finished { .. } | Event::Failed { .. });
+        if ended && was_active {
+            let done = format!("{} {}", s.title(), s.data.status.label());
+            if let Control::Driven {
+                lock: Some(path),
+                child: false,
+                ..
+            } = &s.control
+            {
+                // An attached run is over once its record says so; a child once it exits.
+                process::release_lock(path);
+                s.control = Control::None;
+            }
+            self.say(done, false);
+            self.start_queued();
+        }
+    }
+
+    pub fn on_msg(&mut self, msg: Msg) {
+        match msg {
+            Msg::Data => {}
+            Msg::Spawned { run, pid } => {
+                if let Some(s) = self.slot_mut(run) {
+                    s.control = Control::Driven {
+                        pid,
+                        child: true,
+                        lock: None,
+                    };
+                }
+            }
+            Msg::SpawnFailed { run, error } => {
+                if let Some(s) = self.slot_mut(run) {
+                    s.control = Control::None;
+                    s.data.note(LogKind::Error, error.clone());
+                    s.data.status = RunStatus::Failed(error.clone());
+                }
+                self.say(error, true);
+                self.start_queued();
+            }
+            Msg::Exited { run, code, stderr } => {
+                let Some(s) = self.slot_mut(run) else { return };
+                if let Control::Driven {
+                    lock: Some(path), ..
+                } = &s.control
+                {
+                    process::release_lock(path);
+                }
+                s.control = Control::None;
+                if s.data.status.is_active() {
+                    s.data.status = match code {
+                        None => RunStatus::Incomplete,
+                        Some(c) => {
+                            let why = if stderr.is_empty() {
+                                format!("`cptlab run` exited with code {c}")
+                            } else {
+                                stderr.clone()
+                            };
+                            for l in why.lines() {
+                                s.data.note(LogKind::Error, l.to_string());
+                            }
+                            RunStatus::Failed(why)
+                        }
+                    };
+                    let msg = match &s.data.status {
+                        RunStatus::Failed(why) => format!(
+                            "{} failed: {}",
+                            s.title(),
+                            why.lines().last().unwrap_or_default()
+                        ),
+                        other => format!("{}: {}", s.title(), other.label()),
+                    };
+                    self.say(msg, true);
+                }
+                self.start_queued();
+            }
+            Msg::Notice { text, warn } => self.say(text, warn),
+            Msg::Devices(d) => self.devices.add(d),
+            Msg::Hangup => {
+                self.detach_all();
+                self.finish(0);
+            }
+        }
+    }
+}
+
+/// Splits one device spec between two runs: `(A's, B's, threads per run)`.
+pub fn split_devices(spec: &str, cores: usize) -> Result<(String, String, Option<usize>), String> {
+    match parse_devices(spec)? {
+        DeviceSpec::Cpu { workers: 1 } => {
+            Ok(("cpu".into(), "cpu".into(), Some((cores / 2).max(1))))
+        }
+        DeviceSpec::Cpu { workers } => {
+            let half = workers / 2;
+            Ok((
+                format!("cpu:{}", workers - half),
+                format!("cpu:{half}"),
+                None,
+            ))
+        }
+        DeviceSpec::Cuda(ids) if ids.len() >= 2 => {
+            let (a, b) = ids.split_at(ids.len().div_ceil(2));
+            let list = |v: &[usize]| v.iter().map(usize::to_string).collect::<Vec<_>>().join(",");
+            Ok((
+                format!("cuda:{}", list(a)),
+                format!("cuda:{}", list(b)),
+                None,
+            ))
+        }
+        DeviceSpec::Cuda(_) => Err(format!(
+            "{spec} is one GPU: run the pair one after the other, or list two GPUs (cuda:0,1)"
+        )),
+        DeviceSpec::CudaAll => {
+            Err("list the GPUs to split (e.g. cuda:0,1) instead of cuda:all".into())
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn devices_split_in_halves() {
+        assert_eq!(
+            split_devices("cpu", 4).unwrap(),
+            ("cpu".into(), "cpu".into(), Some(2))
+        );
+        assert_eq!(
+            split_devices("cpu:3", 4).unwrap(),
+            ("cpu:2".into(), "cpu:1".into(), None)
+        );
+        assert_eq!(
+            split_devices("cuda:0,1,2,3", 4).unwrap(),
+            ("cuda:0,1".into(), "cuda:2,3".into(), None)
+        );
+        assert!(split_devices("cuda:0", 4).is_err());
+    }
+}

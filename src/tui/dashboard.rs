@@ -1,0 +1,571 @@
+//! Dashboard: one run live or replayed — progress, loss, accuracy, precision over time, devices,
+//! step-time breakdown, log, and per-class accuracy at the end.
+use ratatui::layout::{Constraint, Layout, Rect};
+use ratatui::style::{Modifier, Style};
+use ratatui::text::{Line, Span};
+use ratatui::widgets::{LineGauge, Paragraph};
+use ratatui::Frame;
+
+use super::action::Action;
+use super::app::{App, Control, RunSlot};
+use super::charts::{self, Plot};
+use super::run_data::{pct, LogKind, RunData, RunStatus};
+use super::setup::clip;
+use super::ui::{panel, theme};
+
+pub const PANELS: [&str; 6] = [
+    "loss",
+    "test accuracy",
+    "precision",
+    "devices",
+    "step time",
+    "log",
+];
+const LOG: usize = 5;
+
+#[derive(Debug, Clone, Default)]
+pub struct DashState {
+    pub focus: usize,
+    pub zoom: bool,
+    /// Lines scrolled back from the newest log line.
+    pub log_scroll: usize,
+}
+
+pub fn handle(app: &mut App, a: &Action) {
+    let d = &mut app.dash;
+    match a {
+        Action::FocusNext => d.focus = (d.focus + 1) % PANELS.len(),
+        Action::FocusPrev => d.focus = (d.focus + PANELS.len() - 1) % PANELS.len(),
+        Action::Select => d.zoom = !d.zoom,
+        Action::Up if d.focus == LOG => d.log_scroll += 1,
+        Action::Down if d.focus == LOG => d.log_scroll = d.log_scroll.saturating_sub(1),
+        Action::PageUp if d.focus == LOG => d.log_scroll += 10,
+        Action::PageDown if d.focus == LOG => d.log_scroll = d.log_scroll.saturating_sub(10),
+        Action::Left | Action::Right => {
+            // Several runs open (an A/B pair, runs opened from history): step through them.
+            let n = app.runs.len();
+            if n == 0 {
+                return;
+            }
+            let i = app
+                .current
+                .and_then(|c| app.runs.iter().position(|s| s.id == c))
+                .unwrap_or(0);
+            let j = if *a == Action::Right {
+                (i + 1) % n
+            } else {
+                (i + n - 1) % n
+            };
+            app.current = Some(app.runs[j].id);
+            app.dash.log_scroll = 0;
+        }
+        _ => {}
+    }
+}
+
+pub fn draw(f: &mut Frame, area: Rect, app: &App) {
+    let Some(slot) = app.current_slot() else {
+        let p = Paragraph::new(vec![
+            Line::from(""),
+            Line::from("No run open."),
+            Line::from(""),
+            Line::from(
+                "Press 1 for Setup and s to start one, or 5 for Runs to open a past or live run.",
+            ),
+        ])
+        .centered()
+        .block(panel("Dashboard", false));
+        f.render_widget(p, area);
+        return;
+    };
+    let [head, body] = Layout::vertical([Constraint::Length(2), Constraint::Min(0)]).areas(area);
+    draw_header(f, head, app, slot);
+    let st = &app.dash;
+    if st.zoom {
+        draw_panel(f, body, app, slot, st.focus, true);
+        return;
+    }
+    let [top, bottom] =
+        Layout::vertical([Constraint::Percentage(55), Constraint::Percentage(45)]).areas(body);
+    let thirds = [
+        Constraint::Ratio(1, 3),
+        Constraint::Ratio(1, 3),
+        Constraint::Ratio(1, 3),
+    ];
+    let t: [Rect; 3] = Layout::horizontal(thirds).areas(top);
+    let b: [Rect; 3] = Layout::horizontal([
+        Constraint::Ratio(1, 3),
+        Constraint::Ratio(1, 3),
+        Constraint::Ratio(1, 3),
+    ])
+    .areas(bottom);
+    for (i, r) in t.into_iter().chain(b).enumerate() {
+        draw_panel(f, r, app, slot, i, st.focus == i);
+    }
+}
+
+fn draw_header(f: &mut Frame, area: Rect, app: &App, slot: &RunSlot) {
+    let d = &slot.data;
+    let [l1, l2] = Layout::vertical([Constraint::Length(1), Constraint::Length(1)]).areas(area);
+    let (badge, color) = status_badge(&d.status);
+    let mut spans = vec![
+        Span::styled(
+            format!(" {badge} "),
+            Style::default()
+                .fg(theme::BG)
+                .bg(color)
+                .add_modifier(Modifier::BOLD),
+        ),
+        Span::styled(
+            format!(" {}", slot.title()),
+            Style::default().add_modifier(Modifier::BOLD),
+        ),
+    ];
+    if let Some(s) = &d.started {
+        spans.push(Span::styled(
+            format!(
+                " · {} {} params · {} · {} ×{}t",
+                s.model,
+                charts::short(s.params as f64),
+                s.dataset,
+                s.devices.join(","),
+                s.threads
+            ),
+            Style::default().fg(theme::DIM),
+        ));
+    }
+    match &slot.control {
+        Control::Watching { holder, .. } => spans.push(Span::styled(
+            format!(" · watching (pid {holder} drives)"),
+            Style::default().fg(theme::WARN),
+        )),
+        Control::Driven { child: false, .. } => {
+            spans.push(Span::styled(" · attached", Style::default().fg(theme::DIM)))
+        }
+        _ => {}
+    }
+    if app.runs.len() > 1 {
+        let i = app.runs.iter().position(|s| s.id == slot.id).unwrap_or(0);
+        spans.push(Span::styled(
+            format!("  ◂ {}/{} ▸", i + 1, app.runs.len()),
+            Style::default().fg(theme::DIM),
+        ));
+    }
+    f.render_widget(Line::from(spans), l1);
+
+    let total = d.total_steps().unwrap_or(0);
+    let done = d.last.as_ref().map_or(0, |l| l.step);
+    let ratio = if total > 0 {
+        (done as f64 / total as f64).clamp(0.0, 1.0)
+    } else {
+        0.0
+    };
+    let epochs = d.started.as_ref().map_or(0, |s| s.epochs);
+    let epoch = d
+        .last
+        .as_ref()
+        .map_or(0, |l| l.epoch + 1)
+        .max(d.evals.len() as u64)
+        .min(epochs.max(1));
+    let eta = match (&d.status, d.eta_seconds()) {
+        (RunStatus::Training, Some(e)) => format!(" · ETA {}", charts::duration(e)),
+        _ => String::new(),
+    };
+    let rate = d
+        .rate_ema
+        .map(|r| format!(" · {} img/s", charts::short(r)))
+        .unwrap_or_default();
+    let label = format!(
+        "epoch {epoch}/{epochs} · step {done}/{total} {:.0}%{eta}{rate}",
+        ratio * 100.0
+    );
+    // The text gets the room it needs; the gauge takes the rest.
+    let text_w = (label.chars().count() as u16 + 2).min(l2.width.saturating_sub(8));
+    let [g, txt] = Layout::horizontal([Constraint::Min(6), Constraint::Length(text_w)]).areas(l2);
+    f.render_widget(
+        LineGauge::default()
+            .ratio(ratio)
+            .filled_style(Style::default().fg(theme::ACCENT))
+            .unfilled_style(Style::default().fg(theme::DIM))
+            .label(""),
+        g,
+    );
+    f.render_widget(Line::from(format!(" {label}")), txt);
+}
+
+pub fn status_badge(s: &RunStatus) -> (String, ratatui::style::Color) {
+    let c = match s {
+        RunStatus::Training | RunStatus::Starting => theme::GOOD,
+        RunStatus::Paused | RunStatus::Stopping | RunStatus::Queued => theme::WARN,
+        RunStatus::Ended(x) if x == "finished" => theme::ACCENT,
+        RunStatus::Ended(_) | RunStatus::Incomplete => theme::WARN,
+        RunStatus::Failed(_) => theme::BAD,
+    };
+    (s.label().to_uppercase(), c)
+}
+
+fn draw_panel(f: &mut Frame, r: Rect, app: &App, slot: &RunSlot, i: usize, focused: bool) {
+    let d = &slot.data;
+    match i {
+        0 => loss_chart(f, r, d, focused),
+        1 => acc_chart(f, r, d, focused),
+        2 => precision_chart(f, r, d, focused),
+        3 if d.per_class().is_empty() => devices(f, r, app, slot, focused),
+        3 => per_class(f, r, d, focused),
+        4 => step_time(f, r, d, focused),
+        _ => log(f, r, d, app.dash.log_scroll, focused),
+    }
+}
+
+fn x_end(d: &RunData) -> f64 {
+    d.total_steps()
+        .or(d.last.as_ref().map(|l| l.step))
+        .unwrap_or(1)
+        .max(1) as f64
+}
+
+pub fn loss_chart(f: &mut Frame, r: Rect, d: &RunData, focused: bool) {
+    let test: Vec<(f64, f64)> = d
+        .evals
+        .iter()
+        .map(|e| (e.step as f64, e.test_loss))
+        .filter(|p| p.1.is_finite())
+        .collect();
+    let w = r.width as usize * 2;
+    let mut data = [charts::resample(&d.loss.points(), w), test];
+    let (y, y_labels, log) = charts::loss_axis(&mut data);
+    let title = match d.last.as_ref() {
+        Some(l) if log => format!("loss {} (log)", charts::short(l.loss)),
+        Some(l) => format!("loss {}", charts::short(l.loss)),
+        None => "loss".into(),
+    };
+    let [train, test] = &data;
+    let mut series = vec![charts::line("train", train, theme::LOSS)];
+    if !test.is_empty() {
+        series.push(charts::line("test", test, theme::ACCENT_B));
+    }
+    charts::draw(
+        f,
+        r,
+        &Plot {
+            title: &title,
+            focused,
+            x: [0.0, x_end(d)],
+            y,
+            y_labels,
+            x_labels: vec![],
+            series,
+            empty: "waiting for the first step",
+        },
+    );
+}
+
+pub fn acc_chart(f: &mut Frame, r: Rect, d: &RunData, focused: bool) {
+    let pts: Vec<(f64, f64)> = d
+        .evals
+        .iter()
+        .map(|e| ((e.epoch + 1) as f64, e.test_acc * 100.0))
+        .collect();
+    let epochs = d.started.as_ref().map_or(1, |s| s.epochs).max(1) as f64;
+    let title = match (d.final_acc(), d.best_acc()) {
+        (Some(a), Some(b)) if r.width >= 36 && a != b => {
+            format!("test acc {} (best {})", pct(Some(a)), pct(Some(b)))
+        }
+        (Some(a), _) => format!("test acc {}", pct(Some(a))),
+        _ => "test accuracy".into(),
+    };
+    charts::draw(
+        f,
+        r,
+        &Plot {
+            title: &title,
+            focused,
+            x: [0.0, epochs],
+            y: [0.0, 100.0],
+            y_labels: vec!["0".into(), "50".into(), "100%".into()],
+            x_labels: vec![],
+            series: vec![charts::line("acc", &pts, theme::GOOD)],
+            empty: "after the first epoch",
+        },
+    );
+}
+
+pub fn precision_chart(f: &mut Frame, r: Rect, d: &RunData, focused: bool) {
+    let w = (r.width as usize * 2).max(16);
+    let planned = d.planned_bits(w);
+    let q_fwd = d.q_fwd.points();
+    let q_bwd = d.q_bwd.points();
+    // fp16's loss scale on the same axis as log2: 65536 sits at 16.
+    let scale: Vec<(f64, f64)> = d
+        .loss_scale
+        .points()
+        .into_iter()
+        .map(|(x, y)| (x, y.max(1.0).log2()))
+        .collect();
+    let hi = planned
+        .iter()
+        .chain(&q_fwd)
+        .chain(&q_bwd)
+        .chain(&scale)
+        .map(|p| p.1)
+        .fold(f64::from(d.plan.static_bits()).min(8.0), f64::max);
+    let plan_name = d.plan.describe();
+    let mut title = if r.width >= 44 {
+        format!("precision · {plan_name}")
+    } else {
+        plan_name
+    };
+    if let Some(l) = &d.last {
+        if let Some(q) = l.q_fwd {
+            title.push_str(&format!(" · q {q:.0}"));
+            if let Some(b) = l.q_bwd {
+                title.push_str(&format!("/{b:.0}"));
+            }
+        }
+        if let Some(ls) = l.loss_scale {
+            title.push_str(&format!(" · scale {}", charts::short(ls)));
+        }
+    }
+    let mut series = vec![charts::step_line("plan", &planned, theme::DIM)];
+    if !q_fwd.is_empty() {
+        series.push(charts::step_line("q_fwd", &q_fwd, theme::PRECISION));
+    }
+    if !q_bwd.is_empty() {
+        series.push(charts::step_line("q_bwd", &q_bwd, theme::ACCENT_B));
+    }
+    if !scale.is_empty() {
+        series.push(charts::step_line("log2 scale", &scale, theme::WARN));
+    }
+    charts::draw(
+        f,
+        r,
+        &Plot {
+            title: &title,
+            focused,
+            x: [0.0, x_end(d)],
+            y: [0.0, hi + 1.0],
+            y_labels: vec!["0".into(), format!("{hi:.0}b")],
+            x_labels: vec![],
+            series,
+            empty: "plan known once the run starts",
+        },
+    );
+}
+
+fn devices(f: &mut Frame, r: Rect, app: &App, slot: &RunSlot, focused: bool) {
+    let block = panel("devices", focused);
+    let inner = block.inner(r);
+    f.render_widget(block, r);
+    let w = inner.width as usize;
+    let spark_w = w.saturating_sub(18).max(4);
+    let d = &slot.data;
+    let mut lines: Vec<Line> = Vec::new();
+    let gpu_ids: Vec<u32> = d
+        .started
+        .as_ref()
+        .map(|s| {
+            s.devices
+                .iter()
+                .filter_map(|x| x.strip_prefix("cuda:")?.parse().ok())
+                .collect()
+        })
+        .unwrap_or_default();
+    let live = d.status.is_active();
+    let pid = match slot.control {
+        Control::Driven { pid, .. } | Control::Watching { pid, .. } => Some(pid),
+        _ => None,
+    };
+    if live && !gpu_ids.is_empty() && !app.devices.gpus.is_empty() {
+        for (idx, g) in &app.devices.gpus {
+            if !gpu_ids.contains(idx) {
+                continue;
+            }
+            let util = g.util.back().copied().unwrap_or(0.0);
+            lines.push(Line::from(vec![
+                Span::raw(format!("gpu{idx} util ")),
+                Span::styled(
+                    charts::spark(g.util.iter().copied(), spark_w, 1.0),
+                    Style::default().fg(theme::GOOD),
+                ),
+                Span::raw(format!(" {:>3.0}%", util * 100.0)),
+            ]));
+            lines.push(Line::from(vec![
+                Span::raw("     mem  "),
+                Span::styled(
+                    charts::spark(g.mem.iter().copied(), spark_w, 1.0),
+                    Style::default().fg(theme::ACCENT),
+                ),
+                Span::raw(format!(
+                    " {}",
+                    charts::bytes(g.mem_used as f64).replace(" GiB", "G")
+                )),
+            ]));
+        }
+    } else if let (true, Some(h)) = (live, pid.and_then(|p| app.devices.procs.get(&p))) {
+        for (name, hist) in &h.workers {
+            let share = hist.back().copied().unwrap_or(0.0);
+            let short = name.replace("cptlab-worker-", "worker ");
+            lines.push(Line::from(vec![
+                Span::raw(format!("{:<9}", clip(&short, 9))),
+                Span::styled(
+                    charts::spark(hist.iter().copied(), spark_w, 1.0),
+                    Style::default().fg(theme::GOOD),
+                ),
+                Span::raw(format!(" {:>4.0}%", share * 100.0)),
+            ]));
+        }
+        let cores = h.cores.back().copied().unwrap_or(0.0);
+        let max = app.cores.max(1) as f64;
+        lines.push(Line::from(vec![
+            Span::raw("process  "),
+            Span::styled(
+                charts::spark(h.cores.iter().copied(), spark_w, max),
+                Style::default().fg(theme::ACCENT),
+            ),
+            Span::raw(format!(" {cores:>4.1}c")),
+        ]));
+    } else if live {
+        lines.push(Line::styled("sampling…", Style::default().fg(theme::DIM)));
+    } else {
+        lines.push(Line::styled(
+            "not live: no device figures",
+            Style::default().fg(theme::DIM),
+        ));
+    }
+    if let Some(rate) = d.rate_ema {
+        let max = d.rate.iter().copied().fold(0.0, f64::max);
+        lines.push(Line::from(vec![
+            Span::raw("img/s    "),
+            Span::styled(
+                charts::spark(d.rate.iter().copied(), spark_w, max),
+                Style::default().fg(theme::LOSS),
+            ),
+            Span::raw(format!(" {:>5}", charts::short(rate))),
+        ]));
+    }
+    if let (Some(n), true) = (&app.devices.nvml_note, !gpu_ids.is_empty()) {
+        lines.push(Line::styled(clip(n, w), Style::default().fg(theme::DIM)));
+    }
+    f.render_widget(Paragraph::new(lines), inner);
+}
+
+fn per_class(f: &mut Frame, r: Rect, d: &RunData, focused: bool) {
+    let block = panel("per-class accuracy", focused);
+    let inner = block.inner(r);
+    f.render_widget(block, r);
+    let classes = d.per_class();
+    let rows = inner.height.max(1) as usize;
+    let cols = classes.len().div_ceil(rows).max(1);
+    let col_w = inner.width as usize / cols;
+    let longest = classes
+        .iter()
+        .map(|c| c.class.chars().count())
+        .max()
+        .unwrap_or(4);
+    // name, a bar when there is room, and " 45.2%" (" 45%" when narrow).
+    let pct_w = if col_w >= longest + 8 { 7 } else { 5 };
+    let name_w = longest.min(col_w.saturating_sub(pct_w + 1).max(3));
+    let bar_w = col_w.saturating_sub(name_w + pct_w + 2);
+    let bar_w = if bar_w >= 3 { bar_w } else { 0 };
+    let mut lines: Vec<Line> = vec![Line::default(); rows.min(classes.len())];
+    for (i, c) in classes.iter().enumerate() {
+        let color = if c.acc >= 0.5 {
+            theme::GOOD
+        } else {
+            theme::WARN
+        };
+        let line = &mut lines[i % rows];
+        line.spans
+            .push(Span::raw(format!("{:<name_w$} ", clip(&c.class, name_w))));
+        if bar_w > 0 {
+            line.spans.push(Span::styled(
+                charts::bar(c.acc, bar_w),
+                Style::default().fg(color),
+            ));
+        }
+        let p = if pct_w == 7 {
+            format!("{:>5.1}% ", c.acc * 100.0)
+        } else {
+            format!("{:>3.0}% ", c.acc * 100.0)
+        };
+        line.spans.push(Span::styled(p, Style::default().fg(color)));
+    }
+    f.render_widget(Paragraph::new(lines), inner);
+}
+
+fn step_time(f: &mut Frame, r: Rect, d: &RunData, focused: bool) {
+    let total = d.step_time.unwrap_or(0.0);
+    let title = if total > 0.0 {
+        format!("step time {:.1} ms", total * 1e3)
+    } else {
+        "step time".into()
+    };
+    let block = panel(&title, focused);
+    let inner = block.inner(r);
+    f.render_widget(block, r);
+    let names = ["data", "forward", "backward", "comm", "optimizer"];
+    let colors = [
+        theme::DIM,
+        theme::ACCENT,
+        theme::PRECISION,
+        theme::WARN,
+        theme::GOOD,
+    ];
+    let sum: f64 = d.breakdown.iter().sum();
+    // "forward   " + bar + " 123.4ms 45%"
+    let bar_w = (inner.width as usize).saturating_sub(10 + 13);
+    let mut lines: Vec<Line> = names
+        .iter()
+        .zip(d.breakdown)
+        .zip(colors)
+        .map(|((n, t), c)| {
+            let share = if sum > 0.0 { t / sum } else { 0.0 };
+            Line::from(vec![
+                Span::raw(format!("{n:<10}")),
+                Span::styled(charts::bar(share, bar_w), Style::default().fg(c)),
+                Span::raw(format!("{:>6.1}ms{:>4.0}%", t * 1e3, share * 100.0)),
+            ])
+        })
+        .collect();
+    if d.skipped > 0 {
+        lines.push(Line::styled(
+            format!("skipped steps {}", d.skipped),
+            Style::default().fg(theme::WARN),
+        ));
+    }
+    if d.has_gbitops {
+        lines.push(Line::from(format!(
+            "GBitOps so far {}",
+            charts::short(d.gbitops)
+        )));
+    }
+    f.render_widget(Paragraph::new(lines), inner);
+}
+
+fn log(f: &mut Frame, r: Rect, d: &RunData, scroll: usize, focused: bool) {
+    let block = panel("log", focused);
+    let inner = block.inner(r);
+    f.render_widget(block, r);
+    let rows = inner.height as usize;
+    let n = d.logs.len();
+    let scroll = scroll.min(n.saturating_sub(rows));
+    let end = n - scroll;
+    let start = end.saturating_sub(rows);
+    let w = inner.width as usize;
+    let lines: Vec<Line> = d
+        .logs
+        .iter()
+        .skip(start)
+        .take(end - start)
+        .map(|l| {
+            let color = match l.kind {
+                LogKind::Info => theme::FG,
+                LogKind::Warn => theme::WARN,
+                LogKind::Error => theme::BAD,
+                LogKind::Note => theme::ACCENT,
+            };
+            Line::styled(clip(&l.text, w), Style::default().fg(color))
+        })
+        .collect();
+    f.render_widget(Paragraph::new(lines), inner);
+}

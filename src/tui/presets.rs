@@ -1,0 +1,257 @@
+//! Presets: built-in and the user's; load into Setup, save the setup under a name, duplicate,
+//! delete. Saving never overwrites without a yes.
+use std::path::{Path, PathBuf};
+
+use ratatui::layout::{Constraint, Layout, Rect};
+use ratatui::style::{Modifier, Style};
+use ratatui::text::{Line, Span};
+use ratatui::widgets::{List, ListItem, ListState, Paragraph, Wrap};
+use ratatui::Frame;
+
+use super::action::{Action, View};
+use super::app::{App, Dialog, Overlay, Prompt, PromptKind};
+use super::setup::clip;
+use super::ui::{panel, theme};
+use crate::config::presets::{Origin, PresetEntry, PresetStore};
+use crate::config::RunConfig;
+
+#[derive(Debug, Clone)]
+pub struct PresetsState {
+    dir: PathBuf,
+    pub rows: Vec<PresetEntry>,
+    pub cursor: usize,
+    /// Tab moves the keys to the TOML pane (↑↓ scroll it).
+    pub preview_focus: bool,
+    pub scroll: u16,
+}
+
+impl PresetsState {
+    pub fn new(dir: &Path) -> PresetsState {
+        let mut s = PresetsState {
+            dir: dir.to_path_buf(),
+            rows: Vec::new(),
+            cursor: 0,
+            preview_focus: false,
+            scroll: 0,
+        };
+        s.refresh();
+        s
+    }
+
+    pub fn store(&self) -> PresetStore {
+        PresetStore::new(&self.dir)
+    }
+
+    pub fn refresh(&mut self) {
+        self.rows = self.store().list();
+        self.cursor = self.cursor.min(self.rows.len().saturating_sub(1));
+    }
+
+    pub fn selected(&self) -> Option<&PresetEntry> {
+        self.rows.get(self.cursor)
+    }
+
+    fn select(&mut self, name: &str) {
+        if let Some(i) = self.rows.iter().position(|p| p.name == name) {
+            self.cursor = i;
+            self.scroll = 0;
+        }
+    }
+}
+
+fn origin(p: &PresetEntry) -> &'static str {
+    match p.origin {
+        Origin::BuiltIn => "built-in",
+        Origin::User(_) if p.shadows_built_in => "user*",
+        Origin::User(_) => "user",
+    }
+}
+
+pub fn handle(app: &mut App, a: &Action) {
+    let n = app.presets.rows.len();
+    let p = &mut app.presets;
+    match a {
+        Action::FocusNext | Action::FocusPrev => p.preview_focus = !p.preview_focus,
+        Action::Up if p.preview_focus => p.scroll = p.scroll.saturating_sub(1),
+        Action::Down if p.preview_focus => p.scroll += 1,
+        Action::Up => {
+            p.cursor = p.cursor.saturating_sub(1);
+            p.scroll = 0;
+        }
+        Action::Down => {
+            p.cursor = (p.cursor + 1).min(n.saturating_sub(1));
+            p.scroll = 0;
+        }
+        Action::Select => {
+            let Some(entry) = p.selected().cloned() else {
+                return;
+            };
+            match entry.config {
+                Ok(cfg) => {
+                    let data = app.data_override.clone();
+                    app.setup.load(cfg, &entry.name, data.as_deref());
+                    app.show(View::Setup);
+                    app.say(format!("loaded preset {} into Setup", entry.name), false);
+                }
+                Err(e) => app.say(format!("{} does not load: {e}", entry.name), true),
+            }
+        }
+        Action::Key('n') => {
+            if app.setup.check.config.is_none() {
+                app.say("Setup has invalid fields: fix them before saving", true);
+                return;
+            }
+            let input = app.setup.value(super::setup::Field::Name).to_string();
+            app.overlay = Some(Overlay::Prompt(Prompt {
+                kind: PromptKind::SavePreset,
+                input,
+            }));
+        }
+        Action::Key('u') => {
+            let Some(entry) = p.selected() else { return };
+            let from = entry.name.clone();
+            app.overlay = Some(Overlay::Prompt(Prompt {
+                input: format!("{from}-copy"),
+                kind: PromptKind::DuplicatePreset(from),
+            }));
+        }
+        Action::Key('d') => {
+            let Some(entry) = p.selected() else { return };
+            match entry.origin {
+                Origin::BuiltIn => app.say("built-in presets cannot be deleted", true),
+                Origin::User(_) => {
+                    app.overlay = Some(Overlay::Dialog(Dialog::DeletePreset(entry.name.clone())))
+                }
+            }
+        }
+        _ => {}
+    }
+}
+
+pub fn submit_prompt(app: &mut App, p: Prompt) {
+    let name = p.input.trim().to_string();
+    let config = match &p.kind {
+        PromptKind::SavePreset => match app.setup.check.config.clone() {
+            Some(c) => c,
+            None => {
+                app.say("Setup has invalid fields: fix them before saving", true);
+                return;
+            }
+        },
+        PromptKind::DuplicatePreset(from) => match app.presets.store().load(from) {
+            Ok(c) => c,
+            Err(e) => {
+                app.say(e.to_string(), true);
+                return;
+            }
+        },
+    };
+    save(app, &name, &config, false);
+}
+
+/// Saves a user preset; an existing one is only replaced after the user says yes.
+pub fn save(app: &mut App, name: &str, config: &RunConfig, overwrite: bool) {
+    let store = app.presets.store();
+    let exists = app
+        .presets
+        .rows
+        .iter()
+        .any(|p| p.name == name && matches!(p.origin, Origin::User(_)));
+    if exists && !overwrite {
+        app.overlay = Some(Overlay::Dialog(Dialog::OverwritePreset {
+            name: name.to_string(),
+            config: Box::new(config.clone()),
+        }));
+        return;
+    }
+    match store.save(name, config, overwrite) {
+        Ok(_) => {
+            app.presets.refresh();
+            app.presets.select(name);
+            app.say(format!("saved preset {name}"), false);
+        }
+        Err(e) => app.say(e.to_string(), true),
+    }
+}
+
+pub fn delete(app: &mut App, name: &str) {
+    match app.presets.store().delete(name) {
+        Ok(()) => {
+            app.presets.refresh();
+            app.say(format!("deleted preset {name}"), false);
+        }
+        Err(e) => app.say(e.to_string(), true),
+    }
+}
+
+pub fn draw(f: &mut Frame, area: Rect, app: &App) {
+    let p = &app.presets;
+    let list_w = if area.width >= 120 { 44 } else { 32 };
+    let [left, right] =
+        Layout::horizontal([Constraint::Length(list_w), Constraint::Min(0)]).areas(area);
+    let items: Vec<ListItem> = p
+        .rows
+        .iter()
+        .map(|e| {
+            let bad = e.config.is_err();
+            let name_w = (list_w as usize).saturating_sub(14);
+            let mut spans = vec![
+                Span::raw(format!("{:<name_w$} ", clip(&e.name, name_w))),
+                Span::styled(origin(e), Style::default().fg(theme::DIM)),
+            ];
+            if bad {
+                spans.push(Span::styled(" ✗", Style::default().fg(theme::BAD)));
+            }
+            ListItem::new(Line::from(spans))
+        })
+        .collect();
+    let list = List::new(items)
+        .block(panel("Presets", !p.preview_focus))
+        .highlight_style(Style::default().add_modifier(Modifier::REVERSED));
+    let mut state = ListState::default().with_selected(Some(p.cursor));
+    f.render_stateful_widget(list, left, &mut state);
+
+    let Some(sel) = p.selected() else {
+        f.render_widget(panel("preset", p.preview_focus), right);
+        return;
+    };
+    let mut lines: Vec<Line> = Vec::new();
+    match &sel.config {
+        Ok(c) if !c.description.is_empty() => {
+            lines.push(Line::styled(
+                c.description.clone(),
+                Style::default().add_modifier(Modifier::BOLD),
+            ));
+            lines.push(Line::from(""));
+        }
+        Err(e) => {
+            lines.push(Line::styled(
+                format!("✗ {e}"),
+                Style::default().fg(theme::BAD),
+            ));
+            lines.push(Line::from(""));
+        }
+        _ => {}
+    }
+    let text = p.store().text(&sel.name).unwrap_or_default();
+    lines.extend(
+        text.lines()
+            .filter(|l| !l.starts_with("description"))
+            .map(|l| {
+                let style = if l.starts_with('[') {
+                    Style::default().fg(theme::ACCENT)
+                } else {
+                    Style::default()
+                };
+                Line::styled(l.to_string(), style)
+            }),
+    );
+    let title = format!("{} · {}", sel.name, origin(sel));
+    f.render_widget(
+        Paragraph::new(lines)
+            .wrap(Wrap { trim: false })
+            .scroll((p.scroll, 0))
+            .block(panel(&title, p.preview_focus)),
+        right,
+    );
+}

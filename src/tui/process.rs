@@ -1,0 +1,409 @@
+//! Runs outside the workbench's process: launching `cptlab run --json` children in their own
+//! session, following run directories, the per-run lock, and signals. Everything here runs on
+//! background threads and reports through the `Inbox`; the UI thread only drains it.
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, BufRead, BufReader, Read, Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Command as Proc, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use tokio::sync::mpsc::UnboundedSender;
+
+use super::app::{Command, Msg, RunId};
+use super::run_data::{parse_line, Incoming};
+use crate::config::paths::Paths;
+use crate::config::RunConfig;
+use crate::telemetry::event::Event;
+use crate::telemetry::store::{self, METRICS_FILE};
+
+/// The lock a workbench holds on a run it drives.
+pub const LOCK_FILE: &str = "tui.lock";
+/// How often a followed run directory is checked for new lines.
+pub const FOLLOW_POLL: Duration = Duration::from_millis(200);
+
+/// Events from background threads. Run events queue up here and only the first one after a
+/// drain wakes the UI, so a fast run costs the UI one wake-up per frame, not one per step.
+pub struct Inbox {
+    queue: Mutex<Vec<(RunId, Incoming)>>,
+    tx: UnboundedSender<Msg>,
+}
+
+impl Inbox {
+    pub fn new(tx: UnboundedSender<Msg>) -> Inbox {
+        Inbox {
+            queue: Mutex::new(Vec::new()),
+            tx,
+        }
+    }
+
+    pub fn push_all(&self, run: RunId, events: impl IntoIterator<Item = Incoming>) {
+        let mut q = self.queue.lock().expect("inbox lock");
+        let was_empty = q.is_empty();
+        q.extend(events.into_iter().map(|e| (run, e)));
+        if was_empty && !q.is_empty() {
+            let _ = self.tx.send(Msg::Data);
+        }
+    }
+
+    pub fn send(&self, msg: Msg) {
+        let _ = self.tx.send(msg);
+    }
+
+    pub fn drain(&self) -> Vec<(RunId, Incoming)> {
+        std::mem::take(&mut *self.queue.lock().expect("inbox lock"))
+    }
+}
+
+/// Executes the app's commands that touch processes and files outside the UI's state.
+pub struct Supervisor {
+    paths: Paths,
+    inbox: Arc<Inbox>,
+    follows: Vec<(RunId, Arc<AtomicBool>)>,
+}
+
+impl Supervisor {
+    pub fn new(paths: Paths, inbox: Arc<Inbox>) -> Supervisor {
+        Supervisor {
+            paths,
+            inbox,
+            follows: Vec::new(),
+        }
+    }
+
+    /// Runs one command; what it learns comes back as a message for the app.
+    pub fn exec(&mut self, cmd: Command) -> Option<Msg> {
+        match cmd {
+            Command::Launch { run, config } => Some(match self.launch(run, &config) {
+                Ok(pid) => Msg::Spawned { run, pid },
+                Err(e) => Msg::SpawnFailed {
+                    run,
+                    error: format!("{e:#}"),
+                },
+            }),
+            Command::Follow { run, dir, live } => {
+                let cancel = Arc::new(AtomicBool::new(false));
+                self.follows.push((run, cancel.clone()));
+                let inbox = self.inbox.clone();
+                let spawned = std::thread::Builder::new()
+                    .name("cptlab-tui-follow".into())
+                    .spawn(move || follow_dir(run, &dir, live, &inbox, &cancel));
+                spawned.err().map(|e| Msg::SpawnFailed {
+                    run,
+                    error: format!("cannot start a follower thread: {e}"),
+                })
+            }
+            Command::Unfollow { run } => {
+                for (r, cancel) in &self.follows {
+                    if *r == run {
+                        cancel.store(true, Ordering::SeqCst);
+                    }
+                }
+                self.follows.retain(|(r, _)| *r != run);
+                None
+            }
+            Command::Signal { pid, signal } => {
+                send_signal(pid, signal).err().map(|e| Msg::Notice {
+                    text: format!("cannot signal process {pid}: {e}"),
+                    warn: true,
+                })
+            }
+        }
+    }
+
+    /// Starts `cptlab run --config <tmp> --json` in a new session, so a hang-up of the
+    /// workbench's terminal does not reach it.
+    fn launch(&self, run: RunId, config: &RunConfig) -> Result<u32> {
+        let exe = std::env::current_exe().context("cannot find the cptlab executable")?;
+        // /proc/self/exe is this very binary even after a rebuild replaced the file on disk,
+        // so the child always speaks the same event format as the workbench.
+        let program = Path::new("/proc/self/exe");
+        let program = if program.exists() {
+            program
+        } else {
+            exe.as_path()
+        };
+        let mut cfg = tempfile::Builder::new()
+            .prefix("cptlab-setup-")
+            .suffix(".toml")
+            .tempfile()
+            .context("cannot write the run's config file")?;
+        cfg.write_all(config.to_toml().as_bytes())?;
+        cfg.flush()?;
+        let cfg = cfg.into_temp_path();
+        // The child's stderr goes to a file: a pipe would break (and panic `eprintln!`) once
+        // the workbench is gone, and the terminal belongs to the UI.
+        // Unnamed (already unlinked): nothing is left behind, whoever exits first.
+        let mut stderr = tempfile::tempfile()?;
+        let mut cmd = Proc::new(program);
+        {
+            use std::os::unix::process::CommandExt;
+            cmd.arg0(&exe);
+        }
+        cmd.arg("run")
+            .arg("--config")
+            .arg(&cfg)
+            .arg("--json")
+            .arg("--runs-dir")
+            .arg(&self.paths.runs)
+            .arg("--presets-dir")
+            .arg(&self.paths.presets)
+            .arg("--cache-dir")
+            .arg(&self.paths.cache)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::from(stderr.try_clone()?));
+        {
+            use std::os::unix::process::CommandExt;
+            // SAFETY: setsid is async-signal-safe and touches nothing of the parent.
+            unsafe {
+                cmd.pre_exec(|| {
+                    if libc::setsid() == -1 {
+                        return Err(io::Error::last_os_error());
+                    }
+                    Ok(())
+                });
+            }
+        }
+        let mut child = cmd.spawn().context("cannot start `cptlab run`")?;
+        let pid = child.id();
+        let stdout = child.stdout.take().expect("stdout is piped");
+        let inbox = self.inbox.clone();
+        std::thread::Builder::new()
+            .name("cptlab-tui-child".into())
+            .spawn(move || {
+                let mut cfg = Some(cfg);
+                let mut batch = Vec::new();
+                let mut reader = BufReader::new(stdout);
+                let mut line = String::new();
+                loop {
+                    line.clear();
+                    match reader.read_line(&mut line) {
+                        Ok(0) | Err(_) => break,
+                        Ok(_) => {}
+                    }
+                    if let Some(inc) = parse_line(&line) {
+                        if matches!(inc.event, Event::Started(_)) {
+                            // The child has read its config by now.
+                            cfg.take();
+                        }
+                        batch.push(inc);
+                        // Hand over what has arrived; more lines already buffered join it.
+                        if reader.buffer().is_empty() {
+                            inbox.push_all(run, batch.drain(..));
+                        }
+                    }
+                }
+                inbox.push_all(run, batch.drain(..));
+                let code = child.wait().ok().and_then(|s| {
+                    use std::os::unix::process::ExitStatusExt;
+                    s.code().or_else(|| s.signal().map(|sig| 128 + sig))
+                });
+                let mut text = String::new();
+                if stderr.seek(SeekFrom::Start(0)).is_ok() {
+                    let _ = stderr.read_to_string(&mut text);
+                }
+                inbox.send(Msg::Exited {
+                    run,
+                    code,
+                    stderr: tail(&text, 6),
+                });
+                drop(cfg);
+            })
+            .context("cannot start the reader thread")?;
+        Ok(pid)
+    }
+}
+
+/// The last `n` non-empty lines of `text`.
+pub fn tail(text: &str, n: usize) -> String {
+    let lines: Vec<&str> = text.lines().filter(|l| !l.trim().is_empty()).collect();
+    lines[lines.len().saturating_sub(n)..].join("\n")
+}
+
+/// Sends `signal` to `pid`, refusing pids that would hit a process group or this process.
+pub fn send_signal(pid: u32, signal: i32) -> io::Result<()> {
+    let Ok(p) = libc::pid_t::try_from(pid) else {
+        return Err(io::Error::other("pid out of range"));
+    };
+    if p <= 1 || pid == std::process::id() {
+        return Err(io::Error::other("refusing to signal this pid"));
+    }
+    // SAFETY: plain kill(2) on a single positive pid.
+    if unsafe { libc::kill(p, signal) } == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
+/// Reads `metrics.jsonl` from the start, then (for a live run) polls for appended lines until
+/// the run ends, its process is gone, or the app stops following.
+fn follow_dir(run: RunId, dir: &Path, live: bool, inbox: &Inbox, cancel: &AtomicBool) {
+    let path = dir.join(METRICS_FILE);
+    let mut pos = 0u64;
+    let mut partial = String::new();
+    let mut ended = false;
+    let mut gone_polls = 0;
+    loop {
+        let mut fresh = Vec::new();
+        if let Ok(mut f) = File::open(&path) {
+            let len = f.metadata().map(|m| m.len()).unwrap_or(0);
+            if len < pos {
+                // A resume truncated the record: start over.
+                pos = 0;
+                partial.clear();
+            }
+            let mut buf = Vec::new();
+            if f.seek(SeekFrom::Start(pos)).is_ok() && f.read_to_end(&mut buf).is_ok() {
+                pos += buf.len() as u64;
+                partial.push_str(&String::from_utf8_lossy(&buf));
+                while let Some(nl) = partial.find('\n') {
+                    let line: String = partial.drain(..=nl).collect();
+                    if let Some(inc) = parse_line(&line) {
+                        ended |= matches!(inc.event, Event::Finished { .. } | Event::Failed { .. });
+                        fresh.push(inc);
+                    }
+                }
+            }
+        }
+        inbox.push_all(run, fresh);
+        if ended || !live || cancel.load(Ordering::SeqCst) {
+            break;
+        }
+        if store::live_pid(dir).is_none() {
+            // The process is gone; give its last flush one more poll, then report.
+            gone_polls += 1;
+            if gone_polls > 1 {
+                inbox.send(Msg::Exited {
+                    run,
+                    code: None,
+                    stderr: String::new(),
+                });
+                return;
+            }
+        }
+        std::thread::sleep(FOLLOW_POLL);
+    }
+}
+
+/// True when `pid` is stopped (SIGSTOP: paused by a workbench that has since gone).
+pub fn is_stopped(pid: u32) -> bool {
+    fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|t| {
+            let close = t.rfind(')')?;
+            t[close + 1..].split_whitespace().next().map(str::to_string)
+        })
+        .is_some_and(|state| state == "T" || state == "t")
+}
+
+/// Why a lock could not be taken.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LockError {
+    /// Another live workbench drives the run.
+    Held(u32),
+    Io(String),
+}
+
+/// Takes `dir/tui.lock` for this process. A lock left by a dead process is stale: cleared and
+/// taken. Taking a lock this process already holds succeeds.
+pub fn acquire_lock(dir: &Path) -> Result<PathBuf, LockError> {
+    let path = dir.join(LOCK_FILE);
+    let me = std::process::id();
+    for _ in 0..3 {
+        match OpenOptions::new().write(true).create_new(true).open(&path) {
+            Ok(mut f) => {
+                let body = serde_json::json!({ "pid": me }).to_string();
+                f.write_all(body.as_bytes())
+                    .map_err(|e| LockError::Io(e.to_string()))?;
+                return Ok(path);
+            }
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => match lock_holder(&path) {
+                Some(pid) if pid == me => return Ok(path),
+                Some(pid) if store::process_alive(pid) => return Err(LockError::Held(pid)),
+                // Dead holder, or a lock being written right now (no pid yet): a torn lock
+                // older than a moment is stale too.
+                None if fresh(&path) => std::thread::sleep(Duration::from_millis(50)),
+                _ => {
+                    let _ = fs::remove_file(&path);
+                }
+            },
+            Err(e) => return Err(LockError::Io(e.to_string())),
+        }
+    }
+    match lock_holder(&path) {
+        Some(pid) => Err(LockError::Held(pid)),
+        None => Err(LockError::Io(format!(
+            "{} stays unreadable",
+            path.display()
+        ))),
+    }
+}
+
+fn fresh(path: &Path) -> bool {
+    fs::metadata(path)
+        .and_then(|m| m.modified())
+        .ok()
+        .and_then(|t| t.elapsed().ok())
+        .is_some_and(|age| age < Duration::from_secs(2))
+}
+
+/// The pid recorded in a lock file.
+pub fn lock_holder(path: &Path) -> Option<u32> {
+    let text = fs::read_to_string(path).ok()?;
+    let v: serde_json::Value = serde_json::from_str(&text).ok()?;
+    u32::try_from(v["pid"].as_u64()?).ok()
+}
+
+/// The live workbench (not this one) that holds the lock on `dir`, if any.
+pub fn locked_by_other(dir: &Path) -> Option<u32> {
+    let pid = lock_holder(&dir.join(LOCK_FILE))?;
+    (pid != std::process::id() && store::process_alive(pid)).then_some(pid)
+}
+
+/// Removes a lock if this process holds it.
+pub fn release_lock(path: &Path) {
+    if lock_holder(path) == Some(std::process::id()) {
+        let _ = fs::remove_file(path);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lock_is_exclusive_and_stale_locks_are_cleared() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = acquire_lock(dir.path()).unwrap();
+        // Re-entrant for the holder.
+        assert_eq!(acquire_lock(dir.path()).unwrap(), path);
+        assert_eq!(locked_by_other(dir.path()), None);
+        // A live other holder (our parent) refuses.
+        // SAFETY: getppid has no preconditions.
+        let parent = unsafe { libc::getppid() } as u32;
+        fs::write(&path, format!(r#"{{"pid": {parent}}}"#)).unwrap();
+        assert_eq!(acquire_lock(dir.path()), Err(LockError::Held(parent)));
+        // A dead holder is stale.
+        fs::write(&path, r#"{"pid": 4294967295}"#).unwrap();
+        assert_eq!(acquire_lock(dir.path()).unwrap(), path);
+        assert_eq!(lock_holder(&path), Some(std::process::id()));
+        release_lock(&path);
+        assert!(!path.exists());
+    }
+
+    #[test]
+    fn signals_never_reach_groups_or_self() {
+        assert!(send_signal(0, 0).is_err());
+        assert!(send_signal(1, 0).is_err());
+        assert!(send_signal(std::process::id(), 0).is_err());
+    }
+
+    #[test]
+    fn tail_keeps_last_lines() {
+        assert_eq!(tail("a\n\nb\nc\n", 2), "b\nc");
+    }
+}

@@ -1,0 +1,395 @@
+//! Runs: the history in the runs directory — status and headline figures; open in the
+//! Dashboard (replay or attach), pick two for Compare, export CSV, delete.
+use std::path::{Path, PathBuf};
+
+use ratatui::layout::{Constraint, Layout, Rect};
+use ratatui::style::{Modifier, Style};
+use ratatui::text::Line;
+use ratatui::widgets::{Cell, Paragraph, Row, Table, TableState};
+use ratatui::Frame;
+
+use super::action::{Action, View};
+use super::app::{App, Command, Control, Dialog, Overlay};
+use super::process;
+use super::run_data::pct;
+use super::setup::clip;
+use super::ui::{panel, theme};
+use crate::telemetry::store::{self, RunInfo};
+use crate::telemetry::Summary;
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct RunRow {
+    pub dir: PathBuf,
+    pub name: String,
+    pub status: String,
+    pub summary: Option<Summary>,
+    /// Model, optimizer, batch, epochs, precision — from the recorded config.
+    pub about: String,
+    /// Another live workbench drives it.
+    pub locked_by: Option<u32>,
+}
+
+#[derive(Debug, Clone)]
+pub struct RunsState {
+    root: PathBuf,
+    pub rows: Vec<RunRow>,
+    pub cursor: usize,
+    /// Up to two runs picked for Compare.
+    pub marked: Vec<PathBuf>,
+}
+
+/// A line about a run from its `config.toml`, read loosely (a newer build may add fields).
+pub fn about(dir: &Path) -> String {
+    let Ok(text) = std::fs::read_to_string(dir.join(store::CONFIG_FILE)) else {
+        return String::new();
+    };
+    let Ok(t) = text.parse::<toml::Table>() else {
+        return "unreadable config.toml".into();
+    };
+    let get = |a: &str, b: &str| t.get(a).and_then(|x| x.get(b)).cloned();
+    let s = |v: Option<toml::Value>| match v {
+        Some(toml::Value::String(s)) => s,
+        Some(v) => v.to_string(),
+        None => "?".into(),
+    };
+    let prec = t
+        .get("precision")
+        .and_then(|p| p.get("schedule"))
+        .and_then(|s| s.get("kind"))
+        .and_then(|k| k.as_str())
+        .filter(|k| *k != "static")
+        .map(|k| format!(" · CPT {k}"))
+        .unwrap_or_default();
+    format!(
+        "{} · {} lr {} · batch {} · {} epochs · {}{} · seed {}",
+        s(get("model", "kind")),
+        s(get("optimizer", "kind")),
+        s(get("optimizer", "lr")),
+        s(get("train", "batch_size")),
+        s(get("train", "epochs")),
+        s(get("precision", "mode")).replace('?', "fp32"),
+        prec,
+        s(t.get("seed").cloned()),
+    )
+}
+
+impl RunsState {
+    pub fn new(root: &Path) -> RunsState {
+        let mut s = RunsState {
+            root: root.to_path_buf(),
+            rows: Vec::new(),
+            cursor: 0,
+            marked: Vec::new(),
+        };
+        s.refresh(root);
+        s
+    }
+
+    /// Re-reads the runs directory; true if anything shown changed.
+    pub fn refresh(&mut self, root: &Path) -> bool {
+        self.root = root.to_path_buf();
+        let rows: Vec<RunRow> = store::list_runs(root)
+            .into_iter()
+            .map(|r: RunInfo| RunRow {
+                status: r.status().to_string(),
+                about: about(&r.dir),
+                locked_by: process::locked_by_other(&r.dir),
+                dir: r.dir,
+                name: r.name,
+                summary: r.summary,
+            })
+            .collect();
+        let selected = self.rows.get(self.cursor).map(|r| r.dir.clone());
+        let changed = rows != self.rows;
+        self.rows = rows;
+        if let Some(sel) = selected {
+            if let Some(i) = self.rows.iter().position(|r| r.dir == sel) {
+                self.cursor = i;
+            }
+        }
+        self.cursor = self.cursor.min(self.rows.len().saturating_sub(1));
+        self.marked.retain(|m| m.is_dir());
+        changed
+    }
+
+    pub fn selected(&self) -> Option<&RunRow> {
+        self.rows.get(self.cursor)
+    }
+}
+
+pub fn handle(app: &mut App, a: &Action) {
+    let n = app.history.rows.len();
+    let h = &mut app.history;
+    match a {
+        Action::Up => h.cursor = h.cursor.saturating_sub(1),
+        Action::Down => h.cursor = (h.cursor + 1).min(n.saturating_sub(1)),
+        Action::PageUp => h.cursor = h.cursor.saturating_sub(10),
+        Action::PageDown => h.cursor = (h.cursor + 10).min(n.saturating_sub(1)),
+        Action::Key(' ') => {
+            let Some(dir) = h.selected().map(|r| r.dir.clone()) else {
+                return;
+            };
+            if let Some(i) = h.marked.iter().position(|m| *m == dir) {
+                h.marked.remove(i);
+            } else {
+                if h.marked.len() == 2 {
+                    h.marked.remove(0);
+                }
+                h.marked.push(dir);
+            }
+        }
+        Action::Key('r') => {
+            let root = app.paths.runs.clone();
+            app.history.refresh(&root);
+            app.say(format!("{} run(s)", app.history.rows.len()), false);
+        }
+        Action::Select => {
+            let Some(dir) = h.selected().map(|r| r.dir.clone()) else {
+                return;
+            };
+            let id = app.open_dir(&dir);
+            app.current = Some(id);
+            app.dash.log_scroll = 0;
+            app.open(View::Dashboard);
+        }
+        Action::Key('e') => export(app),
+        Action::Key('d') => {
+            let Some(row) = h.selected().cloned() else {
+                return;
+            };
+            if row.status == "live" || ours(app, &row.dir) {
+                app.say(
+                    "a live run cannot be deleted: stop it first (x in its Dashboard)",
+                    true,
+                );
+                return;
+            }
+            app.overlay = Some(Overlay::Dialog(Dialog::DeleteRun {
+                dir: row.dir,
+                name: row.name,
+            }));
+        }
+        _ => {}
+    }
+}
+
+/// True if this workbench has the run open and live.
+fn ours(app: &App, dir: &Path) -> bool {
+    app.runs
+        .iter()
+        .any(|s| s.data.dir.as_deref() == Some(dir) && s.data.status.is_active())
+}
+
+/// `c` in Runs: the two marked runs, or the marked one and the one under the cursor.
+pub fn compare_marked(app: &mut App) {
+    let h = &app.history;
+    let mut dirs = h.marked.clone();
+    if dirs.len() == 1 {
+        if let Some(sel) = h.selected() {
+            if sel.dir != dirs[0] {
+                dirs.push(sel.dir.clone());
+            }
+        }
+    }
+    if dirs.len() != 2 {
+        app.say(
+            "mark two runs with space (or one, and put the cursor on the other), then c",
+            true,
+        );
+        return;
+    }
+    let a = app.open_dir(&dirs[0]);
+    let b = app.open_dir(&dirs[1]);
+    app.pair = Some((a, b));
+    app.cmp = Default::default();
+    app.open(View::Compare);
+}
+
+/// Writes `steps.csv` and `evals.csv` into the run directory (or, if that is read-only, the
+/// current directory) and says where.
+fn export(app: &mut App) {
+    let Some(row) = app.history.selected().cloned() else {
+        return;
+    };
+    let events = match store::read_metrics(&row.dir) {
+        Ok(e) => e,
+        Err(e) => {
+            app.say(format!("cannot read the metrics: {e:#}"), true);
+            return;
+        }
+    };
+    let files = [
+        ("steps.csv", store::steps_csv(&events)),
+        ("evals.csv", store::evals_csv(&events)),
+    ];
+    let write = |dir: &Path| -> std::io::Result<PathBuf> {
+        for (name, text) in &files {
+            store::write_atomic(&dir.join(name), text.as_bytes())?;
+        }
+        Ok(dir.to_path_buf())
+    };
+    let cwd = std::env::current_dir().unwrap_or_else(|_| PathBuf::from("."));
+    match write(&row.dir).or_else(|_| write(&cwd)) {
+        Ok(dir) => app.say(
+            format!("wrote steps.csv and evals.csv to {}", dir.display()),
+            false,
+        ),
+        Err(e) => app.say(format!("cannot write the CSV files: {e}"), true),
+    }
+}
+
+pub fn delete(app: &mut App, dir: &Path, name: &str) {
+    // Checked again: the run may have come alive since the question.
+    if store::live_pid(dir).is_some() || ours(app, dir) {
+        app.say("a live run cannot be deleted", true);
+        return;
+    }
+    match std::fs::remove_dir_all(dir) {
+        Ok(()) => {
+            let gone: Vec<_> = app
+                .runs
+                .iter()
+                .filter(|s| s.data.dir.as_deref() == Some(dir))
+                .map(|s| s.id)
+                .collect();
+            for id in gone {
+                app.push_command(Command::Unfollow { run: id });
+                app.runs.retain(|s| s.id != id);
+                if app.current == Some(id) {
+                    app.current = None;
+                }
+                if app.pair.is_some_and(|(a, b)| a == id || b == id) {
+                    app.pair = None;
+                }
+            }
+            let root = app.paths.runs.clone();
+            app.history.refresh(&root);
+            app.say(format!("deleted {name}"), false);
+        }
+        Err(e) => app.say(format!("cannot delete {name}: {e}"), true),
+    }
+}
+
+pub fn draw(f: &mut Frame, area: Rect, app: &App) {
+    let h = &app.history;
+    let [list, detail] = Layout::vertical([Constraint::Min(0), Constraint::Length(4)]).areas(area);
+    if h.rows.is_empty() {
+        let p = Paragraph::new(vec![
+            Line::from(""),
+            Line::from("No runs yet."),
+            Line::from("Start one from Setup (1) with s."),
+        ])
+        .centered()
+        .block(panel("Runs", true));
+        f.render_widget(p, list);
+    } else {
+        let wide = area.width >= 110;
+        let header = if wide {
+            vec![
+                "", "run", "status", "epochs", "final", "best", "s/epoch", "model",
+            ]
+        } else {
+            vec!["", "run", "status", "ep", "final", "best", "s/ep"]
+        };
+        let rows: Vec<Row> = h
+            .rows
+            .iter()
+            .map(|r| {
+                let mark = match h.marked.iter().position(|m| *m == r.dir) {
+                    Some(0) => "A",
+                    Some(_) => "B",
+                    None => " ",
+                };
+                let s = r.summary.clone().unwrap_or_default();
+                let spe = if s.seconds_per_epoch.is_empty() {
+                    "-".into()
+                } else {
+                    format!(
+                        "{:.1}",
+                        s.seconds_per_epoch.iter().sum::<f64>() / s.seconds_per_epoch.len() as f64
+                    )
+                };
+                let color = match r.status.as_str() {
+                    "finished" => theme::GOOD,
+                    "live" => theme::ACCENT,
+                    "failed" | "diverged" => theme::BAD,
+                    _ => theme::WARN,
+                };
+                let status = match r.locked_by {
+                    Some(_) => format!("{} (locked)", r.status),
+                    None => r.status.clone(),
+                };
+                let mut cells = vec![
+                    Cell::from(mark).style(Style::default().fg(theme::ACCENT_B)),
+                    Cell::from(r.name.clone()),
+                    Cell::from(status).style(Style::default().fg(color)),
+                    Cell::from(s.epochs.to_string()),
+                    Cell::from(pct(s.final_test_acc)),
+                    Cell::from(pct(s.best_test_acc)),
+                    Cell::from(spe),
+                ];
+                if wide {
+                    cells.push(Cell::from(
+                        r.about.split(" · ").next().unwrap_or("").to_string(),
+                    ));
+                }
+                Row::new(cells)
+            })
+            .collect();
+        let widths: Vec<Constraint> = if wide {
+            vec![
+                Constraint::Length(1),
+                Constraint::Min(30),
+                Constraint::Length(17),
+                Constraint::Length(6),
+                Constraint::Length(7),
+                Constraint::Length(7),
+                Constraint::Length(7),
+                Constraint::Length(12),
+            ]
+        } else {
+            vec![
+                Constraint::Length(1),
+                Constraint::Min(20),
+                Constraint::Length(10),
+                Constraint::Length(3),
+                Constraint::Length(7),
+                Constraint::Length(7),
+                Constraint::Length(5),
+            ]
+        };
+        let title = format!("Runs · {}", h.rows.len());
+        let t = Table::new(rows, widths)
+            .header(
+                Row::new(header)
+                    .style(Style::default().fg(theme::DIM).add_modifier(Modifier::BOLD)),
+            )
+            .row_highlight_style(Style::default().add_modifier(Modifier::REVERSED))
+            .block(panel(&title, true));
+        let mut state = TableState::default().with_selected(Some(h.cursor));
+        f.render_stateful_widget(t, list, &mut state);
+    }
+    let w = detail.width.saturating_sub(2) as usize;
+    let mut lines = Vec::new();
+    if let Some(r) = h.selected() {
+        lines.push(Line::from(clip(&r.about, w)));
+        let open = app
+            .runs
+            .iter()
+            .find(|s| s.data.dir.as_deref() == Some(r.dir.as_path()));
+        let note = match (r.locked_by, open.map(|s| &s.control)) {
+            (Some(pid), _) => format!("driven by another workbench (pid {pid}): Enter watches it"),
+            (_, Some(Control::Driven { .. })) => "driven by this workbench".into(),
+            _ if r.status == "live" => "training headless: Enter attaches and takes control".into(),
+            _ if r.status == "incomplete" => {
+                "interrupted: `cptlab run --resume <dir>` continues it".into()
+            }
+            _ => "Enter replays it in the Dashboard".into(),
+        };
+        lines.push(Line::styled(
+            clip(&note, w),
+            Style::default().fg(theme::DIM),
+        ));
+    }
+    f.render_widget(Paragraph::new(lines).block(panel("run", false)), detail);
+}

@@ -1,0 +1,1224 @@
+//! Setup: the run form. Every field is kept as the text the user sees; `check` turns the form
+//! into a `RunConfig` (or field-level errors) and computes the lr(t) / q(t) previews, so what is
+//! drawn is always what `s` would start.
+use ratatui::layout::{Constraint, Layout, Rect};
+use ratatui::style::{Modifier, Style};
+use ratatui::text::{Line, Span};
+use ratatui::widgets::{Block, Paragraph};
+use ratatui::Frame;
+use serde::Deserialize;
+
+use super::action::Action;
+use super::charts::{self, Plot};
+use super::run_data::sample_steps;
+use super::ui::{panel, theme};
+use crate::config::{ConfigError, OptimizerConfig, PrecisionMode, RunConfig};
+use crate::data::{DataSource, SYNTHETIC_TRAIN};
+use crate::models::ModelKind;
+use crate::schedule::{LrContext, LrSchedule, PrecisionSchedule, PrecisionScheduleKind};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Field {
+    Name,
+    Model,
+    Data,
+    Batch,
+    Epochs,
+    Seed,
+    Optimizer,
+    Lr,
+    Momentum,
+    WeightDecay,
+    LrSchedule,
+    Warmup,
+    Milestones,
+    Mode,
+    Cpt,
+    QMin,
+    QMax,
+    Cycles,
+    QBwd,
+    Devices,
+    Threads,
+    Zero,
+}
+
+impl Field {
+    pub const ALL: [Field; 22] = [
+        Field::Name,
+        Field::Model,
+        Field::Data,
+        Field::Batch,
+        Field::Epochs,
+        Field::Seed,
+        Field::Optimizer,
+        Field::Lr,
+        Field::Momentum,
+        Field::WeightDecay,
+        Field::LrSchedule,
+        Field::Warmup,
+        Field::Milestones,
+        Field::Mode,
+        Field::Cpt,
+        Field::QMin,
+        Field::QMax,
+        Field::Cycles,
+        Field::QBwd,
+        Field::Devices,
+        Field::Threads,
+        Field::Zero,
+    ];
+
+    pub fn label(self) -> &'static str {
+        match self {
+            Field::Name => "name",
+            Field::Model => "model",
+            Field::Data => "data",
+            Field::Batch => "batch size",
+            Field::Epochs => "epochs",
+            Field::Seed => "seed",
+            Field::Optimizer => "optimizer",
+            Field::Lr => "lr",
+            Field::Momentum => "momentum",
+            Field::WeightDecay => "weight decay",
+            Field::LrSchedule => "lr schedule",
+            Field::Warmup => "warmup steps",
+            Field::Milestones => "milestones",
+            Field::Mode => "precision",
+            Field::Cpt => "CPT schedule",
+            Field::QMin => "q_min",
+            Field::QMax => "q_max",
+            Field::Cycles => "cycles",
+            Field::QBwd => "q_bwd",
+            Field::Devices => "devices",
+            Field::Threads => "threads",
+            Field::Zero => "ZeRO stage",
+        }
+    }
+
+    fn idx(self) -> usize {
+        Field::ALL.iter().position(|f| *f == self).expect("listed")
+    }
+}
+
+pub const LR_KINDS: [&str; 9] = [
+    "constant",
+    "cosine_annealing",
+    "warmup_lr",
+    "warmup_decay_lr",
+    "warmup_cosine_lr",
+    "one_cycle",
+    "cyclic_lr",
+    "multi_step",
+    "goyal",
+];
+const OPTIMIZERS: [&str; 3] = ["sgd", "adam", "adamw"];
+const ZERO_STAGES: [&str; 2] = ["0", "1"];
+/// The CPT choice for no schedule: full precision, no fake quantization.
+pub const CPT_OFF: &str = "off";
+/// Training-set size assumed for previews of image data whose size is not known up front.
+pub const ESTIMATED_TRAIN: u64 = 50_000;
+
+fn choices(f: Field) -> Vec<&'static str> {
+    match f {
+        Field::Model => ModelKind::ALL.iter().map(|k| k.name()).collect(),
+        Field::Optimizer => OPTIMIZERS.to_vec(),
+        Field::LrSchedule => LR_KINDS.to_vec(),
+        Field::Mode => precision_modes(),
+        Field::Cpt => std::iter::once(CPT_OFF)
+            .chain(PrecisionScheduleKind::ALL.iter().map(|k| k.name()))
+            .collect(),
+        Field::Zero => ZERO_STAGES.to_vec(),
+        _ => Vec::new(),
+    }
+}
+
+/// The precision modes the config accepts, by their config names.
+pub fn precision_modes() -> Vec<&'static str> {
+    ["fp32", "fp16", "bf16"]
+        .into_iter()
+        .filter(|m| PrecisionMode::deserialize(serde_json::Value::from(*m)).is_ok())
+        .collect()
+}
+
+/// The form's verdict: a config ready to start, or what is wrong where; plus the previews.
+#[derive(Debug, Clone, Default)]
+pub struct Check {
+    pub config: Option<RunConfig>,
+    pub errors: Vec<(Field, String)>,
+    pub general: Option<String>,
+    pub notes: Vec<String>,
+    pub steps_per_epoch: u64,
+    pub spe_estimated: bool,
+    pub train_size: u64,
+    pub total_steps: u64,
+    pub lr_curve: Vec<(f64, f64)>,
+    pub q_curve: Vec<(f64, f64)>,
+    pub cpt: Option<PrecisionSchedule>,
+    pub cost_ratio: Option<f64>,
+    pub mean_bits: Option<f64>,
+}
+
+impl Check {
+    pub fn error(&self, f: Field) -> Option<&str> {
+        self.errors
+            .iter()
+            .find(|(g, _)| *g == f)
+            .map(|(_, e)| e.as_str())
+    }
+
+    pub fn ok(&self) -> bool {
+        self.errors.is_empty() && self.general.is_none() && self.config.is_some()
+    }
+}
+
+/// The first run of an A/B pair, kept while the user sets up the second.
+#[derive(Debug, Clone)]
+pub struct AbFirst {
+    pub config: RunConfig,
+    pub summary: String,
+}
+
+#[derive(Debug, Clone)]
+pub struct SetupState {
+    /// The preset the form started from: fields the form does not show come from it.
+    pub base: RunConfig,
+    pub preset: String,
+    values: Vec<String>,
+    focus: Field,
+    pub editing: Option<String>,
+    pub check: Check,
+    pub ab_first: Option<AbFirst>,
+    data_cache: Option<(String, Result<DataSource, String>)>,
+}
+
+fn num(x: f64) -> String {
+    // Six significant digits: 0.05 × 2 shows as 0.1, not 0.1000000000000001.
+    format!("{:.5e}", x).parse::<f64>().unwrap_or(x).to_string()
+}
+
+impl SetupState {
+    pub fn new(base: RunConfig, preset: &str, data: Option<&str>) -> SetupState {
+        let mut s = SetupState {
+            values: vec![String::new(); Field::ALL.len()],
+            base: base.clone(),
+            preset: preset.to_string(),
+            focus: Field::Name,
+            editing: None,
+            check: Check::default(),
+            ab_first: None,
+            data_cache: None,
+        };
+        s.load(base, preset, data);
+        s
+    }
+
+    /// Replaces the form with a preset's values (the data source given on the command line
+    /// stays, unless the preset names one and none was given).
+    pub fn load(&mut self, cfg: RunConfig, preset: &str, data: Option<&str>) {
+        let set = |s: &mut SetupState, f: Field, v: String| s.values[f.idx()] = v;
+        set(self, Field::Name, cfg.name.clone());
+        set(self, Field::Model, cfg.model.kind.name().into());
+        let data = data
+            .map(str::to_string)
+            .or_else(|| cfg.data.source.clone())
+            .unwrap_or_default();
+        set(self, Field::Data, data);
+        set(self, Field::Batch, cfg.train.batch_size.to_string());
+        set(self, Field::Epochs, cfg.train.epochs.to_string());
+        set(self, Field::Seed, cfg.seed.to_string());
+        set(self, Field::Optimizer, cfg.optimizer.kind_name().into());
+        set(self, Field::Lr, num(cfg.optimizer.lr()));
+        let (momentum, wd) = match &cfg.optimizer {
+            OptimizerConfig::Sgd {
+                momentum,
+                weight_decay,
+                ..
+            } => (*momentum, *weight_decay),
+            OptimizerConfig::Adam { weight_decay, .. }
+            | OptimizerConfig::AdamW { weight_decay, .. } => (0.9, *weight_decay),
+        };
+        set(self, Field::Momentum, num(momentum));
+        set(self, Field::WeightDecay, num(wd));
+        set(self, Field::LrSchedule, cfg.lr_schedule.name().into());
+        let warmup = match &cfg.lr_schedule {
+            LrSchedule::WarmupLr {
+                warmup_num_steps, ..
+            }
+            | LrSchedule::WarmupDecayLr {
+                warmup_num_steps, ..
+            }
+            | LrSchedule::WarmupCosineLr {
+                warmup_num_steps, ..
+            } => *warmup_num_steps,
+            _ => 1000,
+        };
+        set(self, Field::Warmup, warmup.to_string());
+        let milestones = match &cfg.lr_schedule {
+            LrSchedule::MultiStep { milestones, .. } | LrSchedule::Goyal { milestones, .. } => {
+                milestones
+                    .iter()
+                    .map(u64::to_string)
+                    .collect::<Vec<_>>()
+                    .join(",")
+            }
+            _ => String::new(),
+        };
+        set(self, Field::Milestones, milestones);
+        let mode = serde_json::to_value(cfg.precision.mode)
+            .ok()
+            .and_then(|v| v.as_str().map(str::to_string))
+            .unwrap_or_else(|| "fp32".into());
+        set(self, Field::Mode, mode);
+        let (cpt, sched) = match &cfg.precision.schedule {
+            Some(s) => (s.kind.name(), s.clone()),
+            None => (CPT_OFF, PrecisionSchedule::new(PrecisionScheduleKind::Cr)),
+        };
+        set(self, Field::Cpt, cpt.into());
+        set(self, Field::QMin, sched.q_min.to_string());
+        set(self, Field::QMax, sched.q_max.to_string());
+        set(self, Field::Cycles, sched.cycles.to_string());
+        set(
+            self,
+            Field::QBwd,
+            sched.q_bwd.map(|b| b.to_string()).unwrap_or_default(),
+        );
+        set(self, Field::Devices, cfg.devices.devices.clone());
+        set(
+            self,
+            Field::Threads,
+            cfg.devices
+                .threads
+                .map_or("auto".to_string(), |t| t.to_string()),
+        );
+        set(self, Field::Zero, cfg.devices.zero.to_string());
+        self.base = cfg;
+        self.preset = preset.to_string();
+        self.editing = None;
+        self.recheck();
+    }
+
+    pub fn value(&self, f: Field) -> &str {
+        &self.values[f.idx()]
+    }
+
+    pub fn set(&mut self, f: Field, v: impl Into<String>) {
+        self.values[f.idx()] = v.into();
+        self.recheck();
+    }
+
+    pub fn focus(&self) -> Field {
+        self.focus
+    }
+
+    /// Fields shown for the current choices.
+    pub fn visible(&self) -> Vec<Field> {
+        let sgd = self.value(Field::Optimizer) == "sgd";
+        let sched = self.value(Field::LrSchedule);
+        let warmup = sched.starts_with("warmup");
+        let milestones = matches!(sched, "multi_step" | "goyal");
+        let cpt = self.value(Field::Cpt);
+        let quantized = cpt != CPT_OFF;
+        let cyclic = quantized && cpt != "static";
+        Field::ALL
+            .into_iter()
+            .filter(|f| match f {
+                Field::Momentum => sgd,
+                Field::Warmup => warmup,
+                Field::Milestones => milestones,
+                Field::QMin | Field::Cycles => cyclic,
+                Field::QMax | Field::QBwd => quantized,
+                _ => true,
+            })
+            .collect()
+    }
+
+    fn move_focus(&mut self, delta: isize, wrap: bool) {
+        let vis = self.visible();
+        let i = vis.iter().position(|f| *f == self.focus).unwrap_or(0) as isize;
+        let n = vis.len() as isize;
+        let j = if wrap {
+            (i + delta).rem_euclid(n)
+        } else {
+            (i + delta).clamp(0, n - 1)
+        };
+        self.focus = vis[j as usize];
+    }
+
+    /// Handles a key meant for the form; returns false if it was not for the form.
+    pub fn handle(&mut self, action: &Action) -> bool {
+        if let Some(buf) = &mut self.editing {
+            match action {
+                Action::Input(c) => buf.push(*c),
+                Action::Backspace => {
+                    buf.pop();
+                }
+                Action::Select => {
+                    let v = self.editing.take().unwrap_or_default();
+                    self.set(self.focus, v.trim().to_string());
+                }
+                Action::Back => self.editing = None,
+                _ => return false,
+            }
+            return true;
+        }
+        match action {
+            Action::Up => self.move_focus(-1, false),
+            Action::Down => self.move_focus(1, false),
+            Action::FocusPrev => self.move_focus(-1, true),
+            Action::FocusNext => self.move_focus(1, true),
+            Action::PageUp => self.move_focus(-8, false),
+            Action::PageDown => self.move_focus(8, false),
+            Action::Left => self.adjust(-1),
+            Action::Right => self.adjust(1),
+            Action::Select => {
+                if choices(self.focus).is_empty() {
+                    self.editing = Some(self.value(self.focus).to_string());
+                } else {
+                    self.adjust(1);
+                }
+            }
+            _ => return false,
+        }
+        true
+    }
+
+    /// ←/→: the previous/next choice, or a step of a number.
+    fn adjust(&mut self, dir: i64) {
+        let f = self.focus;
+        let v = self.value(f).to_string();
+        let opts = choices(f);
+        if !opts.is_empty() {
+            let i = opts.iter().position(|o| *o == v).unwrap_or(0) as i64;
+            let j = (i + dir).rem_euclid(opts.len() as i64) as usize;
+            self.set(f, opts[j]);
+            return;
+        }
+        let int = |lo: i64, hi: i64, step: i64| -> Option<String> {
+            let x: i64 = v.parse().ok()?;
+            Some((x + dir * step).clamp(lo, hi).to_string())
+        };
+        let new = match f {
+            Field::Batch => v.parse::<usize>().ok().map(|b| {
+                if dir > 0 {
+                    (b * 2).to_string()
+                } else {
+                    (b / 2).max(1).to_string()
+                }
+            }),
+            Field::Epochs => int(1, 100_000, 1),
+            Field::Seed => int(0, i64::MAX, 1),
+            Field::Warmup => int(0, i64::MAX, 100),
+            Field::QMin | Field::QMax | Field::QBwd => {
+                if v.is_empty() {
+                    Some(self.value(Field::QMax).to_string())
+                } else {
+                    int(1, 32, 1)
+                }
+            }
+            Field::Cycles => int(1, 10_000, 1),
+            Field::Threads => match v.parse::<i64>() {
+                Ok(1) if dir < 0 => Some("auto".into()),
+                Ok(t) => Some((t + dir).max(1).to_string()),
+                Err(_) if dir > 0 => Some("1".into()),
+                Err(_) => None,
+            },
+            Field::Lr => v
+                .parse::<f64>()
+                .ok()
+                .map(|x| num(if dir > 0 { x * 2.0 } else { x / 2.0 })),
+            Field::Momentum => v
+                .parse::<f64>()
+                .ok()
+                .map(|x| num((x + dir as f64 * 0.05).clamp(0.0, 0.99))),
+            Field::WeightDecay => v.parse::<f64>().ok().map(|x| match (dir > 0, x) {
+                (true, x) if x <= 0.0 => num(1e-4),
+                (true, x) => num(x * 10.0),
+                (false, x) if x <= 1e-6 => "0".into(),
+                (false, x) => num(x / 10.0),
+            }),
+            _ => None,
+        };
+        if let Some(n) = new {
+            self.set(f, n);
+        }
+    }
+
+    /// Re-validates the form and recomputes the previews.
+    pub fn recheck(&mut self) {
+        self.check = self.build();
+        // Keep the focus on a visible field.
+        if !self.visible().contains(&self.focus) {
+            self.focus = Field::Name;
+        }
+    }
+
+    fn data_source(&mut self, spec: &str) -> Result<DataSource, String> {
+        if let Some((s, r)) = &self.data_cache {
+            if s == spec {
+                return r.clone();
+            }
+        }
+        let r = DataSource::detect(spec).map_err(|e| e.to_string());
+        self.data_cache = Some((spec.to_string(), r.clone()));
+        r
+    }
+
+    fn build(&mut self) -> Check {
+        let mut c = Check::default();
+        fn err(c: &mut Check, f: Field, m: String) {
+            c.errors.push((f, m));
+        }
+        let mut cfg = self.base.clone();
+        let vals = self.values.clone();
+        let v = |f: Field| vals[f.idx()].trim().to_string();
+
+        let name = v(Field::Name);
+        if name.is_empty() {
+            err(&mut c, Field::Name, "a name is needed".into());
+        }
+        cfg.name = name;
+        match v(Field::Model).parse::<ModelKind>() {
+            Ok(k) => cfg.model.kind = k,
+            Err(e) => err(&mut c, Field::Model, e),
+        }
+        let batch = match v(Field::Batch).parse::<usize>() {
+            Ok(b) if b > 0 => b,
+            _ => {
+                err(&mut c, Field::Batch, "a whole number ≥ 1".into());
+                0
+            }
+        };
+        cfg.train.batch_size = batch.max(1);
+        let epochs = match v(Field::Epochs).parse::<u64>() {
+            Ok(e) if e > 0 => e,
+            _ => {
+                err(&mut c, Field::Epochs, "a whole number ≥ 1".into());
+                0
+            }
+        };
+        cfg.train.epochs = epochs.max(1);
+        match v(Field::Seed).parse::<u64>() {
+            Ok(s) => cfg.seed = s,
+            Err(_) => err(&mut c, Field::Seed, "a whole number ≥ 0".into()),
+        }
+
+        // Data: checked (and cached) only when the text changes; a path is looked at on disk.
+        let data = v(Field::Data);
+        let spec = if data.is_empty() {
+            "synthetic".to_string()
+        } else {
+            data.clone()
+        };
+        cfg.data.source = (!data.is_empty()).then_some(data);
+        c.train_size = ESTIMATED_TRAIN;
+        c.spe_estimated = true;
+        match self.data_source(&spec) {
+            Ok(DataSource::Synthetic { train, .. }) => {
+                c.train_size = train as u64;
+                c.spe_estimated = false;
+            }
+            Ok(DataSource::CifarBinary { .. }) | Ok(DataSource::Download(_)) => {
+                c.spe_estimated = false;
+            }
+            Ok(DataSource::ImageFolder { .. }) => {}
+            Err(e) => err(&mut c, Field::Data, e),
+        }
+        if spec == "synthetic" {
+            c.train_size = SYNTHETIC_TRAIN as u64;
+        }
+        c.steps_per_epoch = c.train_size / batch.max(1) as u64;
+        if batch > 0 && c.steps_per_epoch == 0 {
+            let m = format!("larger than the training set ({} images)", c.train_size);
+            err(&mut c, Field::Batch, m);
+        }
+        // No curves from values that did not parse.
+        c.total_steps = if batch > 0 {
+            c.steps_per_epoch * epochs
+        } else {
+            0
+        };
+        if let Some(m) = cfg.train.max_steps {
+            c.total_steps = c.total_steps.min(m);
+        }
+
+        // Optimizer: switching kind takes that optimizer's defaults, as `cptlab run --optimizer`.
+        let lr_parsed = v(Field::Lr).parse::<f64>().ok().filter(|x| x.is_finite());
+        if lr_parsed.is_none() {
+            err(&mut c, Field::Lr, "a number, e.g. 0.1 or 1e-3".into());
+        }
+        let lr = lr_parsed.unwrap_or(0.0);
+        let momentum = v(Field::Momentum).parse::<f64>().ok();
+        let wd = v(Field::WeightDecay).parse::<f64>().ok();
+        if wd.is_none() {
+            err(&mut c, Field::WeightDecay, "a number ≥ 0".into());
+        }
+        let wd = wd.unwrap_or(0.0);
+        let kind = v(Field::Optimizer);
+        if kind == "sgd" && momentum.is_none() {
+            err(&mut c, Field::Momentum, "a number ≥ 0".into());
+        }
+        cfg.optimizer = match (kind.as_str(), cfg.optimizer.clone()) {
+            (
+                "sgd",
+                OptimizerConfig::Sgd {
+                    dampening,
+                    nesterov,
+                    ..
+                },
+            ) => OptimizerConfig::Sgd {
+                lr,
+                momentum: momentum.unwrap_or(0.0),
+                dampening,
+                nesterov,
+                weight_decay: wd,
+            },
+            ("sgd", _) => OptimizerConfig::Sgd {
+                lr,
+                momentum: momentum.unwrap_or(0.0),
+                dampening: 0.0,
+                nesterov: false,
+                weight_decay: wd,
+            },
+            ("adam", OptimizerConfig::Adam { betas, eps, .. }) => OptimizerConfig::Adam {
+                lr,
+                betas,
+                eps,
+                weight_decay: wd,
+            },
+            ("adam", _) => OptimizerConfig::Adam {
+                lr,
+                betas: [0.9, 0.999],
+                eps: 1e-8,
+                weight_decay: wd,
+            },
+            ("adamw", OptimizerConfig::AdamW { betas, eps, .. }) => OptimizerConfig::AdamW {
+                lr,
+                betas,
+                eps,
+                weight_decay: wd,
+            },
+            (_, _) => OptimizerConfig::AdamW {
+                lr,
+                betas: [0.9, 0.999],
+                eps: 1e-8,
+                weight_decay: wd,
+            },
+        };
+
+        // LR schedule: the preset's parameters while the kind is unchanged, defaults otherwise.
+        let warmup = v(Field::Warmup).parse::<u64>();
+        let sched_kind = v(Field::LrSchedule);
+        let milestones: Result<Vec<u64>, _> = v(Field::Milestones)
+            .split(',')
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .map(str::parse::<u64>)
+            .collect();
+        let mut sched = if cfg.lr_schedule.name() == sched_kind {
+            cfg.lr_schedule.clone()
+        } else {
+            default_schedule(&sched_kind, lr, c.total_steps, epochs)
+        };
+        if let LrSchedule::WarmupLr {
+            warmup_num_steps, ..
+        }
+        | LrSchedule::WarmupDecayLr {
+            warmup_num_steps, ..
+        }
+        | LrSchedule::WarmupCosineLr {
+            warmup_num_steps, ..
+        } = &mut sched
+        {
+            match warmup {
+                Ok(w) => *warmup_num_steps = w,
+                Err(_) => err(&mut c, Field::Warmup, "a whole number of steps".into()),
+            }
+        }
+        if let LrSchedule::MultiStep { milestones: m, .. }
+        | LrSchedule::Goyal { milestones: m, .. } = &mut sched
+        {
+            match milestones {
+                Ok(ms) => *m = ms,
+                Err(_) => err(
+                    &mut c,
+                    Field::Milestones,
+                    "epochs separated by commas, e.g. 30,60,80".into(),
+                ),
+            }
+        }
+        cfg.lr_schedule = sched;
+
+        let mode = v(Field::Mode);
+        match PrecisionMode::deserialize(serde_json::Value::from(mode.as_str())) {
+            Ok(m) => cfg.precision.mode = m,
+            Err(_) => err(
+                &mut c,
+                Field::Mode,
+                format!("{mode} is not a precision mode"),
+            ),
+        }
+        let cpt = self.cpt(&mut c);
+        // The preset's delay (critical-period experiments) is kept; the form does not show it.
+        let delay = cfg.precision.schedule.as_ref().map_or(0, |s| s.delay_steps);
+        cfg.precision.schedule = cpt.clone().map(|mut s| {
+            s.delay_steps = delay;
+            s
+        });
+        match v(Field::Zero).parse::<u8>() {
+            Ok(z) => cfg.devices.zero = z,
+            Err(_) => err(&mut c, Field::Zero, "0 or 1".into()),
+        }
+
+        cfg.devices.devices = v(Field::Devices);
+        match v(Field::Threads).as_str() {
+            "" | "auto" => cfg.devices.threads = None,
+            t => match t.parse::<usize>() {
+                Ok(n) if n > 0 => cfg.devices.threads = Some(n),
+                _ => err(&mut c, Field::Threads, "auto or a whole number ≥ 1".into()),
+            },
+        }
+
+        // What only the whole config can tell.
+        if c.errors.is_empty() {
+            if let Err(e) = cfg.validate() {
+                let (field, msg) = match &e {
+                    ConfigError::Invalid {
+                        field, expected, ..
+                    } => (field_for(field), expected.clone()),
+                    other => (None, other.to_string()),
+                };
+                match field {
+                    Some(f) => err(&mut c, f, msg),
+                    None => c.general = Some(e.to_string()),
+                }
+            }
+        }
+        let ctx = LrContext {
+            base_lr: lr,
+            total_steps: c.total_steps.max(1),
+            steps_per_epoch: c.steps_per_epoch.max(1),
+            global_batch: batch.max(1) as u64,
+        };
+        if c.total_steps > 0 && lr_parsed.is_some() {
+            match cfg.lr_schedule.validate(&ctx) {
+                Ok(()) => {
+                    c.lr_curve = sample_steps(c.total_steps, 240)
+                        .map(|t| (t as f64, cfg.lr_schedule.lr_at(t, &ctx)))
+                        .collect();
+                }
+                Err(e) => {
+                    let f = match e.field() {
+                        Some("optimizer.lr") => Field::Lr,
+                        Some(f) if f.contains("warmup") && f.ends_with("steps") => Field::Warmup,
+                        Some(f) if f.contains("milestones") => Field::Milestones,
+                        _ => Field::LrSchedule,
+                    };
+                    let (f, msg) = if self.visible().contains(&f) {
+                        (f, in_place(&e))
+                    } else {
+                        (Field::LrSchedule, e.to_string())
+                    };
+                    err(&mut c, f, msg);
+                }
+            }
+        }
+        if let (Some(s), true) = (&cpt, c.total_steps > 0) {
+            match s.validate(c.total_steps) {
+                Ok(()) => {
+                    c.q_curve = sample_steps(c.total_steps, 240)
+                        .map(|t| (t as f64, f64::from(s.q_fwd_at(t, c.total_steps))))
+                        .collect();
+                    c.cost_ratio = Some(s.cost_ratio_vs_static(c.total_steps));
+                    c.mean_bits = Some(s.mean_bits(c.total_steps));
+                }
+                Err(e) => {
+                    let msg = in_place(&e);
+                    let f = match e.field().and_then(|f| f.rsplit('.').next()) {
+                        Some("q_min") => Field::QMin,
+                        Some("q_max") => Field::QMax,
+                        Some("q_bwd") => Field::QBwd,
+                        Some("cycles") => Field::Cycles,
+                        _ => Field::Cpt,
+                    };
+                    err(&mut c, f, msg);
+                }
+            }
+        }
+        c.cpt = cpt;
+        if c.errors.is_empty() && c.general.is_none() {
+            c.config = Some(cfg);
+        }
+        c
+    }
+
+    /// The CPT fields as a schedule; None for no schedule (field errors recorded in `c`).
+    fn cpt(&self, c: &mut Check) -> Option<PrecisionSchedule> {
+        let v = |f: Field| self.values[f.idx()].trim().to_string();
+        if v(Field::Cpt) == CPT_OFF {
+            return None;
+        }
+        let kind = match v(Field::Cpt).parse::<PrecisionScheduleKind>() {
+            Ok(k) => k,
+            Err(e) => {
+                c.errors.push((Field::Cpt, e.to_string()));
+                return None;
+            }
+        };
+        let mut s = PrecisionSchedule::new(kind);
+        let mut bits = |f: Field| match v(f).parse::<u32>() {
+            Ok(b) => Some(b),
+            Err(_) => {
+                c.errors.push((f, "a whole number of bits".into()));
+                None
+            }
+        };
+        s.q_max = bits(Field::QMax)?;
+        s.q_bwd = match v(Field::QBwd).as_str() {
+            "" => None,
+            _ => Some(bits(Field::QBwd)?),
+        };
+        if kind == PrecisionScheduleKind::Static {
+            s.q_min = s.q_min.min(s.q_max);
+            return Some(s);
+        }
+        s.q_min = bits(Field::QMin)?;
+        s.cycles = match v(Field::Cycles).parse::<u32>() {
+            Ok(n) => n,
+            Err(_) => {
+                c.errors.push((Field::Cycles, "a whole number ≥ 1".into()));
+                return None;
+            }
+        };
+        Some(s)
+    }
+
+    /// One line describing the form's run, for the A/B prompt and logs.
+    pub fn summary(&self) -> String {
+        let cpt = self.value(Field::Cpt);
+        let prec = if cpt == CPT_OFF {
+            self.value(Field::Mode).to_string()
+        } else if cpt == "static" {
+            format!("static {} bits", self.value(Field::QMax))
+        } else {
+            format!(
+                "{cpt} {}–{} bits",
+                self.value(Field::QMin),
+                self.value(Field::QMax)
+            )
+        };
+        format!(
+            "{} · {} · {} lr {} · {}",
+            self.value(Field::Name),
+            self.value(Field::Model),
+            self.value(Field::Optimizer),
+            self.value(Field::Lr),
+            prec
+        )
+    }
+}
+
+/// A schedule error shown under its own field: the field name is already there.
+fn in_place(e: &crate::schedule::ScheduleError) -> String {
+    match e {
+        crate::schedule::ScheduleError::Invalid { expected, got, .. } => {
+            format!("must be {expected}, got {got}")
+        }
+        other => other.to_string(),
+    }
+}
+
+/// The form field a config validation error names.
+fn field_for(key: &str) -> Option<Field> {
+    Some(match key {
+        "name" => Field::Name,
+        "train.batch_size" | "train.grad_accum" => Field::Batch,
+        "train.epochs" => Field::Epochs,
+        "optimizer.lr" => Field::Lr,
+        "optimizer.momentum" | "optimizer.nesterov" => Field::Momentum,
+        "optimizer.weight_decay" => Field::WeightDecay,
+        "devices.devices" => Field::Devices,
+        "devices.threads" => Field::Threads,
+        "devices.zero" => Field::Zero,
+        k if k.starts_with("optimizer.") => Field::Optimizer,
+        k if k.starts_with("data.") => Field::Data,
+        k if k.starts_with("model.") => Field::Model,
+        k if k.starts_with("lr_schedule") => Field::LrSchedule,
+        k if k.starts_with("precision") => Field::Mode,
+        _ => return None,
+    })
+}
+
+/// A new schedule kind's parameters, scaled to the run.
+fn default_schedule(kind: &str, lr: f64, total: u64, epochs: u64) -> LrSchedule {
+    let total = total.max(2);
+    match kind {
+        "cosine_annealing" => LrSchedule::CosineAnnealing {
+            t_max: None,
+            eta_min: 0.0,
+        },
+        "warmup_lr" => LrSchedule::WarmupLr {
+            warmup_min_lr: 0.0,
+            warmup_max_lr: None,
+            warmup_num_steps: (total / 10).max(2),
+            warmup_type: Default::default(),
+        },
+        "warmup_decay_lr" => LrSchedule::WarmupDecayLr {
+            total_num_steps: None,
+            warmup_min_lr: 0.0,
+            warmup_max_lr: None,
+            warmup_num_steps: (total / 10).max(2),
+            warmup_type: Default::default(),
+        },
+        "warmup_cosine_lr" => LrSchedule::WarmupCosineLr {
+            total_num_steps: None,
+            warmup_min_ratio: 0.0,
+            warmup_num_steps: (total / 10).max(2),
+            cos_min_ratio: 0.0001,
+            warmup_type: Default::default(),
+        },
+        "one_cycle" => LrSchedule::OneCycle {
+            cycle_min_lr: lr / 10.0,
+            cycle_max_lr: lr,
+            decay_lr_rate: 0.0,
+            cycle_first_step_size: (total / 2).max(1),
+            cycle_second_step_size: None,
+            cycle_first_stair_count: 0,
+            cycle_second_stair_count: None,
+            decay_step_size: 0,
+        },
+        "cyclic_lr" => LrSchedule::CyclicLr {
+            base_lr: Some(lr / 10.0),
+            max_lr: lr,
+            step_size_up: (total / 8).max(1),
+            step_size_down: None,
+            mode: Default::default(),
+            gamma: 1.0,
+            scale_mode: None,
+        },
+        "multi_step" => {
+            let a = (epochs / 2).max(1);
+            let b = (epochs * 3 / 4).max(a + 1);
+            LrSchedule::MultiStep {
+                milestones: vec![a, b],
+                gamma: 0.1,
+            }
+        }
+        "goyal" => LrSchedule::Goyal {
+            reference_batch: 256,
+            warmup_epochs: 5.0,
+            milestones: vec![30, 60, 80],
+            gamma: 0.1,
+        },
+        _ => LrSchedule::Constant {},
+    }
+}
+
+// ---- drawing ----
+
+pub fn draw(f: &mut Frame, area: Rect, s: &SetupState) {
+    let form_w = if area.width >= 120 {
+        area.width * 2 / 5
+    } else {
+        (area.width * 11 / 20).max(40).min(area.width)
+    };
+    let [form, side] =
+        Layout::horizontal([Constraint::Length(form_w), Constraint::Min(0)]).areas(area);
+    draw_form(f, form, s);
+    draw_previews(f, side, s);
+}
+
+fn draw_form(f: &mut Frame, area: Rect, s: &SetupState) {
+    let title = format!("Setup · preset {}", s.preset);
+    let block = panel(&title, true);
+    let inner = block.inner(area);
+    f.render_widget(block, area);
+    let label_w = 13usize;
+    let val_w = (inner.width as usize).saturating_sub(label_w + 2).max(4);
+    let mut lines: Vec<Line> = Vec::new();
+    let mut focus_line = 0;
+    if let Some(a) = &s.ab_first {
+        lines.push(Line::styled(
+            clip(
+                &format!("A: {} — set up B, then c", a.summary),
+                inner.width as usize,
+            ),
+            Style::default().fg(theme::ACCENT_B),
+        ));
+    }
+    for field in s.visible() {
+        let focused = field == s.focus;
+        if focused {
+            focus_line = lines.len();
+        }
+        let err = s.check.error(field);
+        let raw = s.value(field);
+        let shown = match (&s.editing, focused) {
+            (Some(buf), true) => format!("{buf}▏"),
+            _ if raw.is_empty() => match field {
+                Field::Data => "(synthetic)".into(),
+                Field::QBwd => "(= q_max)".into(),
+                _ => String::new(),
+            },
+            _ if focused && !choices(field).is_empty() => format!("◂ {raw} ▸"),
+            _ => raw.to_string(),
+        };
+        let label_style = if err.is_some() {
+            Style::default().fg(theme::BAD)
+        } else {
+            Style::default().fg(theme::DIM)
+        };
+        let mut val_style = Style::default();
+        if err.is_some() {
+            val_style = val_style.fg(theme::BAD);
+        }
+        if focused {
+            val_style = val_style.add_modifier(Modifier::REVERSED);
+        }
+        let mark = if err.is_some() { "✗" } else { " " };
+        lines.push(Line::from(vec![
+            Span::styled(format!("{mark}{:<label_w$} ", field.label()), label_style),
+            Span::styled(
+                if field == Field::Data {
+                    clip_left(&shown, val_w)
+                } else {
+                    clip(&shown, val_w)
+                },
+                val_style,
+            ),
+        ]));
+        if let Some(e) = err {
+            // Up to two lines under the field.
+            let w = (inner.width as usize).saturating_sub(3).max(8);
+            let chars: Vec<char> = e.chars().collect();
+            for (i, chunk) in chars.chunks(w).take(2).enumerate() {
+                let mut text: String = chunk.iter().collect();
+                if i == 1 && chars.len() > 2 * w {
+                    text = chunk[..w - 1].iter().collect::<String>() + "…";
+                }
+                lines.push(Line::styled(
+                    format!("   {text}"),
+                    Style::default().fg(theme::BAD),
+                ));
+            }
+        }
+    }
+    if let Some(g) = &s.check.general {
+        lines.push(Line::styled(
+            clip(&format!("✗ {g}"), inner.width as usize),
+            Style::default().fg(theme::BAD),
+        ));
+    }
+    let rows = inner.height as usize;
+    let offset = (focus_line + 2).saturating_sub(rows);
+    let visible: Vec<Line> = lines.into_iter().skip(offset).take(rows).collect();
+    f.render_widget(Paragraph::new(visible), inner);
+}
+
+fn draw_previews(f: &mut Frame, area: Rect, s: &SetupState) {
+    let c = &s.check;
+    let inner_w = area.width.saturating_sub(2) as usize;
+    let est = if c.spe_estimated { " (est.)" } else { "" };
+    let mut lines = vec![Line::from(clip(
+        &format!(
+            "{} steps = {}/epoch × {}{est}",
+            c.total_steps,
+            c.steps_per_epoch,
+            s.value(Field::Epochs)
+        ),
+        inner_w,
+    ))];
+    let cpt = s.value(Field::Cpt);
+    match (c.cost_ratio, c.mean_bits) {
+        (Some(r), Some(m)) if cpt != "static" => lines.push(Line::from(vec![
+            Span::raw("GBitOps "),
+            Span::styled(
+                format!("{r:.2}× static"),
+                Style::default()
+                    .fg(theme::GOOD)
+                    .add_modifier(Modifier::BOLD),
+            ),
+            Span::raw(clip(
+                &format!(" · mean {m:.1} bits"),
+                inner_w.saturating_sub(21),
+            )),
+        ])),
+        _ if cpt == CPT_OFF => lines.push(Line::from(clip(
+            "full precision: no fake quantization",
+            inner_w,
+        ))),
+        (Some(_), _) => lines.push(Line::from("GBitOps 1.00× static (no cycling)")),
+        _ => lines.push(Line::from("GBitOps: -")),
+    }
+    for n in &c.notes {
+        lines.push(Line::styled(
+            clip(n, inner_w),
+            Style::default().fg(theme::WARN),
+        ));
+    }
+    lines.push(if c.ok() {
+        Line::styled(
+            clip("ready: s starts · c for an A/B pair", inner_w),
+            Style::default().fg(theme::GOOD),
+        )
+    } else {
+        Line::styled(
+            clip("fix the marked fields to start", inner_w),
+            Style::default().fg(theme::BAD),
+        )
+    });
+    let est_h = lines.len() as u16 + 2;
+    let [lr_a, q_a, est_a] = Layout::vertical([
+        Constraint::Ratio(1, 2),
+        Constraint::Ratio(1, 2),
+        Constraint::Length(est_h),
+    ])
+    .areas(area);
+    let total = c.total_steps.max(1) as f64;
+    let lr_title = format!("lr(t) · {}", s.value(Field::LrSchedule));
+    let lr_max = c.lr_curve.iter().map(|p| p.1).fold(0.0, f64::max);
+    charts::draw(
+        f,
+        lr_a,
+        &Plot {
+            title: &lr_title,
+            focused: false,
+            x: [0.0, total],
+            y: [0.0, if lr_max > 0.0 { lr_max * 1.05 } else { 1.0 }],
+            y_labels: vec!["0".into(), charts::short(lr_max)],
+            x_labels: vec!["0".into(), format!("{} steps", c.total_steps)],
+            series: vec![charts::line("lr", &c.lr_curve, theme::LR)],
+            empty: "fix the marked fields to see lr(t)",
+        },
+    );
+    let mode_bits = match s.value(Field::Mode) {
+        "fp16" | "bf16" => 16.0,
+        _ => 32.0,
+    };
+    let flat;
+    let (q_series, q_hi, q_title) = match (cpt, c.cpt.as_ref()) {
+        (CPT_OFF, _) | (_, None) => {
+            flat = vec![(0.0, mode_bits), (total, mode_bits)];
+            (
+                flat.as_slice(),
+                mode_bits,
+                format!("q(t) · {} full precision", s.value(Field::Mode)),
+            )
+        }
+        ("static", Some(p)) => {
+            let b = f64::from(p.q_max);
+            flat = vec![(0.0, b), (total, b)];
+            (
+                flat.as_slice(),
+                b,
+                format!("q(t) · static {} bits", p.q_max),
+            )
+        }
+        (_, Some(p)) => (
+            c.q_curve.as_slice(),
+            f64::from(p.q_max),
+            format!("q(t) · {cpt} {}–{} bits × {}", p.q_min, p.q_max, p.cycles),
+        ),
+    };
+    charts::draw(
+        f,
+        q_a,
+        &Plot {
+            title: &q_title,
+            focused: false,
+            x: [0.0, total],
+            y: [0.0, q_hi + 1.0],
+            y_labels: vec!["0".into(), format!("{q_hi}")],
+            x_labels: vec!["0".into(), format!("{} steps", c.total_steps)],
+            series: vec![charts::step_line("q_fwd", q_series, theme::PRECISION)],
+            empty: "fix the marked fields to see q(t)",
+        },
+    );
+    f.render_widget(
+        Paragraph::new(lines).block(
+            Block::bordered()
+                .title(" estimate ")
+                .border_style(theme::border(false)),
+        ),
+        est_a,
+    );
+}
+
+/// `s` cut to `w` characters, with an ellipsis when cut.
+pub fn clip(s: &str, w: usize) -> String {
+    if s.chars().count() <= w {
+        return s.to_string();
+    }
+    let mut out: String = s.chars().take(w.saturating_sub(1)).collect();
+    out.push('…');
+    out
+}
+
+/// `s` cut to its last `w` characters: the end of a path says most.
+fn clip_left(s: &str, w: usize) -> String {
+    let n = s.chars().count();
+    if n <= w {
+        return s.to_string();
+    }
+    let tail: String = s.chars().skip(n + 1 - w.max(1)).collect();
+    format!("…{tail}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::presets::PresetStore;
+
+    fn form() -> SetupState {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = PresetStore::new(dir.path()).load("quickstart").unwrap();
+        SetupState::new(cfg, "quickstart", Some("synthetic:2048:512"))
+    }
+
+    #[test]
+    fn preset_round_trips_through_the_form() {
+        let s = form();
+        assert!(s.check.ok(), "{:?}", s.check.errors);
+        let c = s.check.config.clone().unwrap();
+        assert_eq!(c.data.source.as_deref(), Some("synthetic:2048:512"));
+        assert_eq!(s.check.steps_per_epoch, 2048 / 64);
+        assert_eq!(s.check.total_steps, 32 * 3);
+        assert!(!s.check.lr_curve.is_empty());
+    }
+
+    #[test]
+    fn invalid_values_are_marked_on_their_field() {
+        let mut s = form();
+        s.set(Field::Batch, "0");
+        assert!(s.check.error(Field::Batch).is_some());
+        assert!(!s.check.ok());
+        s.set(Field::Batch, "4096");
+        assert!(s.check.error(Field::Batch).unwrap().contains("larger"));
+        s.set(Field::Batch, "64");
+        s.set(Field::Cpt, "CR");
+        s.set(Field::QMin, "9");
+        assert!(s.check.error(Field::QMin).is_some(), "{:?}", s.check.errors);
+        s.set(Field::QMin, "3");
+        assert!(s.check.ok(), "{:?}", s.check.errors);
+        let r = s.check.cost_ratio.unwrap();
+        assert!(r > 0.2 && r < 1.0, "{r}");
+        s.set(Field::Devices, "gpu");
+        assert!(s.check.error(Field::Devices).is_some());
+    }
+
+    #[test]
+    fn switching_optimizer_and_schedule_takes_defaults() {
+        let mut s = form();
+        s.set(Field::Optimizer, "adamw");
+        s.set(Field::LrSchedule, "multi_step");
+        let c = s.check.config.clone().unwrap();
+        assert_eq!(c.optimizer.kind_name(), "adamw");
+        assert!(matches!(c.lr_schedule, LrSchedule::MultiStep { .. }));
+        s.set(Field::Milestones, "2,1");
+        assert!(
+            s.check.error(Field::Milestones).is_some(),
+            "{:?}",
+            s.check.errors
+        );
+    }
+}

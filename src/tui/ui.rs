@@ -1,0 +1,272 @@
+//! The frame: view tabs, the current view, the status line, and whatever overlay is open.
+//! Colours are the 16 named ANSI colours only, so 16- and 256-colour terminals (and SSH) look
+//! alike.
+use ratatui::layout::{Constraint, Layout, Rect};
+use ratatui::style::{Modifier, Style};
+use ratatui::text::{Line, Span};
+use ratatui::widgets::{Block, Clear, Paragraph, Wrap};
+use ratatui::Frame;
+
+use super::action::View;
+use super::app::{App, Dialog, Overlay, PromptKind};
+use super::setup::clip;
+
+pub mod theme {
+    use ratatui::style::{Color, Style};
+
+    pub const FG: Color = Color::Reset;
+    pub const BG: Color = Color::Black;
+    pub const DIM: Color = Color::DarkGray;
+    pub const ACCENT: Color = Color::Cyan;
+    pub const ACCENT_B: Color = Color::Magenta;
+    pub const GOOD: Color = Color::Green;
+    pub const WARN: Color = Color::Yellow;
+    pub const BAD: Color = Color::Red;
+    pub const LOSS: Color = Color::Yellow;
+    pub const LR: Color = Color::Blue;
+    pub const PRECISION: Color = Color::LightCyan;
+
+    pub fn border(focused: bool) -> Style {
+        if focused {
+            Style::default().fg(ACCENT)
+        } else {
+            Style::default().fg(DIM)
+        }
+    }
+}
+
+/// A bordered panel; the focused one has an accent border.
+pub fn panel(title: &str, focused: bool) -> Block<'static> {
+    panel_with(title, Vec::new(), focused)
+}
+
+/// A panel whose title is followed by `extra` spans (a chart's colour legend).
+pub fn panel_with(title: &str, extra: Vec<Span<'static>>, focused: bool) -> Block<'static> {
+    let mut spans = vec![Span::styled(
+        format!(" {title} "),
+        if focused {
+            Style::default()
+                .fg(theme::ACCENT)
+                .add_modifier(Modifier::BOLD)
+        } else {
+            Style::default()
+        },
+    )];
+    spans.extend(extra);
+    Block::bordered()
+        .title(Line::from(spans))
+        .border_style(theme::border(focused))
+}
+
+/// A `w`×`h` rectangle in the middle of `area`.
+pub fn centered(area: Rect, w: u16, h: u16) -> Rect {
+    let w = w.min(area.width);
+    let h = h.min(area.height);
+    Rect {
+        x: area.x + (area.width - w) / 2,
+        y: area.y + (area.height - h) / 2,
+        width: w,
+        height: h,
+    }
+}
+
+pub fn draw(f: &mut Frame, app: &App) {
+    let area = f.area();
+    let [tabs, body, foot] = Layout::vertical([
+        Constraint::Length(1),
+        Constraint::Min(0),
+        Constraint::Length(1),
+    ])
+    .areas(area);
+    draw_tabs(f, tabs, app);
+    match app.view {
+        View::Setup => super::setup::draw(f, body, &app.setup),
+        View::Dashboard => super::dashboard::draw(f, body, app),
+        View::Compare => super::compare::draw(f, body, app),
+        View::Presets => super::presets::draw(f, body, app),
+        View::Runs => super::runs::draw(f, body, app),
+    }
+    draw_footer(f, foot, app);
+    match &app.overlay {
+        Some(Overlay::Help) => super::help::draw(f, area, app.view),
+        Some(Overlay::Dialog(d)) => draw_dialog(f, area, app, d),
+        Some(Overlay::Prompt(p)) => {
+            let title = match &p.kind {
+                PromptKind::SavePreset => "Save the setup as preset".to_string(),
+                PromptKind::DuplicatePreset(from) => format!("Duplicate {from} as"),
+            };
+            let lines = vec![
+                Line::from(format!("{}▏", p.input)),
+                Line::styled("Enter saves · Esc cancels", Style::default().fg(theme::DIM)),
+            ];
+            popup(f, area, &title, lines, 50);
+        }
+        None => {}
+    }
+}
+
+fn draw_tabs(f: &mut Frame, r: Rect, app: &App) {
+    let mut spans = vec![Span::styled(
+        " cptlab ",
+        Style::default()
+            .fg(theme::BG)
+            .bg(theme::ACCENT)
+            .add_modifier(Modifier::BOLD),
+    )];
+    for (i, v) in View::ALL.iter().enumerate() {
+        let style = if *v == app.view {
+            Style::default()
+                .fg(theme::ACCENT)
+                .add_modifier(Modifier::BOLD | Modifier::UNDERLINED)
+        } else {
+            Style::default().fg(theme::DIM)
+        };
+        spans.push(Span::raw(" "));
+        spans.push(Span::styled(format!("{} {}", i + 1, v.title()), style));
+    }
+    let live = app
+        .runs
+        .iter()
+        .filter(|s| s.data.status.is_active())
+        .count();
+    let right = if live > 0 {
+        format!("● {live} live  ? help ")
+    } else {
+        "? help ".to_string()
+    };
+    let used: usize = spans.iter().map(|s| s.content.chars().count()).sum();
+    let pad = (r.width as usize).saturating_sub(used + right.chars().count());
+    spans.push(Span::raw(" ".repeat(pad)));
+    spans.push(Span::styled(
+        right,
+        Style::default().fg(if live > 0 { theme::GOOD } else { theme::DIM }),
+    ));
+    f.render_widget(Line::from(spans), r);
+}
+
+fn hints(view: View) -> &'static str {
+    match view {
+        View::Setup => "↑↓ field  ←→ change  Enter edit  s start  c A/B  ? help  q quit",
+        View::Dashboard => {
+            "Tab panel  Enter zoom  ←→ run  p pause  x stop  c compare  ? help  q back"
+        }
+        View::Compare => "Tab panel  Enter zoom  ←→ open A/B  w swap  ? help  q back",
+        View::Presets => "Enter load  n save setup  u duplicate  d delete  ? help  q back",
+        View::Runs => "Enter open  space mark  c compare  e export CSV  d delete  ? help",
+    }
+}
+
+fn draw_footer(f: &mut Frame, r: Rect, app: &App) {
+    let w = r.width as usize;
+    let line = match &app.status {
+        Some(s) => Line::styled(
+            clip(&format!(" {}", s.text.lines().next().unwrap_or("")), w),
+            Style::default().fg(if s.warn { theme::WARN } else { theme::FG }),
+        ),
+        None => Line::styled(
+            clip(&format!(" {}", hints(app.view)), w),
+            Style::default().fg(theme::DIM),
+        ),
+    };
+    f.render_widget(line, r);
+}
+
+fn popup(f: &mut Frame, area: Rect, title: &str, lines: Vec<Line>, w: u16) {
+    let w = w.min(area.width.saturating_sub(2)).max(20);
+    let inner_w = w.saturating_sub(2).max(1) as usize;
+    // Height after wrapping, roughly: enough for the longest lines.
+    let h: usize = lines
+        .iter()
+        .map(|l| l.width().max(1).div_ceil(inner_w))
+        .sum();
+    let r = centered(area, w, h as u16 + 2);
+    f.render_widget(Clear, r);
+    f.render_widget(
+        Paragraph::new(lines)
+            .wrap(Wrap { trim: false })
+            .block(panel(title, true)),
+        r,
+    );
+}
+
+fn draw_dialog(f: &mut Frame, area: Rect, app: &App, d: &Dialog) {
+    let key = |k: &str, what: &str| {
+        Line::from(vec![
+            Span::styled(
+                format!(" {k} "),
+                Style::default()
+                    .fg(theme::ACCENT)
+                    .add_modifier(Modifier::BOLD),
+            ),
+            Span::raw(what.to_string()),
+        ])
+    };
+    let yes_no = || key("y / n", "");
+    let (title, lines): (String, Vec<Line>) = match d {
+        Dialog::QuitLive => {
+            let n = app.live_runs().len();
+            (
+                "Leave the workbench?".into(),
+                vec![
+                    Line::from(format!("{n} run(s) of this workbench are live.")),
+                    Line::from(""),
+                    key("x", "stop them (checkpoint and summary), then quit"),
+                    key("d", "detach: they finish headless and keep recording;"),
+                    Line::from("    a later `cptlab` attaches from Runs"),
+                    key("Esc", "stay"),
+                ],
+            )
+        }
+        Dialog::StopRun(id) => {
+            let name = app.slot(*id).map(|s| s.title()).unwrap_or_default();
+            (
+                "Stop the run?".into(),
+                vec![
+                    Line::from(name),
+                    Line::from("It saves a checkpoint and its summary (status stopped)."),
+                    yes_no(),
+                ],
+            )
+        }
+        Dialog::DeleteRun { name, .. } => (
+            "Delete the run?".into(),
+            vec![
+                Line::from(name.clone()),
+                Line::from("Its directory, metrics and checkpoints are removed."),
+                yes_no(),
+            ],
+        ),
+        Dialog::DeletePreset(name) => (
+            "Delete the preset?".into(),
+            vec![Line::from(format!("user preset {name}")), yes_no()],
+        ),
+        Dialog::OverwritePreset { name, .. } => (
+            "Overwrite?".into(),
+            vec![
+                Line::from(format!("A user preset named {name} exists.")),
+                Line::from("Replace it with the current setup?"),
+                yes_no(),
+            ],
+        ),
+        Dialog::AbMode => {
+            let a = app
+                .setup
+                .ab_first
+                .as_ref()
+                .map(|a| a.summary.clone())
+                .unwrap_or_default();
+            (
+                "Launch A and B (same seed)".into(),
+                vec![
+                    Line::from(format!("A: {a}")),
+                    Line::from(format!("B: {}", app.setup.summary())),
+                    Line::from(""),
+                    key("1", "one after the other (all devices each)"),
+                    key("2", "side by side on split devices"),
+                    key("Esc", "not yet"),
+                ],
+            )
+        }
+    };
+    popup(f, area, &title, lines, 60);
+}

@@ -1,0 +1,529 @@
+//! Key handling through the path the running app uses: `KeyEvent` → `Action::from_key` →
+//! `App::update`, checking state and the commands queued for the supervisor (nothing is
+//! spawned or signalled here).
+mod tui_common;
+
+use cptlab::tui::action::View;
+use cptlab::tui::app::{App, Command, Control, Dialog, Msg, Overlay};
+use cptlab::tui::process::{lock_holder, LOCK_FILE};
+use cptlab::tui::run_data::{RunData, RunStatus};
+use cptlab::tui::setup::Field;
+use crossterm::event::{KeyCode, KeyEvent, KeyModifiers};
+use tui_common::*;
+
+fn key(app: &mut App, code: KeyCode) {
+    app.on_key(KeyEvent::new(code, KeyModifiers::NONE));
+}
+
+fn keys(app: &mut App, s: &str) {
+    for c in s.chars() {
+        key(app, KeyCode::Char(c));
+    }
+}
+
+fn ctrl_c(app: &mut App) {
+    app.on_key(KeyEvent::new(KeyCode::Char('c'), KeyModifiers::CONTROL));
+}
+
+fn launches(cmds: &[Command]) -> Vec<(u64, cptlab::config::RunConfig)> {
+    cmds.iter()
+        .filter_map(|c| match c {
+            Command::Launch { run, config } => Some((*run, (**config).clone())),
+            _ => None,
+        })
+        .collect()
+}
+
+/// Focuses `f` in the Setup form with ↓ presses.
+fn focus(app: &mut App, f: Field) {
+    for _ in 0..40 {
+        if app.setup.focus() == f {
+            return;
+        }
+        key(app, KeyCode::Down);
+    }
+    panic!("{f:?} not reachable");
+}
+
+/// Starts the form's run and reports its process as spawned.
+fn start(app: &mut App) -> u64 {
+    keys(app, "s");
+    let l = launches(&app.take_commands());
+    assert_eq!(l.len(), 1, "one launch");
+    let run = l[0].0;
+    app.on_msg(Msg::Spawned { run, pid: 4242 });
+    run
+}
+
+#[test]
+fn number_keys_switch_views_and_q_goes_back_then_quits() {
+    let home = Home::new();
+    let mut app = home.app();
+    assert_eq!(app.view, View::Setup);
+    for (c, v) in [
+        ('2', View::Dashboard),
+        ('3', View::Compare),
+        ('4', View::Presets),
+        ('5', View::Runs),
+        ('1', View::Setup),
+    ] {
+        keys(&mut app, &c.to_string());
+        assert_eq!(app.view, v);
+    }
+    keys(&mut app, "?");
+    assert_eq!(app.overlay, Some(Overlay::Help));
+    key(&mut app, KeyCode::Esc);
+    assert_eq!(app.overlay, None);
+    keys(&mut app, "q");
+    assert_eq!(app.exit, Some(0), "nothing live: q quits without asking");
+}
+
+#[test]
+fn editing_a_field_takes_letters_as_text() {
+    let home = Home::new();
+    let mut app = home.app();
+    focus(&mut app, Field::Name);
+    key(&mut app, KeyCode::Enter);
+    for _ in 0.."demo".len() {
+        key(&mut app, KeyCode::Backspace);
+    }
+    // s, q, p, x, c and digits are text while a field is edited.
+    keys(&mut app, "sqpxc-1");
+    assert!(app.take_commands().is_empty());
+    assert_eq!(app.exit, None);
+    key(&mut app, KeyCode::Enter);
+    assert_eq!(app.setup.value(Field::Name), "sqpxc-1");
+    // Esc drops an edit.
+    focus(&mut app, Field::Epochs);
+    key(&mut app, KeyCode::Enter);
+    keys(&mut app, "99");
+    key(&mut app, KeyCode::Esc);
+    assert_eq!(app.setup.value(Field::Epochs), "3");
+    // ←/→ step numbers and cycle choices; Tab wraps.
+    keys(&mut app, "l");
+    assert_eq!(app.setup.value(Field::Epochs), "4");
+    focus(&mut app, Field::Optimizer);
+    key(&mut app, KeyCode::Right);
+    assert_eq!(app.setup.value(Field::Optimizer), "adam");
+    assert!(!app.setup.visible().contains(&Field::Momentum));
+}
+
+#[test]
+fn start_is_refused_until_the_form_is_valid_then_launches_what_it_shows() {
+    let home = Home::new();
+    let mut app = home.app();
+    focus(&mut app, Field::Batch);
+    key(&mut app, KeyCode::Enter);
+    keys(&mut app, "x");
+    key(&mut app, KeyCode::Enter);
+    keys(&mut app, "s");
+    assert!(app.take_commands().is_empty());
+    assert!(app.status.as_ref().unwrap().warn);
+    assert_eq!(app.view, View::Setup);
+    key(&mut app, KeyCode::Enter);
+    for _ in 0..10 {
+        key(&mut app, KeyCode::Backspace);
+    }
+    keys(&mut app, "128");
+    key(&mut app, KeyCode::Enter);
+    app.setup.set(Field::Cpt, "RR");
+    keys(&mut app, "s");
+    let l = launches(&app.take_commands());
+    assert_eq!(l.len(), 1);
+    let cfg = &l[0].1;
+    assert_eq!(cfg.train.batch_size, 128);
+    assert_eq!(cfg.data.source.as_deref(), Some("synthetic:2048:512"));
+    assert_eq!(
+        cfg.precision.schedule.as_ref().map(|s| s.kind.name()),
+        Some("RR")
+    );
+    assert_eq!(app.view, View::Dashboard);
+    // q goes back to Setup, where s was pressed.
+    keys(&mut app, "q");
+    assert_eq!(app.view, View::Setup);
+}
+
+#[test]
+fn pause_resume_and_stop_signal_the_child() {
+    let home = Home::new();
+    let mut app = home.app();
+    let run = start(&mut app);
+    let dir = home.runs().join("20250101-000000-quickstart");
+    let cfg = config("quickstart", None);
+    write_run(&home.runs(), "20250101-000000-quickstart", &cfg, &[], None);
+    for e in events(&dir, &cfg, 5, false, 0.0) {
+        app.ingest(run, e);
+    }
+    // The driving workbench holds the run's lock.
+    assert_eq!(lock_holder(&dir.join(LOCK_FILE)), Some(std::process::id()));
+    keys(&mut app, "p");
+    assert_eq!(
+        app.take_commands(),
+        vec![Command::Signal {
+            pid: 4242,
+            signal: libc::SIGSTOP
+        }]
+    );
+    assert_eq!(app.slot(run).unwrap().data.status, RunStatus::Paused);
+    keys(&mut app, "p");
+    assert_eq!(
+        app.take_commands(),
+        vec![Command::Signal {
+            pid: 4242,
+            signal: libc::SIGCONT
+        }]
+    );
+    keys(&mut app, "p");
+    app.take_commands();
+    // x asks first; n keeps it running; y stops (SIGCONT too, since it is paused).
+    keys(&mut app, "x");
+    assert_eq!(app.overlay, Some(Overlay::Dialog(Dialog::StopRun(run))));
+    keys(&mut app, "n");
+    assert!(app.take_commands().is_empty());
+    keys(&mut app, "xy");
+    assert_eq!(
+        app.take_commands(),
+        vec![
+            Command::Signal {
+                pid: 4242,
+                signal: libc::SIGTERM
+            },
+            Command::Signal {
+                pid: 4242,
+                signal: libc::SIGCONT
+            }
+        ]
+    );
+    assert_eq!(app.slot(run).unwrap().data.status, RunStatus::Stopping);
+    // The child exits: the lock goes.
+    app.on_msg(Msg::Exited {
+        run,
+        code: Some(130),
+        stderr: String::new(),
+    });
+    assert!(!dir.join(LOCK_FILE).exists());
+}
+
+#[test]
+fn leaving_while_live_asks_and_detach_resumes_a_paused_run() {
+    let home = Home::new();
+    let mut app = home.app();
+    let run = start(&mut app);
+    app.ingest(
+        run,
+        ev(serde_json::json!({"event": "log", "level": "info", "message": "x"})),
+    );
+    app.slot_mut(run).unwrap().data.status = RunStatus::Training;
+    keys(&mut app, "p");
+    app.take_commands();
+    keys(&mut app, "1q");
+    assert_eq!(app.overlay, Some(Overlay::Dialog(Dialog::QuitLive)));
+    key(&mut app, KeyCode::Esc);
+    assert_eq!(app.overlay, None);
+    assert_eq!(app.exit, None);
+    // Ctrl-C asks too; a second Ctrl-C detaches.
+    ctrl_c(&mut app);
+    assert_eq!(app.overlay, Some(Overlay::Dialog(Dialog::QuitLive)));
+    ctrl_c(&mut app);
+    assert_eq!(app.exit, Some(0));
+    assert_eq!(
+        app.take_commands(),
+        vec![Command::Signal {
+            pid: 4242,
+            signal: libc::SIGCONT
+        }],
+        "a paused run is resumed before it is left headless"
+    );
+}
+
+#[test]
+fn quitting_with_x_stops_live_runs() {
+    let home = Home::new();
+    let mut app = home.app();
+    let run = start(&mut app);
+    app.slot_mut(run).unwrap().data.status = RunStatus::Training;
+    keys(&mut app, "1q");
+    keys(&mut app, "x");
+    assert_eq!(app.exit, Some(0));
+    assert_eq!(
+        app.take_commands(),
+        vec![Command::Signal {
+            pid: 4242,
+            signal: libc::SIGTERM
+        }]
+    );
+}
+
+#[test]
+fn ab_pair_side_by_side_splits_the_cpu_with_one_seed() {
+    let home = Home::new();
+    let mut app = home.app();
+    keys(&mut app, "c");
+    assert!(app.setup.ab_first.is_some());
+    app.setup.set(Field::Cpt, "CR");
+    app.setup.set(Field::Seed, "7");
+    keys(&mut app, "c");
+    assert_eq!(app.overlay, Some(Overlay::Dialog(Dialog::AbMode)));
+    keys(&mut app, "2");
+    let l = launches(&app.take_commands());
+    assert_eq!(l.len(), 2);
+    let (a, b) = (&l[0].1, &l[1].1);
+    assert_eq!(a.seed, b.seed, "matched seed");
+    assert_eq!(a.seed, 42);
+    assert_eq!((a.name.as_str(), b.name.as_str()), ("demo-a", "demo-b"));
+    assert_eq!(a.devices.threads, Some(1), "two cores split in two");
+    assert!(a.precision.schedule.is_none());
+    assert_eq!(b.precision.schedule.as_ref().unwrap().kind.name(), "CR");
+    assert_eq!(app.view, View::Compare);
+    assert_eq!(app.pair, Some((l[0].0, l[1].0)));
+}
+
+#[test]
+fn ab_pair_one_after_the_other_queues_b_until_a_ends() {
+    let home = Home::new();
+    let mut app = home.app();
+    keys(&mut app, "c");
+    app.setup.set(Field::Cpt, "RR");
+    keys(&mut app, "c1");
+    let l = launches(&app.take_commands());
+    assert_eq!(l.len(), 1, "only A starts");
+    let a = l[0].0;
+    let (_, b) = app.pair.unwrap();
+    assert!(matches!(app.slot(b).unwrap().control, Control::Queued(_)));
+    app.on_msg(Msg::Spawned { run: a, pid: 4242 });
+    app.slot_mut(a).unwrap().data.status = RunStatus::Training;
+    app.on_msg(Msg::Exited {
+        run: a,
+        code: Some(1),
+        stderr: "error: boom".into(),
+    });
+    assert!(matches!(
+        app.slot(a).unwrap().data.status,
+        RunStatus::Failed(_)
+    ));
+    let l = launches(&app.take_commands());
+    assert_eq!(l.len(), 1, "B starts when A ends");
+    assert_eq!(l[0].0, b);
+    assert_eq!(
+        l[0].1.precision.schedule.as_ref().unwrap().kind.name(),
+        "RR"
+    );
+}
+
+#[test]
+fn runs_view_marks_compares_exports_and_deletes() {
+    let home = Home::new();
+    let mut dirs = Vec::new();
+    for name in ["20250101-090000-a", "20250101-093000-b"] {
+        let cfg = config(name, None);
+        let dir = home.runs().join(name);
+        let ev = events(&dir, &cfg, u64::MAX, true, 0.0);
+        dirs.push(write_run(&home.runs(), name, &cfg, &ev, None));
+    }
+    let live_cfg = config("live", None);
+    let live = write_run(
+        &home.runs(),
+        "20250101-100000-live",
+        &live_cfg,
+        &[],
+        Some(std::process::id()),
+    );
+    let mut app = home.app();
+    assert_eq!(app.view, View::Runs, "a live run opens the Runs view");
+    // The live run cannot be deleted.
+    keys(&mut app, "d");
+    assert_eq!(app.overlay, None);
+    assert!(live.exists());
+    // Mark two finished runs, compare them.
+    keys(&mut app, "j ");
+    keys(&mut app, "j ");
+    keys(&mut app, "c");
+    assert_eq!(app.view, View::Compare);
+    let (a, b) = app.pair.unwrap();
+    let follows: Vec<_> = app
+        .take_commands()
+        .into_iter()
+        .filter(|c| matches!(c, Command::Follow { live: false, .. }))
+        .collect();
+    assert_eq!(follows.len(), 2, "finished runs replay from metrics.jsonl");
+    assert_ne!(a, b);
+    // Export CSV into the run directory.
+    keys(&mut app, "q");
+    assert_eq!(app.view, View::Runs);
+    keys(&mut app, "e");
+    let csv = std::fs::read_to_string(dirs[0].join("steps.csv")).unwrap();
+    assert!(csv.starts_with("step,epoch,loss"));
+    assert_eq!(csv.lines().count(), 1 + (SPE * EPOCHS) as usize);
+    assert!(dirs[0].join("evals.csv").is_file());
+    // Delete asks; y deletes.
+    keys(&mut app, "d");
+    assert!(matches!(
+        app.overlay,
+        Some(Overlay::Dialog(Dialog::DeleteRun { .. }))
+    ));
+    keys(&mut app, "y");
+    assert!(!dirs[0].exists());
+    assert_eq!(app.history.rows.len(), 2);
+}
+
+#[test]
+fn attaching_takes_the_lock_and_respects_another_workbench() {
+    let home = Home::new();
+    let cfg = config("live", None);
+    let me = std::process::id();
+    let dir = write_run(&home.runs(), "20250101-100000-live", &cfg, &[], Some(me));
+    let mut app = home.app();
+    // Enter on the live run attaches and drives it.
+    key(&mut app, KeyCode::Enter);
+    assert_eq!(app.view, View::Dashboard);
+    let slot = app.current_slot().unwrap().clone();
+    assert!(matches!(
+        slot.control,
+        Control::Driven {
+            child: false,
+            pid,
+            ..
+        } if pid == me
+    ));
+    assert_eq!(lock_holder(&dir.join(LOCK_FILE)), Some(me));
+    assert!(app.take_commands().contains(&Command::Follow {
+        run: slot.id,
+        dir: dir.clone(),
+        live: true
+    }));
+    // Quitting releases the lock (detaching: the run was not started here).
+    keys(&mut app, "q");
+    ctrl_c(&mut app);
+    keys(&mut app, "d");
+    assert_eq!(app.exit, Some(0));
+    assert!(!dir.join(LOCK_FILE).exists());
+
+    // Another live workbench holds the lock: watch only, no control.
+    // SAFETY: getppid has no preconditions.
+    let other = unsafe { libc::getppid() } as u32;
+    std::fs::write(dir.join(LOCK_FILE), format!(r#"{{"pid": {other}}}"#)).unwrap();
+    let mut app = home.app();
+    key(&mut app, KeyCode::Enter);
+    assert!(matches!(
+        app.current_slot().unwrap().control,
+        Control::Watching { holder, .. } if holder == other
+    ));
+    keys(&mut app, "p");
+    assert!(app
+        .take_commands()
+        .iter()
+        .all(|c| !matches!(c, Command::Signal { .. })));
+
+    // A lock from a dead process is stale: cleared and taken.
+    std::fs::write(dir.join(LOCK_FILE), format!(r#"{{"pid": {DEAD_PID}}}"#)).unwrap();
+    let mut app = home.app();
+    key(&mut app, KeyCode::Enter);
+    assert!(matches!(
+        app.current_slot().unwrap().control,
+        Control::Driven { .. }
+    ));
+    assert_eq!(lock_holder(&dir.join(LOCK_FILE)), Some(me));
+}
+
+#[test]
+fn presets_save_never_overwrites_silently() {
+    let home = Home::new();
+    let mut app = home.app();
+    keys(&mut app, "4");
+    let save = |app: &mut App, name: &str| {
+        keys(app, "n");
+        for _ in 0..30 {
+            key(app, KeyCode::Backspace);
+        }
+        keys(app, name);
+        key(app, KeyCode::Enter);
+    };
+    save(&mut app, "mine");
+    let path = home.paths().presets.join("mine.toml");
+    assert!(path.is_file());
+    // Same name again: asked first; n keeps the old file.
+    app.setup.set(Field::Epochs, "9");
+    save(&mut app, "mine");
+    assert!(matches!(
+        app.overlay,
+        Some(Overlay::Dialog(Dialog::OverwritePreset { .. }))
+    ));
+    keys(&mut app, "n");
+    assert!(std::fs::read_to_string(&path)
+        .unwrap()
+        .contains("epochs = 3"));
+    save(&mut app, "mine");
+    keys(&mut app, "y");
+    assert!(std::fs::read_to_string(&path)
+        .unwrap()
+        .contains("epochs = 9"));
+    // Duplicate the selected preset (mine) under a new name.
+    keys(&mut app, "u");
+    for _ in 0..30 {
+        key(&mut app, KeyCode::Backspace);
+    }
+    keys(&mut app, "mine-2");
+    key(&mut app, KeyCode::Enter);
+    assert!(home.paths().presets.join("mine-2.toml").is_file());
+    // Built-ins cannot be deleted; user presets after a yes.
+    let idx = |app: &App, n: &str| app.presets.rows.iter().position(|p| p.name == n).unwrap();
+    app.presets.cursor = idx(&app, "quickstart");
+    keys(&mut app, "d");
+    assert_eq!(app.overlay, None);
+    app.presets.cursor = idx(&app, "mine-2");
+    keys(&mut app, "dy");
+    assert!(!home.paths().presets.join("mine-2.toml").exists());
+    // Enter loads a preset into Setup (the command-line data stays).
+    app.presets.cursor = idx(&app, "lenet-sgd");
+    key(&mut app, KeyCode::Enter);
+    assert_eq!(app.view, View::Setup);
+    assert_eq!(app.setup.preset, "lenet-sgd");
+    let want = app.presets.store().load("lenet-sgd").unwrap();
+    assert_eq!(
+        app.setup.value(Field::Batch),
+        want.train.batch_size.to_string()
+    );
+    assert_eq!(app.setup.value(Field::Data), "synthetic:2048:512");
+}
+
+#[test]
+fn dashboard_keys_move_focus_zoom_and_switch_runs() {
+    let home = Home::new();
+    let mut app = home.app();
+    let a = app.add_run(RunData::new("a"), Control::None, None);
+    let b = app.add_run(RunData::new("b"), Control::None, None);
+    app.current = Some(a);
+    keys(&mut app, "2");
+    key(&mut app, KeyCode::Tab);
+    assert_eq!(app.dash.focus, 1);
+    key(&mut app, KeyCode::BackTab);
+    key(&mut app, KeyCode::BackTab);
+    assert_eq!(app.dash.focus, 5);
+    key(&mut app, KeyCode::Enter);
+    assert!(app.dash.zoom);
+    keys(&mut app, "l");
+    assert_eq!(app.current, Some(b));
+    // c with two runs open compares them.
+    keys(&mut app, "c");
+    assert_eq!(app.view, View::Compare);
+    assert_eq!(app.pair, Some((a, b)));
+    // p on a run that is not live says so and signals nothing.
+    keys(&mut app, "p");
+    assert!(app.take_commands().is_empty());
+}
+
+#[test]
+fn hangup_detaches_and_exits() {
+    let home = Home::new();
+    let mut app = home.app();
+    let run = start(&mut app);
+    app.slot_mut(run).unwrap().data.status = RunStatus::Training;
+    app.on_msg(Msg::Hangup);
+    assert_eq!(app.exit, Some(0));
+    assert!(
+        app.take_commands()
+            .iter()
+            .all(|c| !matches!(c, Command::Signal { signal, .. } if *signal == libc::SIGTERM)),
+        "a hang-up never stops a run"
+    );
+}

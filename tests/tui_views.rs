@@ -1,0 +1,214 @@
+//! Every view drawn at 80×24 and 160×48 from scripted event streams, compared with insta
+//! snapshots (`INSTA_UPDATE=always cargo test --release --test tui_views` rewrites them).
+mod tui_common;
+
+use cptlab::tui::action::{Action, View};
+use cptlab::tui::app::{App, Control, Msg};
+use cptlab::tui::run_data::RunData;
+use cptlab::tui::sampler::{DeviceSample, ProcSample};
+use cptlab::tui::setup::Field;
+use tui_common::*;
+
+const SIZES: [(u16, u16); 2] = [(80, 24), (160, 48)];
+
+fn snap(app: &App, name: &str) {
+    for (w, h) in SIZES {
+        insta::assert_snapshot!(format!("{name}_{w}x{h}"), render(app, w, h));
+    }
+}
+
+/// A CR run half-way through epoch 2, driven by this workbench, with a minute of CPU samples.
+fn live_app(home: &Home) -> App {
+    let mut app = home.app();
+    let cfg = config("cr-live", Some(cr()));
+    let dir = write_run(&home.runs(), "20250101-120000-cr-live", &cfg, &[], None);
+    let id = app.add_run(
+        RunData::new("cr-live"),
+        Control::Driven {
+            pid: 4242,
+            child: true,
+            lock: None,
+        },
+        None,
+    );
+    for e in events(&dir, &cfg, SPE + SPE / 2, false, 0.0) {
+        app.ingest(id, e);
+    }
+    for i in 0..60 {
+        let x = i as f64;
+        app.on_msg(Msg::Devices(DeviceSample {
+            gpus: vec![],
+            procs: vec![ProcSample {
+                pid: 4242,
+                cores: 1.6 + 0.3 * (x * 0.4).sin(),
+                workers: vec![("cptlab-worker-0".into(), 0.8 + 0.15 * (x * 0.5).cos())],
+            }],
+            nvml_error: None,
+        }));
+    }
+    app.current = Some(id);
+    app.show(View::Dashboard);
+    app
+}
+
+#[test]
+fn setup_view() {
+    let home = Home::new();
+    let mut app = home.app();
+    app.setup.set(Field::Cpt, "CR");
+    app.setup.set(Field::Cycles, "4");
+    snap(&app, "setup_cr");
+}
+
+#[test]
+fn setup_marks_invalid_fields_in_place() {
+    let home = Home::new();
+    let mut app = home.app();
+    app.setup.set(Field::Batch, "0");
+    app.setup.set(Field::Lr, "fast");
+    app.update(Action::Start);
+    assert!(app.take_commands().is_empty(), "start is refused");
+    snap(&app, "setup_invalid");
+}
+
+#[test]
+fn dashboard_mid_run() {
+    let home = Home::new();
+    let app = live_app(&home);
+    snap(&app, "dashboard_live");
+}
+
+#[test]
+fn dashboard_finished_replay() {
+    let home = Home::new();
+    let mut app = home.app();
+    let cfg = config("static-8b", Some(static8()));
+    let dir = home.runs().join("20250101-110000-static-8b");
+    let ev = events(&dir, &cfg, u64::MAX, true, 0.0);
+    write_run(&home.runs(), "20250101-110000-static-8b", &cfg, &ev, None);
+    let id = app.open_dir(&dir);
+    for e in ev {
+        app.ingest(id, e);
+    }
+    app.current = Some(id);
+    app.show(View::Dashboard);
+    snap(&app, "dashboard_finished");
+}
+
+#[test]
+fn dashboard_without_a_run() {
+    let home = Home::new();
+    let mut app = home.app();
+    app.show(View::Dashboard);
+    snap(&app, "dashboard_empty");
+}
+
+#[test]
+fn compare_view() {
+    let home = Home::new();
+    let mut app = home.app();
+    let mut ids = Vec::new();
+    for (name, cpt, better) in [
+        ("20250101-100000-static-8b", static8(), 0.0),
+        ("20250101-100500-cr-3-8", cr(), 0.03),
+    ] {
+        let cfg = config(name, Some(cpt));
+        let dir = home.runs().join(name);
+        let ev = events(&dir, &cfg, u64::MAX, true, better);
+        write_run(&home.runs(), name, &cfg, &ev, None);
+        let id = app.open_dir(&dir);
+        for e in ev {
+            app.ingest(id, e);
+        }
+        ids.push(id);
+    }
+    app.pair = Some((ids[0], ids[1]));
+    app.show(View::Compare);
+    snap(&app, "compare");
+}
+
+#[test]
+fn presets_view() {
+    let home = Home::new();
+    let mut app = home.app();
+    app.show(View::Presets);
+    // n: save the setup under a name typed into the prompt (it starts with the setup's name).
+    app.update(Action::Key('n'));
+    for _ in 0.."demo".len() {
+        app.update(Action::Backspace);
+    }
+    for c in "my-cr".chars() {
+        app.update(Action::Input(c));
+    }
+    app.update(Action::Select);
+    // Only some built-ins, so that adding presets to the repository does not move the
+    // snapshot; the preview shows a built-in's file.
+    app.presets
+        .rows
+        .retain(|p| matches!(p.name.as_str(), "lenet-sgd" | "my-cr" | "quickstart"));
+    app.presets.cursor = 0;
+    snap(&app, "presets");
+}
+
+#[test]
+fn runs_view() {
+    let home = Home::new();
+    for (name, finish, pid) in [
+        ("20250101-090000-static-8b", true, None),
+        ("20250101-093000-cr-3-8", true, None),
+        ("20250101-100000-interrupted", false, Some(DEAD_PID)),
+        ("20250101-103000-headless", false, Some(std::process::id())),
+    ] {
+        let cfg = config(name, Some(cr()));
+        let dir = home.runs().join(name);
+        let ev = events(&dir, &cfg, if finish { u64::MAX } else { 40 }, finish, 0.0);
+        write_run(&home.runs(), name, &cfg, &ev, pid);
+    }
+    // A live run left headless: the workbench opens on Runs and says so.
+    let mut app = home.app();
+    assert_eq!(app.view, View::Runs);
+    app.update(Action::Down);
+    app.update(Action::Key(' '));
+    app.update(Action::Down);
+    app.update(Action::Key(' '));
+    snap(&app, "runs");
+}
+
+#[test]
+fn help_overlay() {
+    let home = Home::new();
+    let mut app = live_app(&home);
+    app.update(Action::Help);
+    snap(&app, "help_dashboard");
+}
+
+#[test]
+fn quit_while_live_asks() {
+    let home = Home::new();
+    let mut app = live_app(&home);
+    app.update(Action::Back);
+    assert!(app.exit.is_none());
+    snap(&app, "quit_dialog");
+}
+
+#[test]
+fn dashboard_fp16_shows_the_loss_scale_and_skipped_steps() {
+    let home = Home::new();
+    let mut app = home.app();
+    let mut cfg = config("fp16", None);
+    cfg.precision.mode = cptlab::config::PrecisionMode::Fp16;
+    let dir = write_run(&home.runs(), "20250101-130000-fp16", &cfg, &[], None);
+    let id = app.add_run(RunData::new("fp16"), Control::None, None);
+    for e in events(&dir, &cfg, 60, false, 0.0) {
+        let mut raw = e.raw.clone();
+        if let Some(step) = raw["step"].as_u64().filter(|_| raw["event"] == "step") {
+            // An overflow at step 20 halves the scale.
+            raw["loss_scale"] = serde_json::json!(if step < 20 { 65536.0 } else { 32768.0 });
+            raw["skipped"] = serde_json::json!(step == 20);
+        }
+        app.ingest(id, ev(raw));
+    }
+    app.current = Some(id);
+    app.show(View::Dashboard);
+    snap(&app, "dashboard_fp16");
+}
