@@ -69,6 +69,7 @@ impl Job {
         let source = resolve_data_source(&mut config)?;
         let devices = check_devices(&config)?;
         let data = load_data(&config, &source, &paths)?;
+        resolve_threads(&mut config, &devices);
         let trainers = build_trainers(&config, &data, &devices)?;
         let store = RunStore::create(&paths.runs, &config)?;
         Ok(Self::spawn(config, data, trainers, Some(store), None))
@@ -85,11 +86,13 @@ impl Job {
         config.validate()?;
         let source = resolve_data_source(&mut config)?;
         let data = load_data(&config, &source, &paths)?;
-        if let Some(n) = config.devices.threads {
-            tch::set_num_threads(n as i32);
-        }
+        let threads = worker_threads(&config, 1);
         let rank = collective.rank();
-        let trainer = Trainer::new(config.clone(), device, data.dataset.clone(), collective)?;
+        let trainer = build_quietly(|| {
+            Trainer::new(config.clone(), device, data.dataset.clone(), collective)
+        })?;
+        let mut config = config;
+        config.devices.threads = Some(threads);
         let store = if rank == 0 {
             Some(RunStore::create(&paths.runs, &config)?)
         } else {
@@ -121,6 +124,7 @@ impl Job {
         let source = resolve_data_source(&mut config)?;
         let devices = check_devices(&config)?;
         let data = load_data(&config, &source, &paths)?;
+        resolve_threads(&mut config, &devices);
         let mut trainers = build_trainers(&config, &data, &devices)?;
         for t in &mut trainers {
             t.restore(&ckpt)?;
@@ -149,6 +153,7 @@ impl Job {
             .map(|s| s.dir().to_path_buf())
             .unwrap_or_else(|| paths_placeholder(&config));
         let aborts: Vec<AbortHandle> = trainers.iter().map(|t| t.abort_handle()).collect();
+        // Resolved by build_trainers / start_rank: every worker sets it in its own thread.
         let threads = config.devices.threads;
         let mut handles = Vec::new();
         for trainer in trainers {
@@ -396,6 +401,30 @@ fn load_data(config: &RunConfig, source: &DataSource, paths: &Paths) -> Result<L
     })
 }
 
+/// Intra-op threads per worker: the configured number, else the cores divided among the CPU
+/// workers (libtorch's default — one per core — for a single worker).
+fn worker_threads(config: &RunConfig, cpu_workers: usize) -> usize {
+    config.devices.threads.unwrap_or_else(|| {
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        (cores / cpu_workers.max(1)).max(1)
+    })
+}
+
+/// Records the intra-op thread count every worker will use (the resolved config says it).
+fn resolve_threads(config: &mut RunConfig, devices: &[tch::Device]) {
+    let cpu_workers = devices.iter().filter(|d| **d == tch::Device::Cpu).count();
+    config.devices.threads = Some(worker_threads(config, cpu_workers));
+}
+
+/// Runs `build` (model construction, a dry forward) with libtorch's intra-op pool at one thread.
+/// A thread that has run a parallel OpenMP region keeps its team of threads, and ops on another
+/// thread (our worker) then run about 2× slower with 2 threads (measured here, also in plain
+/// PyTorch); so the job's own thread never runs parallel work. Workers set their own count.
+fn build_quietly<T>(build: impl FnOnce() -> Result<T>) -> Result<T> {
+    tch::set_num_threads(1);
+    build()
+}
+
 /// Builds every rank's replica, one after another (libtorch's generator is process-wide, so
 /// sequential seeding gives identical initial weights).
 fn build_trainers(
@@ -403,21 +432,14 @@ fn build_trainers(
     data: &LoadedData,
     devices: &[tch::Device],
 ) -> Result<Vec<Trainer>> {
-    let cpu_workers = devices.iter().filter(|d| **d == tch::Device::Cpu).count();
-    let mut config = config.clone();
-    if config.devices.threads.is_none() && cpu_workers > 1 {
-        // Split the cores among CPU workers rather than oversubscribing them.
-        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-        config.devices.threads = Some((cores / cpu_workers).max(1));
-    }
-    if let Some(n) = config.devices.threads {
-        tch::set_num_threads(n as i32);
-    }
-    collectives(devices)?
-        .into_iter()
-        .zip(devices)
-        .map(|(c, &d)| Trainer::new(config.clone(), d, data.dataset.clone(), c))
-        .collect()
+    let collectives = collectives(devices)?;
+    build_quietly(|| {
+        collectives
+            .into_iter()
+            .zip(devices)
+            .map(|(c, &d)| Trainer::new(config.clone(), d, data.dataset.clone(), c))
+            .collect()
+    })
 }
 
 fn run_worker(
