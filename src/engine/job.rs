@@ -91,7 +91,6 @@ impl Job {
         let trainer = build_quietly(|| {
             Trainer::new(config.clone(), device, data.dataset.clone(), collective)
         })?;
-        let mut config = config;
         config.devices.threads = Some(threads);
         let store = if rank == 0 {
             Some(RunStore::create(&paths.runs, &config)?)
