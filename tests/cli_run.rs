@@ -191,16 +191,7 @@ fn step_losses(home: &Home, extra: &[&str]) -> Vec<f64> {
         "--json",
     ];
     args.extend_from_slice(extra);
-    let out = home.cmd().args(&args).output().unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    of_kind(&events(&out.stdout), "step")
-        .iter()
-        .map(|e| e["loss"].as_f64().unwrap())
-        .collect()
+    common::losses(&common::run_ok(home, &args))
 }
 
 #[test]

@@ -19,19 +19,9 @@ fn run(home: &Home, extra: &[&str]) -> (Vec<f64>, Value) {
         "--json",
     ];
     args.extend_from_slice(extra);
-    let out = home.cmd().args(&args).output().unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let ev = events(&out.stdout);
-    let losses = of_kind(&ev, "step")
-        .iter()
-        .map(|e| e["loss"].as_f64().unwrap())
-        .collect();
+    let ev = common::run_ok(home, &args);
     let summary = of_kind(&ev, "finished")[0]["summary"].clone();
-    (losses, summary)
+    (common::losses(&ev), summary)
 }
 
 #[test]

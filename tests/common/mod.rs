@@ -93,3 +93,22 @@ pub fn step_losses(run: &Path) -> Vec<(u64, f64)> {
         .map(|e| (e["step"].as_u64().unwrap(), e["loss"].as_f64().unwrap()))
         .collect()
 }
+
+/// Runs `cptlab ARGS` (with `--json`), asserts it succeeded, returns its events.
+pub fn run_ok(home: &Home, args: &[&str]) -> Vec<Value> {
+    let out = home.cmd().args(args).output().unwrap();
+    assert!(
+        out.status.success(),
+        "{args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    events(&out.stdout)
+}
+
+/// The `loss` of every step event.
+pub fn losses(events: &[Value]) -> Vec<f64> {
+    of_kind(events, "step")
+        .iter()
+        .map(|e| e["loss"].as_f64().unwrap())
+        .collect()
+}
