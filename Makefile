@@ -1,4 +1,4 @@
-# cptlab — `make run` trains (the TUI once it exists), `make test` runs every test.
+# cptlab — `make run` opens the workbench (TUI), `make test` runs every test.
 # Works on a clean clone: creates .venv with torch 2.11.0 from PyPI when it is missing.
 SHELL := /bin/bash
 VENV := .venv
