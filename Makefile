@@ -13,7 +13,7 @@ export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 CPTLAB_TEST_CIFAR10 ?= $(abspath ../shared/data/cifar10-jpg.tar.gz)
 export CPTLAB_TEST_CIFAR10
 
-.PHONY: run build test lint bench clean venv screenshots
+.PHONY: run build test lint bench clean venv deps screenshots
 
 run: build
 	$(BIN)
@@ -33,8 +33,11 @@ lint: $(TORCH_STAMP)
 	cargo fmt --check
 	cargo clippy --release --all-targets -- -D warnings
 
-test: $(TORCH_STAMP) lint
+# System packages the tests use (the tmux end-to-end test), from Debian when missing.
+deps:
 	command -v tmux >/dev/null || (apt-get update -qq && apt-get install -y -qq tmux)
+
+test: $(TORCH_STAMP) deps lint
 	cargo test --release --no-fail-fast
 
 bench: build

@@ -1,26 +1,59 @@
 //! The command line. Every subcommand works without a terminal; output for machines with
-//! `--json` (one JSON object per line).
-use std::io::{IsTerminal, Write};
+//! `--json` (one JSON object per line). Everything printed goes through `output` (a closed pipe
+//! ends a listing quietly and never stops a run); runs are followed by `follow`.
+//!
+//! Exit codes: 0 finished (or a listing whose reader closed the pipe), 1 failed or diverged
+//! (and any other error), 2 a wrong command line (clap's code for usage errors, also used for
+//! flags a command refuses), 130 a run stopped by a signal.
+use std::ffi::OsString;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::mpsc::RecvTimeoutError;
-use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
-use clap::{Args, Parser, Subcommand};
-use indicatif::{ProgressBar, ProgressStyle};
+use clap::builder::RangedU64ValueParser;
+use clap::parser::ValueSource;
+use clap::{ArgMatches, Args, CommandFactory, FromArgMatches, Parser, Subcommand};
 
 use crate::config::paths::{PathOverrides, Paths};
 use crate::config::presets::{Origin, PresetStore, DEFAULT_PRESET};
 use crate::config::{Override, RunConfig};
 use crate::engine::{Job, JobSpec};
 use crate::models::ModelKind;
-use crate::telemetry::event::{Event, LogLevel};
 use crate::telemetry::store;
-use crate::telemetry::Summary;
+use crate::telemetry::Event;
 
+pub mod follow;
+pub mod output;
 pub mod schedule;
+
+use follow::{follow_human, follow_json, print_summary, Signals};
+use output::{errln, outln, OutputError};
+
+pub const EXIT_OK: i32 = 0;
+pub const EXIT_FAILED: i32 = 1;
+/// clap's exit code for usage errors.
+pub const EXIT_USAGE: i32 = 2;
+/// 128 + SIGINT, as a shell reports Ctrl-C; also for SIGTERM and SIGHUP.
+pub const EXIT_STOPPED: i32 = 130;
+
+/// How `cptlab run` and `cptlab worker` exit, from the run's final status.
+pub fn exit_code(status: &str) -> i32 {
+    match status {
+        "finished" => EXIT_OK,
+        "stopped" => EXIT_STOPPED,
+        _ => EXIT_FAILED,
+    }
+}
+
+/// A wrong command line that clap cannot see (a flag a command refuses, a malformed `--set`):
+/// exits with clap's code for usage errors.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct UsageError(pub String);
+
+fn usage(msg: impl Into<String>) -> anyhow::Error {
+    UsageError(msg.into()).into()
+}
 
 #[derive(Debug, Parser)]
 #[command(
@@ -88,6 +121,16 @@ pub enum Command {
     Bench(crate::bench::BenchArgs),
 }
 
+/// A count flag: any integer a TOML config can hold (i64's range). The config's own bounds
+/// (`RunConfig::validate`) then name the field.
+fn count() -> RangedU64ValueParser<u64> {
+    RangedU64ValueParser::new().range(0..=i64::MAX as u64)
+}
+
+fn count_usize() -> RangedU64ValueParser<usize> {
+    RangedU64ValueParser::new().range(0..=i64::MAX as u64)
+}
+
 #[derive(Debug, Args, Default)]
 pub struct RunArgs {
     /// Preset to start from (default: quickstart)
@@ -96,26 +139,27 @@ pub struct RunArgs {
     /// TOML config file to start from
     #[arg(long)]
     pub config: Option<PathBuf>,
-    /// Continue the run in RUN_DIR from its last checkpoint
+    /// Continue the run in RUN_DIR from its last checkpoint (with --max-steps/--epochs: further)
     #[arg(long, value_name = "RUN_DIR", conflicts_with_all = ["preset", "config"])]
     pub resume: Option<String>,
     #[arg(long)]
     pub name: Option<String>,
     #[arg(long)]
     pub model: Option<ModelKind>,
-    /// sgd, adam or adamw (other optimizer settings revert to that optimizer's defaults)
+    /// sgd, adam or adamw (settings both optimizers have, such as lr, are kept; the others
+    /// take the new optimizer's defaults)
     #[arg(long)]
     pub optimizer: Option<String>,
-    #[arg(long)]
+    #[arg(long, allow_negative_numbers = true)]
     pub lr: Option<f64>,
     /// Global batch size (all devices and micro-batches)
-    #[arg(long)]
+    #[arg(long, value_parser = count_usize(), allow_negative_numbers = true)]
     pub batch_size: Option<usize>,
-    #[arg(long)]
+    #[arg(long, value_parser = count(), allow_negative_numbers = true)]
     pub epochs: Option<u64>,
-    #[arg(long)]
+    #[arg(long, value_parser = count(), allow_negative_numbers = true)]
     pub max_steps: Option<u64>,
-    #[arg(long)]
+    #[arg(long, value_parser = count(), allow_negative_numbers = true)]
     pub seed: Option<u64>,
     /// Data: synthetic[:TRAIN[:TEST]], download:cifar10, or a path (CIFAR binary or image folders, .tar.gz or folder)
     #[arg(long, env = "CPTLAB_DATA")]
@@ -124,28 +168,28 @@ pub struct RunArgs {
     #[arg(long)]
     pub devices: Option<String>,
     /// Intra-op threads per worker
-    #[arg(long)]
+    #[arg(long, value_parser = count_usize(), allow_negative_numbers = true)]
     pub threads: Option<usize>,
     /// ZeRO stage: 0 (replicated optimizer state) or 1 (sharded across workers)
-    #[arg(long)]
+    #[arg(long, allow_negative_numbers = true)]
     pub zero: Option<u8>,
-    /// Number format: fp32
+    /// Number format: fp32, fp16 or bf16
     #[arg(long)]
     pub precision: Option<String>,
     /// Cyclic precision schedule: static cpt CR CT LR LT ER ETV ETH RR RTV RTH
     #[arg(long)]
     pub cpt: Option<String>,
     /// Lowest forward bits of the precision schedule
-    #[arg(long)]
+    #[arg(long, allow_negative_numbers = true)]
     pub q_min: Option<u32>,
     /// Highest forward bits of the precision schedule
-    #[arg(long)]
+    #[arg(long, allow_negative_numbers = true)]
     pub q_max: Option<u32>,
     /// Cycles of the precision schedule over the run
-    #[arg(long)]
+    #[arg(long, allow_negative_numbers = true)]
     pub cycles: Option<u32>,
     /// Backward (error and gradient) bits
-    #[arg(long)]
+    #[arg(long, allow_negative_numbers = true)]
     pub q_bwd: Option<u32>,
     /// Override any config field: --set optimizer.momentum=0.9 (repeatable)
     #[arg(long = "set", value_name = "KEY=VALUE")]
@@ -153,6 +197,10 @@ pub struct RunArgs {
     /// One JSON object per event on stdout
     #[arg(long)]
     pub json: bool,
+    /// The flags given on the command line (long names; not those from the environment),
+    /// filled in by `entry`: what `--resume` checks.
+    #[arg(skip)]
+    pub given: Vec<String>,
 }
 
 #[derive(Debug, Args)]
@@ -166,10 +214,10 @@ pub struct RangeTestArgs {
     #[arg(long, default_value_t = 8)]
     pub to: u32,
     /// Optimizer steps per precision
-    #[arg(long, default_value_t = 200)]
+    #[arg(long, default_value_t = 200, value_parser = count())]
     pub steps: u64,
     /// Relative loss fall (first tenth vs last tenth of the steps) that counts as progress
-    #[arg(long, default_value_t = 0.05)]
+    #[arg(long, default_value_t = 0.05, allow_negative_numbers = true)]
     pub threshold: f64,
     /// Record the short runs in the runs directory (default: a temporary directory)
     #[arg(long)]
@@ -223,6 +271,126 @@ pub enum PresetsCommand {
     },
 }
 
+/// The `tracing` subscriber: `CPTLAB_LOG` filters, stderr, never a panic on a closed stderr.
+pub fn init_tracing() {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::from_env("CPTLAB_LOG"))
+        .with_writer(|| output::TracingWriter)
+        .log_internal_errors(false)
+        .try_init();
+}
+
+/// The whole program: parses `args` (the first is the program name), runs the command, prints
+/// any error on stderr, and returns the exit code.
+pub fn entry<I, T>(args: I) -> i32
+where
+    I: IntoIterator<Item = T>,
+    T: Into<OsString> + Clone,
+{
+    let args: Vec<OsString> = args.into_iter().map(Into::into).collect();
+    let cli = match parse(&args) {
+        Ok(cli) => cli,
+        Err(e) => {
+            // Help and version are "errors" too, printed on stdout with code 0.
+            let code = e.exit_code();
+            if code != EXIT_OK && streams_events(&args) {
+                let text = e.to_string();
+                let first = text.lines().next().unwrap_or_default();
+                print_failed_event(first.trim_start_matches("error: "));
+            }
+            // clap's own printing ignores a closed pipe.
+            let _ = e.print();
+            return code;
+        }
+    };
+    let code = match main(cli) {
+        Ok(code) => code,
+        Err(e) => report(&e),
+    };
+    // What is still buffered (text without a final newline) must reach stdout too. A failure
+    // the command already met was its to handle: a run only warns, and exits as the run ended.
+    let unseen = output::stdout().is_open();
+    match output::stdout().flush() {
+        Err(e @ OutputError::Failed { .. }) if unseen && code == EXIT_OK => {
+            let _ = errln!("error: {e}");
+            EXIT_FAILED
+        }
+        _ => code,
+    }
+}
+
+fn parse(args: &[OsString]) -> Result<Cli, clap::Error> {
+    let matches = Cli::command().try_get_matches_from(args)?;
+    let mut cli = Cli::from_arg_matches(&matches)?;
+    if let (Some(Command::Run(run)), Some(("run", sub))) = (&mut cli.command, matches.subcommand())
+    {
+        run.given = given_flags(sub, "run");
+    }
+    Ok(cli)
+}
+
+/// The long names of the flags of subcommand `name` that the command line itself gave.
+fn given_flags(m: &ArgMatches, name: &str) -> Vec<String> {
+    let cmd = Cli::command();
+    let Some(sub) = cmd.find_subcommand(name) else {
+        return Vec::new();
+    };
+    sub.get_arguments()
+        .filter(|a| {
+            m.try_contains_id(a.get_id().as_str()).unwrap_or(false)
+                && m.value_source(a.get_id().as_str()) == Some(ValueSource::CommandLine)
+        })
+        .filter_map(|a| a.get_long().map(str::to_string))
+        .collect()
+}
+
+/// Whether the command line asks for JSON events (`run`, `worker` or `range-test` with `--json`):
+/// then even a usage error ends stdout with a `failed` event.
+fn streams_events(args: &[OsString]) -> bool {
+    if !args.iter().any(|a| a == "--json") {
+        return false;
+    }
+    // The first word that is neither a flag nor the value of a top-level flag.
+    let takes_value = [
+        "--runs-dir",
+        "--presets-dir",
+        "--cache-dir",
+        "--preset",
+        "--data",
+    ];
+    let mut words = args.iter().skip(1);
+    while let Some(w) = words.next() {
+        let w = w.to_string_lossy();
+        if takes_value.contains(&w.as_ref()) {
+            words.next();
+        } else if !w.starts_with('-') {
+            return matches!(w.as_ref(), "run" | "worker" | "range-test");
+        }
+    }
+    false
+}
+
+/// `{"event":"failed","error":…}` on stdout.
+fn print_failed_event(error: &str) {
+    let _ = output::stdout().json_line(&Event::Failed {
+        error: error.to_string(),
+        step: None,
+    });
+}
+
+/// Prints a command's error and gives its exit code; a closed pipe is no error.
+fn report(e: &anyhow::Error) -> i32 {
+    if let Some(OutputError::Closed(_)) = OutputError::in_chain(e) {
+        return EXIT_OK;
+    }
+    let _ = errln!("error: {e:#}");
+    if e.chain().any(|c| c.is::<UsageError>()) {
+        EXIT_USAGE
+    } else {
+        EXIT_FAILED
+    }
+}
+
 /// Runs the parsed command line; returns the process exit code.
 pub fn main(cli: Cli) -> Result<i32> {
     let paths = cli.global.paths();
@@ -235,17 +403,39 @@ pub fn main(cli: Cli) -> Result<i32> {
             },
         ),
         Some(Command::Run(args)) => run(args, &paths),
-        Some(Command::Runs(c)) => runs(c, &paths).map(|()| 0),
-        Some(Command::Presets(c)) => presets(c, &paths).map(|()| 0),
-        Some(Command::Doctor) => {
-            doctor(&paths);
-            Ok(0)
+        Some(Command::Runs(c)) => runs(c, &paths).map(|()| EXIT_OK),
+        Some(Command::Presets(c)) => presets(c, &paths).map(|()| EXIT_OK),
+        Some(Command::Doctor) => doctor(&paths).map(|()| EXIT_OK),
+        Some(Command::Bench(args)) => crate::bench::run(args, &paths).map(|()| EXIT_OK),
+        Some(Command::RangeTest(args)) => {
+            let json = args.run.json;
+            with_failed_event(json, range_test(args, &paths)).map(|()| EXIT_OK)
         }
-        Some(Command::Bench(args)) => crate::bench::run(args, &paths).map(|()| 0),
-        Some(Command::RangeTest(args)) => range_test(args, &paths).map(|()| 0),
-        Some(Command::Schedule(cmd)) => schedule::run(cmd).map(|()| 0),
-        Some(Command::Worker(args)) => worker(args, &paths),
+        Some(Command::Schedule(cmd)) => schedule::run(cmd).map(|()| EXIT_OK),
+        Some(Command::Worker(args)) => {
+            let json = args.run.json;
+            with_failed_event(json, worker(args, &paths))
+        }
     }
+}
+
+/// Under `--json`, an error of a command that streams events ends its stdout with one `failed`
+/// event (the run's own failures arrive as events and are not errors here).
+fn with_failed_event<T>(json: bool, r: Result<T>) -> Result<T> {
+    if let Err(e) = &r {
+        let closed = matches!(OutputError::in_chain(e), Some(OutputError::Closed(_)));
+        if json && !closed {
+            print_failed_event(&format!("{e:#}"));
+        }
+    }
+    r
+}
+
+/// A flag's count as a TOML integer (the flag parsers keep them in i64's range).
+fn int(flag: &str, x: impl TryInto<i64>) -> Result<toml::Value> {
+    x.try_into()
+        .map(toml::Value::Integer)
+        .map_err(|_| usage(format!("{flag}: too large for a config value")))
 }
 
 /// The config a `run` command describes: preset or file, then flags, then `--set`.
@@ -257,61 +447,42 @@ pub fn build_config(args: &RunArgs, paths: &Paths) -> Result<RunConfig> {
         (None, None) => presets.load(DEFAULT_PRESET)?,
     };
     let mut o: Vec<Override> = Vec::new();
-    let v = |x: toml::Value| x;
     if let Some(n) = &args.name {
-        o.push(Override::new("name", v(n.clone().into())));
+        o.push(Override::new("name", n.clone().into()));
     }
     if let Some(m) = args.model {
-        o.push(Override::new("model.kind", v(m.to_string().into())));
+        o.push(Override::new("model.kind", m.to_string().into()));
     }
-    let mut config = base.with_overrides(&o)?;
     if let Some(kind) = &args.optimizer {
-        // Switching optimizer keeps the learning rate; other fields take the new one's defaults.
-        if kind != config.optimizer.kind_name() {
-            let mut t = toml::Table::new();
-            t.insert("kind".into(), kind.clone().into());
-            t.insert("lr".into(), config.optimizer.lr().into());
-            let o = Override {
-                key: vec!["optimizer".into()],
-                value: toml::Value::Table(t),
-            };
-            config = config.with_overrides(&[o])?;
-        }
+        // A new kind keeps the settings it shares with the old one (lr, weight_decay, …):
+        // `with_overrides` drops the rest.
+        o.push(Override::new("optimizer.kind", kind.clone().into()));
     }
-    let mut o: Vec<Override> = Vec::new();
     if let Some(x) = args.lr {
         o.push(Override::new("optimizer.lr", x.into()));
     }
     if let Some(x) = args.batch_size {
-        o.push(Override::new("train.batch_size", (x as i64).into()));
+        o.push(Override::new("train.batch_size", int("--batch-size", x)?));
     }
     if let Some(x) = args.epochs {
-        o.push(Override::new("train.epochs", (x as i64).into()));
+        o.push(Override::new("train.epochs", int("--epochs", x)?));
     }
     if let Some(x) = args.max_steps {
-        o.push(Override::new("train.max_steps", (x as i64).into()));
+        o.push(Override::new("train.max_steps", int("--max-steps", x)?));
     }
     if let Some(x) = args.seed {
-        o.push(Override::new("seed", (x as i64).into()));
+        o.push(Override::new("seed", int("--seed", x)?));
     }
     if let Some(x) = &args.data {
         o.push(Override::new("data.source", x.clone().into()));
     }
-    if let Some(x) = &args.devices {
-        o.push(Override::new("devices.devices", x.clone().into()));
-    }
-    if let Some(x) = args.threads {
-        o.push(Override::new("devices.threads", (x as i64).into()));
-    }
-    if let Some(x) = args.zero {
-        o.push(Override::new("devices.zero", (x as i64).into()));
-    }
+    o.extend(device_overrides(args)?);
     if let Some(x) = &args.precision {
         o.push(Override::new("precision.mode", x.clone().into()));
     }
     if let Some(x) = &args.cpt {
         let kind: crate::schedule::precision::PrecisionScheduleKind =
-            x.parse().map_err(|e| anyhow::anyhow!("--cpt: {e}"))?;
+            x.parse().map_err(|e| usage(format!("--cpt: {e}")))?;
         o.push(Override::new(
             "precision.schedule.kind",
             kind.name().to_string().into(),
@@ -325,54 +496,178 @@ pub fn build_config(args: &RunArgs, paths: &Paths) -> Result<RunConfig> {
     ];
     for (key, value) in schedule_flags {
         if let Some(v) = value {
-            if args.cpt.is_none() && config.precision.schedule.is_none() {
-                anyhow::bail!(
+            if args.cpt.is_none() && base.precision.schedule.is_none() {
+                return Err(usage(format!(
                     "--{}: the config has no precision schedule; name one with --cpt (e.g. --cpt CR)",
                     key.replace('_', "-")
-                );
+                )));
             }
             o.push(Override::new(
                 &format!("precision.schedule.{key}"),
-                (v as i64).into(),
+                i64::from(v).into(),
             ));
         }
     }
     for s in &args.set {
-        o.push(s.parse()?);
+        o.push(parse_set(s)?);
     }
-    let config = config.with_overrides(&o)?;
+    let config = base.with_overrides(&o)?;
     config.validate()?;
     Ok(config)
 }
 
-/// What may change when a run is resumed: where and how it runs, not what it computes.
-fn resume_overrides(args: &RunArgs) -> Result<Vec<Override>> {
+fn parse_set(s: &str) -> Result<Override> {
+    s.parse::<Override>()
+        .map_err(|e| usage(format!("--set {s}: {e}")))
+}
+
+/// `--devices`, `--threads`, `--zero`: where a run trains (also accepted by `--resume`).
+fn device_overrides(args: &RunArgs) -> Result<Vec<Override>> {
     let mut o = Vec::new();
     if let Some(x) = &args.devices {
         o.push(Override::new("devices.devices", x.clone().into()));
     }
     if let Some(x) = args.threads {
-        o.push(Override::new("devices.threads", (x as i64).into()));
+        o.push(Override::new("devices.threads", int("--threads", x)?));
     }
     if let Some(x) = args.zero {
-        o.push(Override::new("devices.zero", (x as i64).into()));
+        o.push(Override::new("devices.zero", int("--zero", x)?));
     }
+    Ok(o)
+}
+
+/// Flags `--resume` accepts: where the run goes on and for how long, not what it computes.
+const RESUME_FLAGS: [&str; 8] = [
+    "resume",
+    "json",
+    "max-steps",
+    "epochs",
+    "devices",
+    "threads",
+    "zero",
+    "set",
+];
+
+/// Config keys (or their tables) `--set` may change on resume.
+const RESUME_KEYS: [&str; 3] = ["devices", "train.max_steps", "train.epochs"];
+
+/// The overrides a resumed run takes: `--max-steps`/`--epochs` (to extend it), where it runs
+/// (`--devices --threads --zero`), and `--set` of those keys. Any other flag would change the
+/// run's numbers and is refused, by name.
+fn resume_overrides(args: &RunArgs) -> Result<Vec<Override>> {
+    if let Some(flag) = args
+        .given
+        .iter()
+        .find(|f| !RESUME_FLAGS.contains(&f.as_str()))
+    {
+        return Err(usage(format!(
+            "--{flag} does not apply to --resume: a resumed run keeps the config it recorded. \
+             It may go on longer (--max-steps, --epochs) and elsewhere (--devices, --threads, \
+             --zero, --set {})",
+            RESUME_KEYS.join("|")
+        )));
+    }
+    let mut o = Vec::new();
+    if let Some(x) = args.epochs {
+        o.push(Override::new("train.epochs", int("--epochs", x)?));
+    }
+    if let Some(x) = args.max_steps {
+        o.push(Override::new("train.max_steps", int("--max-steps", x)?));
+    }
+    o.extend(device_overrides(args)?);
     for s in &args.set {
-        let ov: Override = s.parse()?;
-        anyhow::ensure!(
-            ov.key.first().map(String::as_str) == Some("devices"),
-            "--set {s}: a resumed run keeps its recorded config; only devices.* may change"
-        );
+        let ov = parse_set(s)?;
+        let key = ov.key.join(".");
+        let allowed = RESUME_KEYS
+            .iter()
+            .any(|k| key == *k || key.starts_with(&format!("{k}.")));
+        if !allowed {
+            return Err(usage(format!(
+                "--set {s}: a resumed run keeps the config it recorded; --set may change only {}",
+                RESUME_KEYS.join(", ")
+            )));
+        }
         o.push(ov);
     }
     Ok(o)
 }
 
+/// A resumed run's new length must lie ahead of its checkpoint.
+fn check_resume_length(dir: &std::path::Path, overrides: &[Override]) -> Result<()> {
+    use crate::engine::checkpoint;
+    let ckpt = dir.join(store::CHECKPOINT_DIR).join(checkpoint::LAST);
+    let Ok(meta) = checkpoint::read_meta(&ckpt) else {
+        // Job::resume says what is wrong with it.
+        return Ok(());
+    };
+    let value = |key: &str| {
+        overrides
+            .iter()
+            .rev()
+            .find(|o| o.key.join(".") == key)
+            .and_then(|o| o.value.as_integer())
+    };
+    if let Some(m) = value("train.max_steps") {
+        anyhow::ensure!(
+            u64::try_from(m).is_ok_and(|m| m > meta.global_step),
+            "--max-steps {m}: the run is already at step {}; give more steps to continue it",
+            meta.global_step
+        );
+    }
+    if let Some(e) = value("train.epochs") {
+        anyhow::ensure!(
+            u64::try_from(e).is_ok_and(|e| e > meta.epochs_done),
+            "--epochs {e}: the run has already completed {} epochs",
+            meta.epochs_done
+        );
+    }
+    if value("train.max_steps").is_some() || value("train.epochs").is_some() {
+        // A run that reached max_steps inside an epoch counted that epoch as done: the trainer
+        // cannot go on from there yet.
+        if let Some(spe) = steps_per_epoch(dir) {
+            anyhow::ensure!(
+                meta.global_step >= meta.epochs_done.saturating_mul(spe),
+                "{}: the run ended at step {} inside epoch {} (its train.max_steps); it can be \
+                 continued further only from an epoch end (a multiple of {spe} steps) or from a \
+                 stop",
+                dir.display(),
+                meta.global_step,
+                meta.epochs_done
+            );
+        }
+    }
+    Ok(())
+}
+
+/// The steps per epoch a run recorded (its first `started` event).
+fn steps_per_epoch(dir: &std::path::Path) -> Option<u64> {
+    use std::io::BufRead;
+    let f = std::fs::File::open(dir.join(store::METRICS_FILE)).ok()?;
+    std::io::BufReader::new(f)
+        .lines()
+        .map_while(Result::ok)
+        .filter(|l| l.contains("\"started\""))
+        .find_map(|l| match serde_json::from_str::<Event>(&l) {
+            Ok(Event::Started(s)) => Some(s.steps_per_epoch),
+            _ => None,
+        })
+}
+
+/// `cptlab run`: exit code from how the run ended; under `--json`, an error before the run
+/// starts (config, data, devices) still ends stdout with one `failed` event.
 fn run(args: RunArgs, paths: &Paths) -> Result<i32> {
+    let json = args.json;
+    with_failed_event(json, run_inner(args, paths))
+}
+
+fn run_inner(args: RunArgs, paths: &Paths) -> Result<i32> {
+    let signals = Signals::install()?;
     let job = match &args.resume {
         Some(dir) => {
             let dir = store::resolve_run_dir(&paths.runs, dir)?;
-            Job::resume(&dir, paths.clone(), &resume_overrides(&args)?)?
+            let overrides = resume_overrides(&args)?;
+            check_resume_length(&dir, &overrides)?;
+            Job::resume(&dir, paths.clone(), &overrides)?
         }
         None => {
             let config = build_config(&args, paths)?;
@@ -383,156 +678,11 @@ fn run(args: RunArgs, paths: &Paths) -> Result<i32> {
         }
     };
     let summary = if args.json {
-        follow_json(job)?
+        follow_json(job, &signals)
     } else {
-        follow_human(job)?
+        follow_human(job, &signals)
     };
-    Ok(match summary.status.as_str() {
-        "finished" => 0,
-        "stopped" => 130,
-        _ => 1,
-    })
-}
-
-/// Feeds every event of `job` to `f` until the run ends. SIGINT/SIGTERM ask the run to stop
-/// gracefully (checkpoint, summary "stopped"); a second one exits at once.
-fn follow(job: Job, mut f: impl FnMut(Event) -> Result<()>) -> Result<Summary> {
-    use signal_hook::consts::{SIGINT, SIGTERM};
-    let interrupted = Arc::new(AtomicBool::new(false));
-    for sig in [SIGINT, SIGTERM] {
-        // Exit code 130 on the second signal, when the first is already being handled.
-        signal_hook::flag::register_conditional_shutdown(sig, 130, interrupted.clone())?;
-        signal_hook::flag::register(sig, interrupted.clone())?;
-    }
-    let mut stop_sent = false;
-    loop {
-        match job.events().recv_timeout(Duration::from_millis(100)) {
-            Ok(event) => f(event)?,
-            Err(RecvTimeoutError::Timeout) => {}
-            Err(RecvTimeoutError::Disconnected) => break,
-        }
-        if interrupted.load(Ordering::SeqCst) && !stop_sent {
-            job.control().stop();
-            stop_sent = true;
-        }
-    }
-    Ok(job.wait())
-}
-
-fn follow_json(job: Job) -> Result<Summary> {
-    let stdout = std::io::stdout();
-    follow(job, |event| {
-        let mut out = stdout.lock();
-        // A closed pipe (`| head`, a workbench whose terminal went away) must not stop
-        // training: the run directory keeps recording.
-        let _ = serde_json::to_writer(&mut out, &event);
-        let _ = out.write_all(b"\n");
-        let _ = out.flush();
-        Ok(())
-    })
-}
-
-fn follow_human(job: Job) -> Result<Summary> {
-    let tty = std::io::stderr().is_terminal();
-    let bar = if tty {
-        let b = ProgressBar::new(0);
-        b.set_style(
-            ProgressStyle::with_template(
-                "{spinner} epoch {prefix} [{bar:30}] {pos}/{len} steps {per_sec} eta {eta}  {msg}",
-            )
-            .expect("valid template")
-            .progress_chars("=> "),
-        );
-        b.enable_steady_tick(Duration::from_millis(200));
-        Some(b)
-    } else {
-        None
-    };
-    let say = |line: String| match &bar {
-        Some(b) => b.println(line),
-        None => eprintln!("{line}"),
-    };
-    follow(job, |event| {
-        match event {
-            Event::Started(s) => {
-                say(format!(
-                    "run {}: {} ({} params) on {} ({} train / {} test), {} epochs × {} steps, {} on {} thread(s)",
-                    s.name, s.model, s.params, s.dataset, s.train_size, s.test_size, s.epochs,
-                    s.steps_per_epoch, s.devices.join(","), s.threads
-                ));
-                say(format!("recording to {}", s.run_dir));
-                if let Some(b) = &bar {
-                    b.set_length(s.total_steps);
-                    b.set_position(
-                        s.total_steps
-                            .min(s.resumed_after_epoch.unwrap_or(0) * s.steps_per_epoch),
-                    );
-                }
-            }
-            Event::Step(s) => {
-                if let Some(b) = &bar {
-                    b.set_position(s.step);
-                    b.set_prefix(format!("{}", s.epoch + 1));
-                    b.set_message(format!("loss {:.4} lr {:.3e}", s.loss, s.lr));
-                }
-            }
-            Event::Eval(e) => say(format!(
-                "epoch {:>3}  train loss {:.4}  test loss {:.4}  test acc {:6.2}%  {:.1}s",
-                e.epoch + 1,
-                e.train_loss,
-                e.test_loss,
-                e.test_acc * 100.0,
-                e.epoch_seconds
-            )),
-            Event::Log { level, message } => say(match level {
-                LogLevel::Info => message,
-                LogLevel::Warn => format!("warning: {message}"),
-            }),
-            Event::Checkpoint { .. } => {}
-            Event::Finished { summary } => {
-                if let Some(b) = &bar {
-                    b.finish_and_clear();
-                }
-                print_summary(&summary);
-            }
-            Event::Failed { error, .. } => {
-                if let Some(b) = &bar {
-                    b.abandon();
-                }
-                eprintln!("error: {error}");
-            }
-        }
-        Ok(())
-    })
-}
-
-fn print_summary(s: &Summary) {
-    let pct = |x: Option<f64>| {
-        x.map(|a| format!("{:.2}%", a * 100.0))
-            .unwrap_or("-".into())
-    };
-    println!(
-        "{}: {} after {} epochs ({} steps, {:.1}s training); final test acc {}, best {}{}",
-        s.name,
-        s.status,
-        s.epochs,
-        s.steps,
-        s.train_seconds,
-        pct(s.final_test_acc),
-        pct(s.best_test_acc),
-        s.best_epoch
-            .map(|e| format!(" (epoch {})", e + 1))
-            .unwrap_or_default()
-    );
-    if !s.per_class_acc.is_empty() {
-        let parts: Vec<String> = s
-            .per_class_acc
-            .iter()
-            .map(|c| format!("{} {:.1}%", c.class, c.acc * 100.0))
-            .collect();
-        println!("per class: {}", parts.join(", "));
-    }
-    println!("run directory: {}", s.run_dir);
+    Ok(exit_code(&summary.status))
 }
 
 /// One rank of a multi-process job: rendezvous with rank 0 (which hands out the NCCL id and its
@@ -540,10 +690,10 @@ fn print_summary(s: &Summary) {
 fn worker(args: WorkerArgs, paths: &Paths) -> Result<i32> {
     use crate::engine::collective::nccl::NcclCollective;
     use crate::engine::rendezvous::{self, RendezvousEnv};
-    anyhow::ensure!(
-        args.run.resume.is_none(),
-        "--resume does not apply to `cptlab worker`"
-    );
+    if args.run.resume.is_some() {
+        return Err(usage("--resume does not apply to `cptlab worker`"));
+    }
+    let signals = Signals::install()?;
     let env = RendezvousEnv::from_env()?;
     let token = rendezvous::token_from_env()?;
     let timeout = Duration::from_secs(args.rdzv_timeout);
@@ -560,10 +710,13 @@ fn worker(args: WorkerArgs, paths: &Paths) -> Result<i32> {
         let peers = rendezvous::host(&env, &token, &blob, &own, timeout)?;
         if args.check {
             for p in &peers {
-                println!(
+                outln!(
                     "rank {} (local {}) on {} at {}",
-                    p.rank, p.local_rank, p.hostname, p.addr
-                );
+                    p.rank,
+                    p.local_rank,
+                    p.hostname,
+                    p.addr
+                )?;
             }
         }
         (blob, own)
@@ -571,13 +724,13 @@ fn worker(args: WorkerArgs, paths: &Paths) -> Result<i32> {
         rendezvous::join(&env, &token, Some(rendezvous::config_hash(&own)), timeout)?
     };
     if args.check {
-        println!(
+        outln!(
             "rank {} of {}: rendezvous complete, config {}",
             env.rank,
             env.world_size,
             hex::encode(&rendezvous::config_hash(&agreed)[..8])
-        );
-        return Ok(0);
+        )?;
+        return Ok(EXIT_OK);
     }
     let config = RunConfig::from_toml_str(&agreed, "the config rank 0 handed out")?;
     let device = tch::Device::Cuda(env.local_rank);
@@ -591,19 +744,18 @@ fn worker(args: WorkerArgs, paths: &Paths) -> Result<i32> {
         Box::new(collective),
     )?;
     let summary = if args.run.json {
-        follow_json(job)?
+        follow_json(job, &signals)
     } else {
-        follow_human(job)?
+        follow_human(job, &signals)
     };
-    Ok(if summary.status == "finished" { 0 } else { 1 })
+    Ok(exit_code(&summary.status))
 }
 
 fn range_test(args: RangeTestArgs, paths: &Paths) -> Result<()> {
     use crate::engine::range_test::{self, RangeTestOptions};
-    anyhow::ensure!(
-        args.run.resume.is_none(),
-        "--resume does not apply to a range test"
-    );
+    if args.run.resume.is_some() {
+        return Err(usage("--resume does not apply to a range test"));
+    }
     let config = build_config(&args.run, paths)?;
     let tmp = tempfile::tempdir()?;
     let mut test_paths = paths.clone();
@@ -618,22 +770,27 @@ fn range_test(args: RangeTestArgs, paths: &Paths) -> Result<()> {
     };
     let json = args.run.json;
     if !json {
-        println!(
+        outln!(
             "range test: {} on {} steps per precision, progress = loss falls by {:.0}%",
             config.model.kind,
             args.steps,
             args.threshold * 100.0
-        );
-        println!(
+        )?;
+        outln!(
             "{:>5} {:>11} {:>11} {:>8}  PROGRESS",
-            "BITS", "FIRST LOSS", "LAST LOSS", "FALL"
-        );
+            "BITS",
+            "FIRST LOSS",
+            "LAST LOSS",
+            "FALL"
+        )?;
     }
+    // The rows are printed as they come; a write error ends the command once the test is done.
+    let mut lost: Option<OutputError> = None;
     let rows = range_test::run(&config, &test_paths, &opts, |r| {
-        if json {
-            println!("{}", serde_json::json!({"event": "range", "row": r}));
+        let printed = if json {
+            output::stdout().json_line(&serde_json::json!({"event": "range", "row": r}))
         } else {
-            println!(
+            outln!(
                 "{:>5} {:>11.4} {:>11.4} {:>7.1}%  {}{}",
                 r.bits,
                 r.first_loss,
@@ -644,22 +801,26 @@ fn range_test(args: RangeTestArgs, paths: &Paths) -> Result<()> {
                     .as_deref()
                     .map(|e| format!(" ({e})"))
                     .unwrap_or_default()
-            );
+            )
+        };
+        if let Err(e) = printed {
+            lost.get_or_insert(e);
         }
     })?;
+    if let Some(e) = lost {
+        return Err(e.into());
+    }
     let suggestion = range_test::suggest_q_min(&rows);
     if json {
-        println!(
-            "{}",
-            serde_json::json!({"event": "suggestion", "q_min": suggestion})
-        );
+        output::stdout()
+            .json_line(&serde_json::json!({"event": "suggestion", "q_min": suggestion}))?;
     } else {
         match suggestion {
-            Some(q) => println!("suggested q_min: {q}"),
-            None => println!(
+            Some(q) => outln!("suggested q_min: {q}")?,
+            None => outln!(
                 "no precision up to {} made progress: raise --to or --steps, or lower --threshold",
                 args.to
-            ),
+            )?,
         }
     }
     Ok(())
@@ -668,25 +829,33 @@ fn range_test(args: RangeTestArgs, paths: &Paths) -> Result<()> {
 fn runs(c: RunsCommand, paths: &Paths) -> Result<()> {
     match c {
         RunsCommand::List { json } => {
-            let runs = store::list_runs(&paths.runs);
+            let runs = store::try_list_runs(&paths.runs)?;
             if json {
                 for r in runs {
-                    let v = serde_json::json!({
+                    let mut v = serde_json::json!({
                         "run": r.name, "dir": r.dir, "status": r.status(),
                         "summary": r.summary,
                     });
-                    println!("{v}");
+                    if let Some(e) = &r.summary_error {
+                        v["summary_error"] = e.clone().into();
+                    }
+                    output::stdout().json_line(&v)?;
                 }
                 return Ok(());
             }
             if runs.is_empty() {
-                println!("no runs in {}", paths.runs.display());
+                outln!("no runs in {}", paths.runs.display())?;
                 return Ok(());
             }
-            println!(
+            outln!(
                 "{:<40} {:<10} {:>6} {:>9} {:>9} {:>9}",
-                "RUN", "STATUS", "EPOCHS", "FINAL", "BEST", "S/EPOCH"
-            );
+                "RUN",
+                "STATUS",
+                "EPOCHS",
+                "FINAL",
+                "BEST",
+                "S/EPOCH"
+            )?;
             for r in runs {
                 let s = r.summary.clone().unwrap_or_default();
                 let pct = |x: Option<f64>| {
@@ -698,7 +867,7 @@ fn runs(c: RunsCommand, paths: &Paths) -> Result<()> {
                 } else {
                     format!("{:.1}", s.train_seconds / s.seconds_per_epoch.len() as f64)
                 };
-                println!(
+                outln!(
                     "{:<40} {:<10} {:>6} {:>9} {:>9} {:>9}",
                     r.name,
                     r.status(),
@@ -706,31 +875,42 @@ fn runs(c: RunsCommand, paths: &Paths) -> Result<()> {
                     pct(s.final_test_acc),
                     pct(s.best_test_acc),
                     spe
-                );
+                )?;
             }
         }
         RunsCommand::Show { run, json } => {
             let dir = store::resolve_run_dir(&paths.runs, &run)?;
-            let summary = store::read_summary(&dir).ok();
+            // A summary that exists but cannot be read is not an interrupted run: say why.
+            let (summary, summary_error) = match store::read_summary_if_present(&dir) {
+                Ok(s) => (s, None),
+                Err(e) => (None, Some(format!("{e:#}"))),
+            };
             if json {
                 let config = RunConfig::from_file(&dir.join(store::CONFIG_FILE))?;
-                println!(
-                    "{}",
-                    serde_json::json!({"dir": dir, "config": config, "summary": summary})
-                );
+                let mut v = serde_json::json!({"dir": dir, "config": config, "summary": summary});
+                if let Some(e) = &summary_error {
+                    v["summary_error"] = e.clone().into();
+                }
+                output::stdout().json_line(&v)?;
                 return Ok(());
             }
-            println!("# {}", dir.display());
-            print!("{}", std::fs::read_to_string(dir.join(store::CONFIG_FILE))?);
+            outln!("# {}", dir.display())?;
+            output::stdout().write_str(&std::fs::read_to_string(dir.join(store::CONFIG_FILE))?)?;
             match summary {
                 Some(s) => {
-                    println!();
-                    print_summary(&s);
+                    outln!()?;
+                    print_summary(&s)?;
                     if let Some(e) = &s.error {
-                        println!("error: {e}");
+                        outln!("error: {e}")?;
                     }
                 }
-                None => println!("\n(no summary: the run is live, or was interrupted — resume it with `cptlab run --resume {}`)", dir.display()),
+                None => match &summary_error {
+                    Some(e) => outln!("\n(no usable summary: {e})")?,
+                    None => outln!(
+                        "\n(no summary: the run is live, or was interrupted — resume it with `cptlab run --resume {}`)",
+                        dir.display()
+                    )?,
+                },
             }
         }
         RunsCommand::Export {
@@ -749,9 +929,7 @@ fn runs(c: RunsCommand, paths: &Paths) -> Result<()> {
             match output {
                 Some(p) => store::write_atomic(&p, text.as_bytes())
                     .with_context(|| format!("cannot write {}", p.display()))?,
-                None => {
-                    let _ = std::io::stdout().write_all(text.as_bytes());
-                }
+                None => output::stdout().write_str(&text)?,
             }
         }
     }
@@ -762,7 +940,7 @@ fn presets(c: PresetsCommand, paths: &Paths) -> Result<()> {
     let store = PresetStore::new(&paths.presets);
     match c {
         PresetsCommand::List => {
-            println!("{:<22} {:<9} DESCRIPTION", "NAME", "ORIGIN");
+            outln!("{:<22} {:<9} DESCRIPTION", "NAME", "ORIGIN")?;
             for p in store.list() {
                 let origin = match &p.origin {
                     Origin::BuiltIn => "built-in".to_string(),
@@ -773,40 +951,101 @@ fn presets(c: PresetsCommand, paths: &Paths) -> Result<()> {
                     Ok(c) => c.description.clone(),
                     Err(e) => format!("INVALID: {e}"),
                 };
-                println!("{:<22} {:<9} {}", p.name, origin, desc);
+                outln!("{:<22} {:<9} {}", p.name, origin, desc)?;
             }
-            println!(
+            outln!(
                 "\nuser presets: {} (user* = shadows a built-in)",
                 store.dir().display()
-            );
+            )?;
         }
-        PresetsCommand::Show { name } => print!("{}", store.text(&name)?),
+        PresetsCommand::Show { name } => output::stdout().write_str(&store.text(&name)?)?,
     }
     Ok(())
 }
 
-fn doctor(paths: &Paths) {
-    println!("cptlab {}", env!("CARGO_PKG_VERSION"));
-    println!("libtorch (built against): {}", env!("CPTLAB_TORCH_VERSION"));
+fn doctor(paths: &Paths) -> Result<()> {
+    outln!("cptlab {}", env!("CARGO_PKG_VERSION"))?;
+    outln!("libtorch (built against): {}", env!("CPTLAB_TORCH_VERSION"))?;
     let cuda = tch::Cuda::is_available();
-    println!("cuda available: {cuda}");
-    println!("cudnn available: {}", tch::Cuda::cudnn_is_available());
-    println!("cuda devices: {}", tch::Cuda::device_count());
+    outln!("cuda available: {cuda}")?;
+    outln!("cudnn available: {}", tch::Cuda::cudnn_is_available())?;
+    outln!("cuda devices: {}", tch::Cuda::device_count())?;
     if cuda {
-        println!("cudart version: {}", tch::utils::version_cudart());
-        println!("cudnn version: {}", tch::utils::version_cudnn());
+        outln!("cudart version: {}", tch::utils::version_cudart())?;
+        outln!("cudnn version: {}", tch::utils::version_cudnn())?;
     }
-    println!("intra-op threads: {}", tch::get_num_threads());
-    println!(
+    outln!("intra-op threads: {}", tch::get_num_threads())?;
+    outln!(
         "cpu cores: {}",
         std::thread::available_parallelism().map_or(0, |n| n.get())
-    );
+    )?;
     let presets = PresetStore::new(&paths.presets);
-    println!("presets: {}", presets.dir().display());
-    println!("runs: {}", paths.runs.display());
-    println!("cache: {}", paths.cache.display());
-    println!(
+    outln!("presets: {}", presets.dir().display())?;
+    outln!("runs: {}", paths.runs.display())?;
+    outln!("cache: {}", paths.cache.display())?;
+    outln!(
         "data (CPTLAB_DATA): {}",
         std::env::var("CPTLAB_DATA").unwrap_or_else(|_| "(unset: synthetic)".into())
-    );
+    )?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn run_and_worker_share_one_exit_code_mapping() {
+        assert_eq!(exit_code("finished"), 0);
+        assert_eq!(exit_code("stopped"), 130);
+        for status in ["failed", "diverged", "corrupt", ""] {
+            assert_eq!(exit_code(status), 1, "{status}");
+        }
+    }
+
+    #[test]
+    fn only_run_worker_and_range_test_stream_events() {
+        let v = |a: &[&str]| a.iter().map(OsString::from).collect::<Vec<_>>();
+        assert!(streams_events(&v(&["cptlab", "run", "--json"])));
+        assert!(streams_events(&v(&[
+            "cptlab",
+            "--runs-dir",
+            "run",
+            "worker",
+            "--json"
+        ])));
+        assert!(!streams_events(&v(&["cptlab", "runs", "list", "--json"])));
+        assert!(!streams_events(&v(&["cptlab", "run"])));
+    }
+
+    #[test]
+    fn given_flags_are_the_command_lines_own() {
+        let args = v(&[
+            "cptlab",
+            "run",
+            "--max-steps",
+            "5",
+            "--set",
+            "a=1",
+            "--json",
+        ]);
+        let cli = parse(&args).unwrap();
+        let Some(Command::Run(run)) = cli.command else {
+            panic!()
+        };
+        assert_eq!(run.given, ["max-steps", "set", "json"]);
+        // Negative numbers are values, for validation to judge.
+        let cli = parse(&v(&["cptlab", "run", "--lr", "-0.1"])).unwrap();
+        let Some(Command::Run(run)) = cli.command else {
+            panic!()
+        };
+        assert_eq!(run.lr, Some(-0.1));
+        let e = parse(&v(&["cptlab", "run", "--epochs", "18446744073709551615"])).unwrap_err();
+        assert_eq!(e.exit_code(), EXIT_USAGE);
+        assert!(e.to_string().contains("--epochs"), "{e}");
+    }
+
+    fn v(a: &[&str]) -> Vec<OsString> {
+        a.iter().map(OsString::from).collect()
+    }
 }

@@ -7,6 +7,7 @@ pub mod cli;
 pub mod config;
 pub mod data;
 pub mod engine;
+pub mod files;
 pub mod models;
 pub mod quant;
 pub mod schedule;

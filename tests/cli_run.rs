@@ -211,3 +211,268 @@ fn gradient_accumulation_matches_the_full_batch() {
     let adam = step_losses(&home, &["--optimizer", "adam", "--lr", "0.001"]);
     assert!((adam[11] - full[11]).abs() > 1e-4);
 }
+
+/// Spawns `cmd` (a run with `--json`) and sends each signal when its step event arrives;
+/// returns the exit code and every event.
+fn signals_at_steps(
+    mut cmd: std::process::Command,
+    plan: &[(u64, libc::c_int)],
+) -> (Option<i32>, Vec<serde_json::Value>) {
+    use std::io::{BufRead, BufReader};
+    let mut child = cmd
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let reader = BufReader::new(child.stdout.take().unwrap());
+    let mut seen = Vec::new();
+    let mut next = plan.iter().peekable();
+    for line in reader.lines() {
+        let e: serde_json::Value = serde_json::from_str(&line.unwrap()).unwrap();
+        if let Some((step, signal)) = next.peek() {
+            if e["event"] == "step" && e["step"] == *step {
+                // SAFETY: signalling our own child.
+                assert_eq!(unsafe { libc::kill(child.id() as libc::pid_t, *signal) }, 0);
+                next.next();
+            }
+        }
+        seen.push(e);
+    }
+    assert!(
+        next.peek().is_none(),
+        "the run ended before {:?}",
+        next.peek()
+    );
+    (child.wait().unwrap().code(), seen)
+}
+
+fn signal_at_step(
+    cmd: std::process::Command,
+    step: u64,
+    signal: libc::c_int,
+) -> (Option<i32>, Vec<serde_json::Value>) {
+    signals_at_steps(cmd, &[(step, signal)])
+}
+
+const LONG_RUN: &[&str] = &[
+    "run",
+    "--data",
+    "synthetic:1024:128",
+    "--batch-size",
+    "32",
+    "--epochs",
+    "50",
+    "--threads",
+    "1",
+    "--json",
+];
+
+#[test]
+fn a_hang_up_stops_a_run_gracefully() {
+    let home = Home::new();
+    let mut cmd = home.std_cmd();
+    cmd.args(LONG_RUN);
+    let (code, ev) = signal_at_step(cmd, 5, libc::SIGHUP);
+    assert_eq!(code, Some(130), "SIGHUP exits as a stopped run");
+    let fin = of_kind(&ev, "finished");
+    assert_eq!(fin.len(), 1);
+    assert_eq!(fin[0]["summary"]["status"], "stopped");
+    let run = &home.run_dirs()[0];
+    assert_eq!(read_json(&run.join("summary.json"))["status"], "stopped");
+    assert!(!run.join("process.json").exists(), "stale process.json");
+    assert!(run.join("checkpoints/last.pt").is_file());
+}
+
+#[test]
+fn a_hang_up_ignored_at_start_stays_ignored() {
+    // As `nohup cptlab run …`: the run trains through the hang-up; SIGTERM still stops it.
+    use std::os::unix::process::CommandExt;
+    let home = Home::new();
+    let mut cmd = home.std_cmd();
+    cmd.args(LONG_RUN);
+    // SAFETY: signal() is async-signal-safe; the child has not started yet.
+    unsafe {
+        cmd.pre_exec(|| {
+            libc::signal(libc::SIGHUP, libc::SIG_IGN);
+            Ok(())
+        });
+    }
+    let (code, ev) = signals_at_steps(cmd, &[(5, libc::SIGHUP), (40, libc::SIGTERM)]);
+    assert_eq!(code, Some(130));
+    let summary = &of_kind(&ev, "finished")[0]["summary"];
+    assert_eq!(summary["status"], "stopped");
+    assert!(summary["steps"].as_u64().unwrap() >= 40, "{summary}");
+}
+
+#[test]
+fn sigterm_stops_with_the_stopped_exit_code() {
+    let home = Home::new();
+    let mut cmd = home.std_cmd();
+    cmd.args(LONG_RUN);
+    let (code, _) = signal_at_step(cmd, 5, libc::SIGTERM);
+    assert_eq!(code, Some(130));
+    let run = &home.run_dirs()[0];
+    assert_eq!(read_json(&run.join("summary.json"))["status"], "stopped");
+}
+
+#[test]
+fn failures_before_the_run_end_json_output_with_one_failed_event() {
+    let home = Home::new();
+    let cases: [(&[&str], &str, i32); 5] = [
+        (&["--preset", "nope"], "no preset named", 1),
+        (&["--set", "noequals"], "KEY=VALUE", 2),
+        (&["--set", "train.nope=1"], "unknown field `nope`", 1),
+        (&["--data", "/nonexistent/cifar"], "/nonexistent/cifar", 1),
+        (&["--epochs", "many"], "--epochs", 2),
+    ];
+    for (extra, says, code) in cases {
+        let out = home
+            .cmd()
+            .arg("run")
+            .args(extra)
+            .arg("--json")
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(code), "{extra:?}: {err}");
+        assert!(err.contains(says), "{extra:?}: {err}");
+        let ev = events(&out.stdout);
+        assert_eq!(ev.len(), 1, "{extra:?}: {ev:?}");
+        assert_eq!(ev[0]["event"], "failed", "{extra:?}");
+        assert!(
+            ev[0]["error"].as_str().unwrap().contains(says),
+            "{extra:?}: {ev:?}"
+        );
+    }
+    assert!(home.run_dirs().is_empty());
+}
+
+#[test]
+fn counts_are_bounded_with_the_field_or_flag_named() {
+    let home = Home::new();
+    let cases: [(&[&str], &str, i32); 6] = [
+        (
+            &["--threads", "100000"],
+            "devices.threads = 100000: at most 1024",
+            1,
+        ),
+        (
+            &["--epochs", "4611686018427387904"],
+            "train.epochs = 4611686018427387904: at most",
+            1,
+        ),
+        (&["--epochs", "18446744073709551615"], "--epochs", 2),
+        (&["--seed", "18446744073709551615"], "--seed", 2),
+        (
+            &["--set", "train.max_steps=9223372036854775807"],
+            "train.max_steps",
+            1,
+        ),
+        (
+            &["--lr", "-0.1"],
+            "optimizer.lr = -0.1: a non-negative finite number",
+            1,
+        ),
+    ];
+    for (extra, says, code) in cases {
+        let out = home.cmd().arg("run").args(extra).output().unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(code), "{extra:?}: {err}");
+        assert!(err.contains(says), "{extra:?}: {err}");
+        assert!(!err.contains("-1"), "{extra:?} wrapped around: {err}");
+        assert!(!err.contains("panicked"), "{extra:?}: {err}");
+    }
+    assert!(home.run_dirs().is_empty(), "a refused run left a directory");
+}
+
+#[test]
+fn a_new_kind_drops_the_old_kinds_parameters() {
+    let home = Home::new();
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("cosine.toml");
+    std::fs::write(
+        &file,
+        "name = \"k\"\n[model]\nkind = \"lenet\"\n[optimizer]\nkind = \"sgd\"\nlr = 0.02\n\
+         momentum = 0.9\nweight_decay = 1e-4\n[lr_schedule]\nkind = \"cosine_annealing\"\n\
+         eta_min = 0.001\n[train]\nbatch_size = 32\nepochs = 1\n",
+    )
+    .unwrap();
+    common::run_ok(
+        &home,
+        &[
+            "run",
+            "--config",
+            file.to_str().unwrap(),
+            "--data",
+            "synthetic:256:64",
+            "--max-steps",
+            "2",
+            "--threads",
+            "1",
+            "--set",
+            "lr_schedule.kind=warmup_lr",
+            "--set",
+            "lr_schedule.warmup_num_steps=2",
+            "--optimizer",
+            "adam",
+            "--json",
+        ],
+    );
+    let cfg: toml::Table = std::fs::read_to_string(home.run_dirs()[0].join("config.toml"))
+        .unwrap()
+        .parse()
+        .unwrap();
+    let sched = cfg["lr_schedule"].as_table().unwrap();
+    assert_eq!(sched["kind"].as_str(), Some("warmup_lr"));
+    assert_eq!(sched["warmup_num_steps"].as_integer(), Some(2));
+    assert!(!sched.contains_key("eta_min"), "{sched:?}");
+    let opt = cfg["optimizer"].as_table().unwrap();
+    assert_eq!(opt["kind"].as_str(), Some("adam"));
+    // What both optimizers have is kept; SGD's own settings are gone.
+    assert_eq!(opt["lr"].as_float(), Some(0.02));
+    assert_eq!(opt["weight_decay"].as_float(), Some(1e-4));
+    assert!(!opt.contains_key("momentum"), "{opt:?}");
+    // A parameter the new kind does not have is still an error when the user sets it.
+    let out = home
+        .cmd()
+        .args(["run", "--config", file.to_str().unwrap()])
+        .args([
+            "--set",
+            "lr_schedule.kind=warmup_lr",
+            "--set",
+            "lr_schedule.eta_min=0",
+        ])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("unknown field `eta_min`"), "{err}");
+}
+
+#[test]
+fn a_stopped_worker_exits_like_a_stopped_run() {
+    // `cptlab worker` trains on CUDA only: skipped without a GPU (`cli::exit_code`, the mapping
+    // both commands use, has its own unit test).
+    let home = Home::new();
+    let doctor = home.cmd().arg("doctor").output().unwrap();
+    if !String::from_utf8_lossy(&doctor.stdout).contains("cuda available: true") {
+        eprintln!("skipped: no CUDA here");
+        return;
+    }
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let mut cmd = home.std_cmd();
+    cmd.env("RANK", "0")
+        .env("WORLD_SIZE", "1")
+        .env("LOCAL_RANK", "0")
+        .env("MASTER_ADDR", "127.0.0.1")
+        .env("MASTER_PORT", port.to_string())
+        .env("CPTLAB_RDZV_TOKEN", "a-token-for-one-rank");
+    cmd.arg("worker").args(&LONG_RUN[1..]);
+    let (code, ev) = signal_at_step(cmd, 5, libc::SIGTERM);
+    assert_eq!(code, Some(130), "a stopped worker exits as `run` does");
+    assert_eq!(of_kind(&ev, "finished")[0]["summary"]["status"], "stopped");
+}

@@ -290,3 +290,75 @@ fn a_hangup_leaves_the_run_training_and_a_new_workbench_attaches() {
     assert_eq!(home.exit_code(2, Duration::from_secs(30)), "0");
     assert!(!dir.join("tui.lock").exists());
 }
+
+/// The workbench pauses a run by stopping its process (`p`: SIGSTOP, then SIGCONT). The time it
+/// stood still is in none of the run's timings: epoch seconds, `train_seconds`, throughput.
+/// (No tmux needed: this sends the same signals the workbench's `p` sends.)
+#[test]
+fn a_run_paused_by_the_workbench_does_not_count_the_pause() {
+    use std::io::{BufRead, BufReader};
+    let home = Home::new(2);
+    let d = home.dir.path();
+    let mut child = Command::new(assert_cmd::cargo::cargo_bin("cptlab"))
+        .args([
+            "run",
+            "--preset",
+            "e2e",
+            "--data",
+            "synthetic:4096:256",
+            "--json",
+        ])
+        .env("CPTLAB_RUNS_DIR", home.runs())
+        .env("CPTLAB_PRESETS_DIR", d.join("presets"))
+        .env("CPTLAB_CACHE_DIR", d.join("cache"))
+        .env_remove("CPTLAB_DATA")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let pid = child.id() as libc::pid_t;
+    let pause = Duration::from_secs(2);
+    let (mut started, mut stood_still) = (None, 0.0);
+    let mut events: Vec<serde_json::Value> = Vec::new();
+    for line in BufReader::new(child.stdout.take().unwrap()).lines() {
+        let e: serde_json::Value = serde_json::from_str(&line.unwrap()).unwrap();
+        if e["event"] == "started" {
+            started = Some(Instant::now());
+        }
+        if e["event"] == "step" && e["step"] == 5 {
+            let t = Instant::now();
+            // SAFETY: kill(2) on our own child.
+            unsafe { libc::kill(pid, libc::SIGSTOP) };
+            std::thread::sleep(pause);
+            unsafe { libc::kill(pid, libc::SIGCONT) };
+            stood_still = t.elapsed().as_secs_f64();
+        }
+        events.push(e);
+    }
+    let wall = started.expect("a started event").elapsed().as_secs_f64();
+    assert!(child.wait().unwrap().success());
+    let summary = events.last().unwrap()["summary"].clone();
+    assert_eq!(summary["status"], "finished", "{summary}");
+    let train = summary["train_seconds"].as_f64().unwrap();
+    let epochs: Vec<f64> = events
+        .iter()
+        .filter(|e| e["event"] == "eval")
+        .map(|e| e["epoch_seconds"].as_f64().unwrap())
+        .collect();
+    assert_eq!(epochs.len(), 2);
+    assert!(
+        train < wall - stood_still * 0.8,
+        "train_seconds {train:.3} of a {wall:.3}s run stopped for {stood_still:.3}s"
+    );
+    assert!(
+        epochs[0] < wall - stood_still * 0.8,
+        "epoch 1: {:.3}s of a {wall:.3}s run stopped for {stood_still:.3}s",
+        epochs[0]
+    );
+    let slowest = events
+        .iter()
+        .filter(|e| e["event"] == "step")
+        .map(|e| 64.0 / e["images_per_sec"].as_f64().unwrap())
+        .fold(0.0, f64::max);
+    assert!(slowest < stood_still * 0.5, "a step of {slowest:.3}s");
+}

@@ -95,6 +95,49 @@ fn dashboard_finished_replay() {
     snap(&app, "dashboard_finished");
 }
 
+/// A recording of an older build (0-based step and eval epochs) reads as 1-based: the Dashboard
+/// and Compare draw it exactly as this build's, mid-run and finished.
+#[test]
+fn an_older_builds_recording_draws_the_same_epochs() {
+    let draw = |older: bool, upto: u64, view: View| -> Vec<String> {
+        let home = Home::new();
+        let mut app = home.app();
+        let mut ids = Vec::new();
+        for (name, better) in [("20250101-110000-a", 0.0), ("20250101-111000-b", 0.03)] {
+            let cfg = config(name, Some(cr()));
+            let dir = home.runs().join(name);
+            let mut ev = events(&dir, &cfg, upto, upto == u64::MAX, better);
+            if older {
+                ev = as_older_build(&ev);
+            }
+            write_run(&home.runs(), name, &cfg, &ev, None);
+            let id = app.open_dir(&dir);
+            for e in ev {
+                app.ingest(id, e);
+            }
+            ids.push(id);
+        }
+        app.current = Some(ids[0]);
+        app.pair = Some((ids[0], ids[1]));
+        app.show(view);
+        SIZES.iter().map(|&(w, h)| render(&app, w, h)).collect()
+    };
+    for upto in [SPE + SPE / 2, u64::MAX] {
+        for view in [View::Dashboard, View::Compare] {
+            let new = draw(false, upto, view);
+            assert!(
+                new[1].contains(&format!(
+                    "epoch {}/{EPOCHS}",
+                    upto.min(SPE * EPOCHS).div_ceil(SPE)
+                )) || view == View::Compare,
+                "{}",
+                new[1]
+            );
+            assert_eq!(draw(true, upto, view), new, "{view:?} after {upto} steps");
+        }
+    }
+}
+
 #[test]
 fn dashboard_without_a_run() {
     let home = Home::new();

@@ -8,6 +8,7 @@ use std::time::Instant;
 use anyhow::{Context, Result};
 use clap::Args;
 
+use crate::cli::output::outln;
 use crate::config::paths::Paths;
 use crate::config::presets::PresetStore;
 use crate::config::Override;
@@ -108,10 +109,11 @@ pub fn run(args: BenchArgs, paths: &Paths) -> Result<()> {
     } else {
         Some(reference_data(&data, paths)?)
     };
-    println!(
+    // A closed pipe ends the bench quietly; other write errors fail it (cli::output).
+    outln!(
         "| case | threads | cptlab s/epoch | PyTorch eager s/epoch | ratio (eager/cptlab) | steps timed |"
-    );
-    println!("|---|---|---|---|---|---|");
+    )?;
+    outln!("|---|---|---|---|---|---|")?;
     for name in &args.cases {
         let case = CASES.iter().find(|c| c.name == name).ok_or_else(|| {
             anyhow::anyhow!("unknown bench case {name:?}; cases: lenet16, lenet128, resnet18")
@@ -131,7 +133,7 @@ pub fn run(args: BenchArgs, paths: &Paths) -> Result<()> {
                 }
                 None => None,
             };
-            println!(
+            outln!(
                 "| {} b{} | {} | {:.2} | {} | {} | {} |",
                 case.model,
                 case.batch,
@@ -140,7 +142,7 @@ pub fn run(args: BenchArgs, paths: &Paths) -> Result<()> {
                 theirs.map_or("-".into(), |t| format!("{t:.2}")),
                 theirs.map_or("-".into(), |t| format!("{:.2}×", t / ours)),
                 steps
-            );
+            )?;
         }
     }
     Ok(())

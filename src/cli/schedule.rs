@@ -71,7 +71,7 @@ pub struct LrArgs {
     #[arg(long)]
     pub steps: u64,
     /// The optimizer's lr
-    #[arg(long, default_value_t = 0.1)]
+    #[arg(long, default_value_t = 0.1, allow_negative_numbers = true)]
     pub base_lr: f64,
     /// Steps per epoch (epoch-based schedules: multi_step, goyal); default 390 = CIFAR-10 at 128
     #[arg(long, default_value_t = 390)]
@@ -97,8 +97,9 @@ pub fn run(cmd: ScheduleCommand) -> Result<()> {
         ScheduleCommand::Precision(a) => render_precision(&a)?,
         ScheduleCommand::Lr(a) => render_lr(&a)?,
     };
-    print!("{}", out.stdout);
-    eprint!("{}", out.stderr);
+    super::output::stdout().write_str(&out.stdout)?;
+    super::output::stdout().flush()?;
+    super::output::stderr().write_str(&out.stderr)?;
     Ok(())
 }
 
@@ -235,6 +236,8 @@ pub fn render_lr(a: &LrArgs) -> Result<Rendered> {
         total_steps: a.steps,
         steps_per_epoch: a.steps_per_epoch,
         global_batch: a.batch,
+        // Only the lr is plotted: no optimizer to cycle the momentum of.
+        momentum: Default::default(),
     };
     schedule.validate(&ctx).map_err(|e| {
         flag_error(
@@ -539,6 +542,7 @@ mod tests {
             total_steps: 20,
             steps_per_epoch: 390,
             global_batch: 128,
+            momentum: Default::default(),
         };
         for (t, line) in lines[1..].iter().enumerate() {
             assert_eq!(*line, format!("{t},{}", s.lr_at(t as u64, &ctx)));

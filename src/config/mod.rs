@@ -303,6 +303,15 @@ impl Default for DeviceConfig {
     }
 }
 
+/// The largest counts a config may hold (see `RunConfig::validate`).
+pub const MAX_THREADS: u64 = 1024;
+/// Workers of one job (`cpu:N`, the GPUs of `cuda:…`).
+pub const MAX_WORKERS: usize = 1024;
+pub const MAX_BATCH: u64 = 1 << 20;
+pub const MAX_EPOCHS: u64 = 1_000_000;
+pub const MAX_STEPS: u64 = 1 << 53;
+pub const MAX_IMAGE_SIZE: u64 = 8192;
+
 /// A configuration error: names the field, the value and what was expected.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -350,27 +359,48 @@ impl RunConfig {
     }
 
     /// Applies `key=value` overrides (dotted keys, TOML values) and re-validates the types.
+    ///
+    /// Changing a table's `kind` (`optimizer.kind`, `lr_schedule.kind`, …) keeps the fields the
+    /// new kind also has (`lr`, `weight_decay`, `warmup_num_steps`: same name, same meaning) and
+    /// drops the ones it does not know; the new kind's other fields take its defaults. A field
+    /// the overrides themselves set is never dropped: if the new kind does not know it, that is
+    /// the error.
     pub fn with_overrides(&self, overrides: &[Override]) -> Result<RunConfig, ConfigError> {
         if overrides.is_empty() {
             return Ok(self.clone());
         }
-        let mut tree = toml::Table::try_from(self).expect("a RunConfig always serializes");
+        let before = toml::Table::try_from(self).expect("a RunConfig always serializes");
+        let mut tree = before.clone();
         for o in overrides {
             apply_override(&mut tree, o)?;
         }
+        let mut carried = overrides::carried_over(&before, &tree, overrides);
         let origin = overrides
             .iter()
             .map(|o| o.to_string())
             .collect::<Vec<_>>()
             .join(", ");
-        RunConfig::deserialize(toml::Value::Table(tree)).map_err(|e| ConfigError::Parse {
-            origin: format!("overrides ({origin})"),
-            message: e.to_string(),
-        })
+        loop {
+            match RunConfig::deserialize(toml::Value::Table(tree.clone())) {
+                Ok(config) => return Ok(config),
+                Err(e) => {
+                    // serde stops at the first unknown field: drop it if the old kind left it.
+                    if let Some(i) = carried.iter().position(|c| c.rejected_by(&e)) {
+                        carried.swap_remove(i).remove_from(&mut tree);
+                        continue;
+                    }
+                    return Err(ConfigError::Parse {
+                        origin: format!("overrides ({origin})"),
+                        message: e.to_string(),
+                    });
+                }
+            }
+        }
     }
 
     /// Checks what the types cannot: ranges and combinations.
     pub fn validate(&self) -> Result<(), ConfigError> {
+        self.validate_counts()?;
         if self.name.trim().is_empty() {
             return Err(invalid("name", "\"\"", "a non-empty name"));
         }
@@ -459,6 +489,13 @@ impl RunConfig {
             ));
         }
         if let Some(world) = spec.known_world_size() {
+            if world > MAX_WORKERS {
+                return Err(invalid(
+                    "devices.devices",
+                    &self.devices.devices,
+                    &format!("at most {MAX_WORKERS} workers"),
+                ));
+            }
             let t = &self.train;
             if !t.batch_size.is_multiple_of(t.grad_accum * world) {
                 return Err(invalid(
@@ -478,6 +515,74 @@ impl RunConfig {
                         t.batch_size, micro, t.grad_accum, world
                     )));
                 }
+            }
+        }
+        Ok(())
+    }
+
+    /// Every count in the config against the largest a run can use. The bounds sit far above
+    /// any real run and far below where the engine's products of them (epochs × steps per
+    /// epoch, micro batch × accumulation × world size) could overflow, and every value fits
+    /// TOML's integers (a run directory records the config as TOML).
+    fn validate_counts(&self) -> Result<(), ConfigError> {
+        let (t, d) = (&self.train, &self.data);
+        let n = |x: usize| Some(x as u64);
+        let counts = [
+            ("seed", Some(self.seed), i64::MAX as u64, ""),
+            ("train.batch_size", n(t.batch_size), MAX_BATCH, " samples"),
+            (
+                "train.micro_batch_size",
+                t.micro_batch_size.and_then(n),
+                MAX_BATCH,
+                " samples",
+            ),
+            (
+                "train.grad_accum",
+                n(t.grad_accum),
+                MAX_BATCH,
+                " micro-batches",
+            ),
+            ("train.epochs", Some(t.epochs), MAX_EPOCHS, " epochs"),
+            ("train.max_steps", t.max_steps, MAX_STEPS, " steps"),
+            (
+                "data.eval_batch_size",
+                n(d.eval_batch_size),
+                MAX_BATCH,
+                " samples",
+            ),
+            (
+                "data.image_size",
+                d.image_size.and_then(n),
+                MAX_IMAGE_SIZE,
+                " pixels",
+            ),
+            (
+                "data.resize",
+                d.resize.and_then(n),
+                MAX_IMAGE_SIZE,
+                " pixels",
+            ),
+            (
+                "data.random_crop_padding",
+                n(d.random_crop_padding),
+                MAX_IMAGE_SIZE,
+                " pixels",
+            ),
+            (
+                "devices.threads",
+                self.devices.threads.and_then(n),
+                MAX_THREADS,
+                " threads",
+            ),
+        ];
+        for (field, value, max, unit) in counts {
+            if let Some(v) = value.filter(|v| *v > max) {
+                let mut expected = format!("at most {max}{unit}");
+                if field == "devices.threads" {
+                    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+                    expected.push_str(&format!(" (this machine has {cores} cores)"));
+                }
+                return Err(invalid(field, v, &expected));
             }
         }
         Ok(())
@@ -615,5 +720,79 @@ epochs = 1
         };
         let e = c.validate().unwrap_err().to_string();
         assert!(e.contains("optimizer.nesterov"), "{e}");
+    }
+
+    #[test]
+    fn a_new_kind_keeps_shared_fields_and_drops_the_rest() {
+        let text = MINIMAL.replace(
+            "lr = 0.01",
+            "lr = 0.01\nmomentum = 0.9\nweight_decay = 5e-4\n[lr_schedule]\nkind = \"cosine_annealing\"\neta_min = 0.001",
+        );
+        let c = RunConfig::from_toml_str(&text, "t.toml").unwrap();
+        let o = |s: &str| s.parse::<Override>().unwrap();
+        let c2 = c
+            .with_overrides(&[o("lr_schedule.kind=warmup_lr"), o("optimizer.kind=adamw")])
+            .unwrap();
+        assert!(
+            matches!(c2.lr_schedule, LrSchedule::WarmupLr { .. }),
+            "{:?}",
+            c2.lr_schedule
+        );
+        match c2.optimizer {
+            OptimizerConfig::AdamW {
+                lr,
+                weight_decay,
+                betas,
+                ..
+            } => {
+                assert_eq!((lr, weight_decay), (0.01, 5e-4));
+                assert_eq!(betas, default_betas());
+            }
+            other => panic!("{other:?}"),
+        }
+        // What the overrides set themselves is kept, and checked.
+        let e = c
+            .with_overrides(&[o("lr_schedule.kind=warmup_lr"), o("lr_schedule.eta_min=0")])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("unknown field `eta_min`"), "{e}");
+        // Without a kind change an unknown field stays an error.
+        let e = c
+            .with_overrides(&[o("optimizer.betas=[0.9, 0.99]")])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("unknown field `betas`"), "{e}");
+    }
+
+    #[test]
+    fn counts_are_bounded_with_the_field_named() {
+        let c = RunConfig::from_toml_str(MINIMAL, "t.toml").unwrap();
+        let check = |f: &dyn Fn(&mut RunConfig), field: &str| {
+            let mut c = c.clone();
+            f(&mut c);
+            let e = c.validate().unwrap_err().to_string();
+            assert!(
+                e.contains(&format!("{field} = ")) && e.contains("at most"),
+                "{e}"
+            );
+        };
+        check(&|c| c.devices.threads = Some(100_000), "devices.threads");
+        check(&|c| c.train.epochs = 1 << 62, "train.epochs");
+        check(&|c| c.train.max_steps = Some(u64::MAX), "train.max_steps");
+        check(&|c| c.train.batch_size = usize::MAX, "train.batch_size");
+        check(&|c| c.train.grad_accum = usize::MAX, "train.grad_accum");
+        check(
+            &|c| c.data.eval_batch_size = 1 << 40,
+            "data.eval_batch_size",
+        );
+        check(&|c| c.seed = u64::MAX, "seed");
+        check(
+            &|c| c.devices.devices = "cpu:100000".into(),
+            "devices.devices",
+        );
+        let mut ok = c.clone();
+        ok.devices.threads = Some(MAX_THREADS as usize);
+        ok.train.epochs = MAX_EPOCHS;
+        ok.validate().unwrap();
     }
 }

@@ -85,6 +85,91 @@ pub fn apply_override(tree: &mut toml::Table, o: &Override) -> Result<(), Config
     Ok(())
 }
 
+/// A field left in a table by its old `kind` that no override set: dropped if the new kind
+/// rejects it (`RunConfig::with_overrides`).
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct Carried {
+    /// The table's path (`["lr_schedule"]`).
+    table: Vec<String>,
+    field: String,
+}
+
+impl Carried {
+    /// Whether `e` (the first error of deserializing the tree) is this field being unknown in
+    /// its table. serde names the field (`unknown field `eta_min``); toml adds the table's
+    /// path (`in `lr_schedule``) when it knows it.
+    pub(crate) fn rejected_by(&self, e: &toml::de::Error) -> bool {
+        let unknown = e
+            .message()
+            .starts_with(&format!("unknown field `{}`", self.field));
+        let text = e.to_string();
+        let in_table = match text.rfind("\nin `") {
+            Some(i) => {
+                text[i + "\nin `".len()..].trim_end().trim_end_matches('`') == self.table.join(".")
+            }
+            None => true,
+        };
+        unknown && in_table
+    }
+
+    pub(crate) fn remove_from(&self, tree: &mut toml::Table) {
+        if let Some(t) = table_at_mut(tree, &self.table) {
+            t.remove(&self.field);
+        }
+    }
+}
+
+fn table_at<'a>(tree: &'a toml::Table, path: &[String]) -> Option<&'a toml::Table> {
+    path.iter()
+        .try_fold(tree, |t, part| t.get(part).and_then(toml::Value::as_table))
+}
+
+fn table_at_mut<'a>(tree: &'a mut toml::Table, path: &[String]) -> Option<&'a mut toml::Table> {
+    path.iter().try_fold(tree, |t, part| {
+        t.get_mut(part).and_then(toml::Value::as_table_mut)
+    })
+}
+
+/// The fields of every table whose `kind` the overrides changed (from `before` to `after`) that
+/// came from the old kind: present before, unchanged, and not set by any override.
+pub(crate) fn carried_over(
+    before: &toml::Table,
+    after: &toml::Table,
+    overrides: &[Override],
+) -> Vec<Carried> {
+    let mut tables: Vec<&[String]> = Vec::new();
+    for o in overrides {
+        if let Some((last, table)) = o.key.split_last() {
+            if last == "kind" && !tables.contains(&table) {
+                tables.push(table);
+            }
+        }
+    }
+    let mut carried = Vec::new();
+    for table in tables {
+        let (Some(old), Some(new)) = (table_at(before, table), table_at(after, table)) else {
+            continue;
+        };
+        if old.get("kind") == new.get("kind") {
+            continue;
+        }
+        for (field, value) in old {
+            let set_by_override = overrides.iter().any(|o| {
+                o.key.len() > table.len()
+                    && o.key[..table.len()] == *table
+                    && o.key[table.len()] == *field
+            });
+            if field != "kind" && !set_by_override && new.get(field) == Some(value) {
+                carried.push(Carried {
+                    table: table.to_vec(),
+                    field: field.clone(),
+                });
+            }
+        }
+    }
+    carried
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -109,5 +194,32 @@ mod tests {
         let o: Override = "c.d=2".parse().unwrap();
         apply_override(&mut t, &o).unwrap();
         assert_eq!(t["c"]["d"].as_integer(), Some(2));
+    }
+
+    #[test]
+    fn a_new_kind_carries_only_the_fields_no_override_set() {
+        let before: toml::Table =
+            "[opt]\nkind = \"sgd\"\nlr = 0.1\nmomentum = 0.9\n[other]\nkind = \"a\"\nx = 1"
+                .parse()
+                .unwrap();
+        let overrides: Vec<Override> = ["opt.kind=adam", "opt.momentum=0.5", "other.x=2"]
+            .iter()
+            .map(|s| s.parse().unwrap())
+            .collect();
+        let mut after = before.clone();
+        for o in &overrides {
+            apply_override(&mut after, o).unwrap();
+        }
+        let c = carried_over(&before, &after, &overrides);
+        assert_eq!(
+            c,
+            vec![Carried {
+                table: vec!["opt".into()],
+                field: "lr".into()
+            }]
+        );
+        // The same kind again changes nothing.
+        let same: Override = "other.kind=a".parse().unwrap();
+        assert!(carried_over(&before, &before, &[same]).is_empty());
     }
 }

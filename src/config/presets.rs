@@ -79,6 +79,11 @@ impl PresetStore {
                 let Some(name) = path.file_stem().and_then(|s| s.to_str()) else {
                     continue;
                 };
+                // Hidden files are not presets (valid names never start with '.'), and neither
+                // is the temporary file of a save in progress or one a kill interrupted.
+                if name.starts_with('.') {
+                    continue;
+                }
                 user_names.push(name.to_string());
                 out.push(PresetEntry {
                     name: name.to_string(),
@@ -149,13 +154,13 @@ impl PresetStore {
                 path.display()
             )));
         }
-        std::fs::create_dir_all(&self.dir).map_err(|e| {
-            ConfigError::Other(format!("cannot create {}: {e}", self.dir.display()))
-        })?;
+        let other = |e: crate::files::FileError| ConfigError::Other(e.to_string());
+        crate::files::create_dir_all(&self.dir).map_err(other)?;
+        // What saves interrupted by a kill left behind.
+        crate::files::clean_stale_temps(&self.dir).map_err(other)?;
         let mut named = config.clone();
         named.name = name.to_string();
-        crate::telemetry::store::write_atomic(&path, named.to_toml().as_bytes())
-            .map_err(|e| ConfigError::Other(format!("cannot write {}: {e}", path.display())))?;
+        crate::files::write_atomic(&path, named.to_toml().as_bytes()).map_err(other)?;
         Ok(path)
     }
 
@@ -223,6 +228,34 @@ mod tests {
         assert_eq!(store.load("quickstart").unwrap().seed, 42);
         assert!(store.delete("quickstart").is_err());
         assert!(store.save("../evil", &c, false).is_err());
+    }
+
+    #[test]
+    fn save_cleans_interrupted_saves_and_says_why_it_fails() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = PresetStore::new(dir.path());
+        let c = store.load("quickstart").unwrap();
+        // A save killed mid-write left this; it is neither a preset nor kept.
+        let stale = dir.path().join(format!(
+            "{}{}-9-0-mine.toml",
+            crate::files::TEMP_PREFIX,
+            u32::MAX
+        ));
+        std::fs::write(&stale, "name = ").unwrap();
+        assert!(store.list().iter().all(|p| !p.name.starts_with('.')));
+        store.save("mine", &c, false).unwrap();
+        assert!(!stale.exists());
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1);
+
+        let file = dir.path().join("mine.toml");
+        let e = PresetStore::new(&file)
+            .save("x", &c, false)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains(&format!("{} is not a directory", file.display())),
+            "{e}"
+        );
     }
 
     #[test]

@@ -12,13 +12,16 @@
 //! |---|---|---|
 //! | 0 | 8 | magic `CPTLAB01` |
 //! | 8 | 8 | u64 `H`: header length |
-//! | 16 | H | UTF-8 JSON `{"name", "classes": [..], "shape": {"channels", "height", "width"}, "train_len", "test_len"}`, space-padded so 16+H is a multiple of 8 |
+//! | 16 | H | UTF-8 JSON `{"name", "classes": [..], "shape": {"channels", "height", "width"}, "train_len", "test_len", "payload_blake3"}`, space-padded so 16+H is a multiple of 8 |
 //! | 16+H | train_len·C·H·W | train images, u8, CHW per image, images back to back |
 //! | … | 2·train_len | train labels, u16 |
 //! | … | test_len·C·H·W | test images |
 //! | … | 2·test_len | test labels, u16 |
 //!
-//! The file is exactly that long; anything else is treated as corrupt. From Python:
+//! The file is exactly that long, and `payload_blake3` (hex) is the BLAKE3 digest of everything
+//! after the header; anything else is treated as corrupt (the load says so and rebuilds the
+//! file). Files are written atomically (`files::write_atomic_with`); temporary files that an
+//! interrupted write left are removed the next time the cache is used. From Python:
 //!
 //! ```python
 //! import json, torch
@@ -36,18 +39,19 @@
 //! y_test = take(hdr["test_len"], torch.int16)
 //! ```
 
-use std::fs::File;
-use std::io::{BufWriter, Read, Write};
+use std::io::Read;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
 use super::error::{DataError, IoContext};
 use super::{Dataset, ImageShape, Loaded, Split};
+use crate::files;
 
 pub const MAGIC: &[u8; 8] = b"CPTLAB01";
 /// Part of every key: bump it when decoding or the layout changes so old files go unused.
-pub const FORMAT_VERSION: u32 = 1;
+/// 2: the header carries the payload's BLAKE3.
+pub const FORMAT_VERSION: u32 = 2;
 
 #[derive(Serialize, Deserialize)]
 struct Header {
@@ -56,6 +60,25 @@ struct Header {
     shape: ImageShape,
     train_len: u64,
     test_len: u64,
+    /// BLAKE3 (hex) of everything after the header.
+    payload_blake3: String,
+}
+
+/// The payload's bytes in file order: per split, the images, then the labels (u16 LE).
+fn for_each_payload_chunk(
+    ds: &Dataset,
+    mut f: impl FnMut(&[u8]) -> std::io::Result<()>,
+) -> std::io::Result<()> {
+    let mut buf = Vec::with_capacity(1 << 14);
+    for split in [&ds.train, &ds.test] {
+        f(&split.images)?;
+        for chunk in split.labels.chunks(1 << 13) {
+            buf.clear();
+            buf.extend(chunk.iter().flat_map(|l| l.to_le_bytes()));
+            f(&buf)?;
+        }
+    }
+    Ok(())
 }
 
 /// The key of a source: see the module docs. `content` is an archive file or a folder.
@@ -117,7 +140,8 @@ fn hash_str(h: &mut blake3::Hasher, s: &str) {
 
 fn file_digest(path: &Path) -> Result<blake3::Hash, DataError> {
     let mut h = blake3::Hasher::new();
-    h.update_reader(File::open(path).at(path)?).at(path)?;
+    let (f, _) = files::open_regular(path)?;
+    h.update_reader(f).at(path)?;
     Ok(h.finalize())
 }
 
@@ -144,50 +168,40 @@ pub fn cache_file(cache_dir: &Path, key: &str) -> PathBuf {
     cache_dir.join("datasets").join(format!("{key}.bin"))
 }
 
-/// Writes `ds` to `path` atomically: a temporary file in the same folder, renamed when complete.
+/// Writes `ds` to `path` atomically: a temporary file in the same folder, renamed when complete
+/// (an error removes it; see `files::write_atomic_with`).
 pub fn write(path: &Path, ds: &Dataset) -> Result<(), DataError> {
     let dir = path.parent().unwrap_or(Path::new("."));
-    std::fs::create_dir_all(dir).at(dir)?;
-    let tmp = tempfile::NamedTempFile::new_in(dir).at(dir)?;
+    files::create_dir_all(dir)?;
+    let mut hasher = blake3::Hasher::new();
+    for_each_payload_chunk(ds, |b| {
+        hasher.update(b);
+        Ok(())
+    })
+    .expect("hashing cannot fail");
     let mut header = serde_json::to_vec(&Header {
         name: ds.name.clone(),
         classes: ds.classes.clone(),
         shape: ds.shape,
         train_len: ds.train.len() as u64,
         test_len: ds.test.len() as u64,
+        payload_blake3: hasher.finalize().to_hex().to_string(),
     })
     .expect("header serializes");
     // JSON ignores trailing spaces; 8-aligned pixel data lets readers map it directly.
     header.resize(header.len().next_multiple_of(8), b' ');
-    let mut w = BufWriter::with_capacity(1 << 20, tmp);
-    let result = (|| -> std::io::Result<()> {
+    files::write_atomic_with(path, |w| {
         w.write_all(MAGIC)?;
         w.write_all(&(header.len() as u64).to_le_bytes())?;
         w.write_all(&header)?;
-        for split in [&ds.train, &ds.test] {
-            w.write_all(&split.images)?;
-            let mut buf = Vec::with_capacity(1 << 14);
-            for chunk in split.labels.chunks(1 << 13) {
-                buf.clear();
-                buf.extend(chunk.iter().flat_map(|l| l.to_le_bytes()));
-                w.write_all(&buf)?;
-            }
-        }
-        w.flush()
-    })();
-    result.at(path)?;
-    let tmp = w
-        .into_inner()
-        .map_err(|e| DataError::io(path, e.into_error()))?;
-    tmp.persist(path)
-        .map_err(|e| DataError::io(path, e.error))?;
+        for_each_payload_chunk(ds, |b| w.write_all(b))
+    })?;
     Ok(())
 }
 
 /// Reads a cache file, checking that its lengths add up and its labels are in range.
 pub fn read(path: &Path) -> Result<Dataset, DataError> {
-    let mut f = File::open(path).at(path)?;
-    let file_len = f.metadata().at(path)?.len();
+    let (mut f, file_len) = files::open_regular(path)?;
     let corrupt = |message: String| DataError::Format {
         path: path.to_path_buf(),
         message: format!("corrupt cache file: {message}"),
@@ -227,11 +241,14 @@ pub fn read(path: &Path) -> Result<Dataset, DataError> {
             found: file_len,
         });
     }
+    let mut hasher = blake3::Hasher::new();
     let mut read_split = |n: u64| -> Result<Split, DataError> {
         let mut images = vec![0u8; (n * per_image) as usize];
         f.read_exact(&mut images).at(path)?;
+        hasher.update(&images);
         let mut raw = vec![0u8; 2 * n as usize];
         f.read_exact(&mut raw).at(path)?;
+        hasher.update(&raw);
         let labels: Vec<u16> = raw
             .chunks_exact(2)
             .map(|b| u16::from_le_bytes([b[0], b[1]]))
@@ -240,6 +257,16 @@ pub fn read(path: &Path) -> Result<Dataset, DataError> {
     };
     let train = read_split(h.train_len)?;
     let test = read_split(h.test_len)?;
+    let digest = hasher.finalize().to_hex();
+    if !digest
+        .as_str()
+        .eq_ignore_ascii_case(h.payload_blake3.trim())
+    {
+        return Err(corrupt(format!(
+            "payload checksum mismatch (BLAKE3 {digest}, the header says {}): pixel or label bytes changed after the file was written",
+            h.payload_blake3
+        )));
+    }
     let classes = h.classes.len();
     if let Some(&l) = train
         .labels
@@ -290,6 +317,11 @@ pub fn load_or_build(
     };
     let file = cache_file(dir, &key);
     let mut warnings = Vec::new();
+    // What writes interrupted by a kill left (never a live process's temporary file). A folder
+    // that cannot be cleaned cannot be written either: the write below says so, once.
+    if let Some(datasets) = file.parent() {
+        let _ = files::clean_stale_temps(datasets);
+    }
     match read(&file) {
         Ok(dataset) => {
             return Ok(Loaded {
@@ -299,14 +331,21 @@ pub fn load_or_build(
                 warnings,
             })
         }
-        Err(DataError::Io { error, .. }) if error.kind() == std::io::ErrorKind::NotFound => {}
+        // No cache file yet (or no cache folder: the write below says why, once).
+        Err(e)
+            if matches!(
+                e.io_kind(),
+                Some(std::io::ErrorKind::NotFound | std::io::ErrorKind::NotADirectory)
+            ) => {}
         Err(e) => warnings.push(format!("ignored unusable cache file ({e}); rebuilding it")),
     }
     let dataset = build()?;
     match write(&file, &dataset) {
         Ok(()) => Ok(built(dataset, Some(file), warnings)),
         Err(e) => {
-            warnings.push(format!("could not write the data-set cache: {e}"));
+            warnings.push(format!(
+                "data-set cache not written, the next run decodes the data again: {e}"
+            ));
             Ok(built(dataset, None, warnings))
         }
     }
@@ -372,7 +411,83 @@ mod tests {
         let last = bad.len() - 1;
         bad[last] = 0xff;
         fs::write(&p, &bad).unwrap();
-        assert!(read(&p).unwrap_err().to_string().contains("label"));
+        assert!(read(&p).unwrap_err().to_string().contains("checksum"));
+        // A label out of range in a file whose checksum matches.
+        let mut ds = small();
+        ds.train.labels[0] = 99;
+        write(&p, &ds).unwrap();
+        assert!(read(&p).unwrap_err().to_string().contains("label 99"));
+    }
+
+    #[test]
+    fn a_flipped_pixel_is_detected_and_the_cache_rebuilt_with_one_warning() {
+        let tmp = tempfile::tempdir().unwrap();
+        let src = tmp.path().join("src");
+        crate::data::cifar_binary::tests::write_cifar10(&src, 2);
+        let source = DataSource::detect(src.to_str().unwrap()).unwrap();
+        let opts = LoadOptions {
+            seed: 0,
+            image_size: None,
+            cache_dir: Some(tmp.path().join("cache")),
+        };
+        let first = crate::data::load_with_report(&source, &opts).unwrap();
+        let file = first.cache_file.clone().unwrap();
+        // One pixel byte in the middle of the training images, same length.
+        let mut bytes = fs::read(&file).unwrap();
+        let mid = bytes.len() / 2;
+        bytes[mid] ^= 0x40;
+        fs::write(&file, &bytes).unwrap();
+        let e = read(&file).unwrap_err().to_string();
+        assert!(e.contains("checksum mismatch"), "{e}");
+        let second = crate::data::load_with_report(&source, &opts).unwrap();
+        assert!(!second.from_cache);
+        assert_eq!(second.dataset, first.dataset);
+        assert_eq!(second.warnings.len(), 1, "{:?}", second.warnings);
+        assert!(
+            second.warnings[0].contains("checksum") && second.warnings[0].contains("rebuilding"),
+            "{:?}",
+            second.warnings
+        );
+        let third = crate::data::load_with_report(&source, &opts).unwrap();
+        assert!(third.from_cache && third.warnings.is_empty());
+    }
+
+    #[test]
+    fn an_unwritable_cache_says_so_once_and_stale_temps_are_removed() {
+        let tmp = tempfile::tempdir().unwrap();
+        let src = tmp.path().join("src");
+        crate::data::cifar_binary::tests::write_cifar10(&src, 1);
+        let source = DataSource::detect(src.to_str().unwrap()).unwrap();
+        let not_a_dir = tmp.path().join("cache-file");
+        fs::write(&not_a_dir, "x").unwrap();
+        let opts = LoadOptions {
+            seed: 0,
+            image_size: None,
+            cache_dir: Some(not_a_dir.clone()),
+        };
+        let l = crate::data::load_with_report(&source, &opts).unwrap();
+        assert!(l.cache_file.is_none());
+        assert_eq!(l.warnings.len(), 1, "{:?}", l.warnings);
+        assert!(
+            l.warnings[0].contains("not written")
+                && l.warnings[0].contains(&format!("{} is not a directory", not_a_dir.display())),
+            "{:?}",
+            l.warnings
+        );
+
+        // A temporary file of a write that was killed is removed on the next load.
+        let cache = tmp.path().join("cache");
+        let opts = LoadOptions {
+            cache_dir: Some(cache.clone()),
+            ..opts
+        };
+        let datasets = cache.join("datasets");
+        fs::create_dir_all(&datasets).unwrap();
+        let stale = datasets.join(format!("{}{}-3-0-x.bin", files::TEMP_PREFIX, u32::MAX));
+        fs::write(&stale, b"half a cache file").unwrap();
+        crate::data::load_with_report(&source, &opts).unwrap();
+        assert!(!stale.exists());
+        assert_eq!(fs::read_dir(&datasets).unwrap().count(), 1);
     }
 
     #[test]

@@ -13,7 +13,8 @@ use std::path::{Path, PathBuf};
 
 use super::error::{DataError, IoContext};
 use super::{
-    entry_components, open_tar_gz, single_subdir, CifarVariant, Dataset, ImageShape, Split,
+    entry_components, open_input, open_tar_gz, single_subdir, CifarVariant, Dataset, ImageShape,
+    Split,
 };
 
 pub const SHAPE: ImageShape = ImageShape {
@@ -80,10 +81,12 @@ pub fn find_dir(path: &Path) -> Option<(PathBuf, CifarVariant)> {
             base.join(CIFAR10_DIR),
             base.join(CIFAR100_DIR),
         ] {
-            if dir.join(CIFAR10_TRAIN[0]).is_file() {
+            // `exists`, not `is_file`: a batch "file" that is a folder is found here and then
+            // reported by the loader as not a file, instead of the layout going unrecognised.
+            if dir.join(CIFAR10_TRAIN[0]).exists() {
                 return Some((dir, CifarVariant::Cifar10));
             }
-            if dir.join(CIFAR100_TRAIN[0]).is_file() {
+            if dir.join(CIFAR100_TRAIN[0]).exists() {
                 return Some((dir, CifarVariant::Cifar100));
             }
         }
@@ -142,14 +145,13 @@ pub fn load(path: &Path, variant: CifarVariant) -> Result<Dataset, DataError> {
 fn load_dir(dir: &Path, v: CifarVariant) -> Result<(Split, Split, Vec<String>), DataError> {
     let open = |name: &str| -> Result<(File, u64, PathBuf), DataError> {
         let p = dir.join(name);
-        let f = File::open(&p).map_err(|e| match e.kind() {
-            std::io::ErrorKind::NotFound => DataError::MissingFile {
+        let (f, size) = open_input(&p).map_err(|e| match e.io_kind() {
+            Some(std::io::ErrorKind::NotFound) => DataError::MissingFile {
                 path: dir.to_path_buf(),
                 name: name.to_string(),
             },
-            _ => DataError::io(&p, e),
+            _ => e,
         })?;
-        let size = f.metadata().at(&p)?.len();
         Ok((f, size, p))
     };
     let read_split = |names: &[&str]| -> Result<Split, DataError> {
@@ -499,6 +501,29 @@ pub(crate) mod tests {
         tar_gz(tmp.path(), &archive);
         let e = load(&archive, CifarVariant::Cifar10).unwrap_err();
         assert!(matches!(e, DataError::MissingFile { .. }), "{e}");
+    }
+
+    #[test]
+    fn an_input_that_is_a_directory_is_not_a_file() {
+        let tmp = tempfile::tempdir().unwrap();
+        write_cifar10(tmp.path(), 1);
+        let dir = tmp.path().join(CIFAR10_DIR);
+        for name in ["test_batch.bin", "batches.meta.txt", "data_batch_1.bin"] {
+            let f = dir.join(name);
+            let keep = fs::read(&f).unwrap();
+            fs::remove_file(&f).unwrap();
+            fs::create_dir(&f).unwrap();
+            let e = load(tmp.path(), CifarVariant::Cifar10)
+                .unwrap_err()
+                .to_string();
+            assert_eq!(
+                e,
+                format!("cannot read {}: it is a directory, not a file", f.display())
+            );
+            fs::remove_dir(&f).unwrap();
+            fs::write(&f, keep).unwrap();
+        }
+        load(tmp.path(), CifarVariant::Cifar10).unwrap();
     }
 
     #[test]

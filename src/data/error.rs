@@ -16,7 +16,7 @@ pub const ACCEPTED_LAYOUTS: &str = "\
 #[derive(Debug, thiserror::Error)]
 pub enum DataError {
     // Not a `#[source]`: the message already includes it, and `{:#}` would print it twice.
-    #[error("{}: {error}", path.display())]
+    #[error("{}: {}", path.display(), crate::files::describe(error))]
     Io {
         path: PathBuf,
         error: std::io::Error,
@@ -75,6 +75,11 @@ pub enum DataError {
     #[error("{}: {message}", path.display())]
     Format { path: PathBuf, message: String },
 
+    /// A file that could not be read or written, or an input that is not a regular file
+    /// ("cannot read …/test_batch.bin: it is a directory, not a file").
+    #[error(transparent)]
+    File(#[from] crate::files::FileError),
+
     #[error("invalid data option: {0}")]
     InvalidOption(String),
 
@@ -94,6 +99,15 @@ impl DataError {
         DataError::Io {
             path: path.into(),
             error,
+        }
+    }
+
+    /// The I/O error kind behind this error, if it is one.
+    pub fn io_kind(&self) -> Option<std::io::ErrorKind> {
+        match self {
+            DataError::Io { error, .. } => Some(error.kind()),
+            DataError::File(e) => Some(e.kind()),
+            _ => None,
         }
     }
 }

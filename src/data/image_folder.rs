@@ -14,7 +14,7 @@ use image::imageops::FilterType;
 use image::ImageFormat;
 
 use super::error::{DataError, IoContext};
-use super::{entry_components, open_tar_gz, single_subdir, Dataset, ImageShape, Split};
+use super::{entry_components, open_tar_gz, read_input, single_subdir, Dataset, ImageShape, Split};
 
 const SPLITS: [&str; 2] = ["train", "test"];
 const CLASSES_FILE: &str = "classes.txt";
@@ -132,8 +132,13 @@ fn read_dir_tree(path: &Path) -> Result<Tree, DataError> {
         classes_txt: None,
     };
     let txt = root.join(CLASSES_FILE);
-    if txt.is_file() {
-        let text = std::fs::read_to_string(&txt).at(&txt)?;
+    // `exists`, not `is_file`: a classes.txt that is a folder is an error, not ignored.
+    if txt.exists() {
+        let bytes = read_input(&txt)?;
+        let text = String::from_utf8(bytes).map_err(|_| DataError::Format {
+            path: txt.clone(),
+            message: "is not UTF-8 text".into(),
+        })?;
         tree.classes_txt = Some((txt, text));
     }
     for (split, split_name) in SPLITS.iter().enumerate() {
@@ -151,7 +156,7 @@ fn read_dir_tree(path: &Path) -> Result<Tree, DataError> {
                 // Sniff only files whose name does not already say JPEG/PNG.
                 let bytes = match format_from_extension(rel) {
                     Some(_) => None,
-                    None => Some(std::fs::read(p).at(p)?),
+                    None => Some(read_input(p)?),
                 };
                 if bytes.as_ref().is_none_or(|b| is_candidate(rel, b)) {
                     tree.items.push(Item {
@@ -451,7 +456,7 @@ fn decode(item: &Item, image_size: Option<usize>) -> Result<image::RgbImage, Dat
     let bytes = match &item.bytes {
         Some(b) => b,
         None => {
-            read = std::fs::read(&item.path).at(&item.path)?;
+            read = read_input(&item.path)?;
             &read
         }
     };
@@ -599,6 +604,22 @@ mod tests {
         assert!(
             matches!(e, DataError::MissingSplit { split: "test", .. }),
             "{e}"
+        );
+    }
+
+    #[test]
+    fn a_classes_txt_that_is_a_directory_is_not_a_file() {
+        let tmp = tempfile::tempdir().unwrap();
+        write_tree(tmp.path());
+        let txt = tmp.path().join("classes.txt");
+        fs::create_dir(&txt).unwrap();
+        let e = load(tmp.path(), None).unwrap_err().to_string();
+        assert_eq!(
+            e,
+            format!(
+                "cannot read {}: it is a directory, not a file",
+                txt.display()
+            )
         );
     }
 

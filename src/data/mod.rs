@@ -349,6 +349,18 @@ fn fixed_size_only(what: &str, opts: &LoadOptions) -> Result<(), DataError> {
 
 pub(crate) type TarGz = tar::Archive<GzDecoder<BufReader<File>>>;
 
+/// Opens an input file of a data set, which must be a regular file: a directory (or a FIFO, …)
+/// where a file is expected is an error saying so, never "truncated" or "empty". Every loader
+/// opens its inputs through this (or [`read_input`]). Returns the file and its length.
+pub(crate) fn open_input(path: &Path) -> Result<(File, u64), DataError> {
+    Ok(crate::files::open_regular(path)?)
+}
+
+/// Reads an input file of a data set (see [`open_input`]).
+pub(crate) fn read_input(path: &Path) -> Result<Vec<u8>, DataError> {
+    Ok(crate::files::read_regular(path)?)
+}
+
 pub(crate) fn is_tar_gz(path: &Path) -> bool {
     let name = path
         .file_name()
@@ -358,7 +370,7 @@ pub(crate) fn is_tar_gz(path: &Path) -> bool {
 }
 
 pub(crate) fn open_tar_gz(path: &Path) -> Result<TarGz, DataError> {
-    let file = File::open(path).at(path)?;
+    let (file, _) = open_input(path)?;
     Ok(tar::Archive::new(GzDecoder::new(BufReader::with_capacity(
         1 << 20,
         file,

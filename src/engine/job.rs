@@ -103,21 +103,40 @@ impl Job {
     /// Continues the run in `run_dir` from its last checkpoint, with the config it recorded;
     /// `overrides` may change where it runs (devices, threads, ZeRO stage), at any world size.
     pub fn resume(run_dir: &Path, paths: Paths, overrides: &[Override]) -> Result<Job> {
-        anyhow::ensure!(
-            store::live_pid(run_dir).is_none(),
-            "{}: the run is live (process {}); it cannot be resumed twice",
-            run_dir.display(),
-            store::live_pid(run_dir).unwrap_or(0)
-        );
-        let recorded = RunConfig::from_file(&run_dir.join(store::CONFIG_FILE))?;
+        let marker = run_dir.join(store::PROCESS_FILE);
+        match store::run_process(run_dir) {
+            store::RunProcess::None => {}
+            store::RunProcess::Live(pid) => anyhow::bail!(
+                "{}: the run is live (process {pid} is training it); it cannot be resumed twice. Stop that process first; if it is not training this run, delete {} and resume again",
+                run_dir.display(),
+                marker.display()
+            ),
+            store::RunProcess::Unsure(pid) => anyhow::bail!(
+                "{}: {} says process {pid} is training the run, and a process {pid} is running, but the file (written by an older cptlab) has no start time to tell whether it is the same process. If no cptlab process is training this run, delete {} and resume again",
+                run_dir.display(),
+                marker.display(),
+                marker.display()
+            ),
+        }
+        let config_file = run_dir.join(store::CONFIG_FILE);
+        let recorded = RunConfig::from_file(&config_file)?;
         let config = recorded.with_overrides(overrides)?;
         let ckpt = run_dir.join(CHECKPOINT_DIR).join(checkpoint::LAST);
         anyhow::ensure!(
-            ckpt.is_file(),
+            ckpt.exists(),
             "{}: no checkpoint to resume from (runs save one at every epoch end)",
             ckpt.display()
         );
         let meta = checkpoint::read_meta(&ckpt)?;
+        // A config.toml edited to another model: say so, before decoding any data.
+        let model = config.model.kind.to_string();
+        let edited = |e: anyhow::Error| {
+            anyhow::anyhow!(
+                "{e} (model.kind in {}: was it edited?)",
+                config_file.display()
+            )
+        };
+        meta.check_model(&ckpt, &model, 0).map_err(edited)?;
         let mut config = config;
         config.validate()?;
         let source = resolve_data_source(&mut config)?;
@@ -125,15 +144,17 @@ impl Job {
         let data = load_data(&config, &source, &paths)?;
         resolve_threads(&mut config, &devices);
         let mut trainers = build_trainers(&config, &data, &devices)?;
+        if let Some(t) = trainers.first() {
+            meta.check_model(&ckpt, &model, t.params())
+                .map_err(edited)?;
+        }
         for t in &mut trainers {
             t.restore(&ckpt)?;
         }
         let store = RunStore::reopen(run_dir, meta.metrics_len)?;
-        if config.devices != recorded.devices {
-            store::write_atomic(
-                &run_dir.join(store::CONFIG_FILE),
-                config.to_toml().as_bytes(),
-            )?;
+        // The record follows what the overrides changed (devices, a longer run).
+        if config != recorded {
+            crate::files::write_atomic(&config_file, config.to_toml().as_bytes())?;
         }
         Ok(Self::spawn(config, data, trainers, Some(store), Some(ckpt)))
     }
@@ -184,7 +205,11 @@ impl Job {
                             .cloned()
                             .or_else(|| p.downcast_ref::<&str>().map(|s| s.to_string()))
                             .unwrap_or_else(|| "unknown panic".into());
-                        Err(anyhow::anyhow!("worker panicked: {msg}"))
+                        // libtorch's C++ backtrace is noise to a user: keep its first line.
+                        Err(anyhow::anyhow!(
+                            "worker panicked: {}",
+                            super::torch_error::clean(&msg)
+                        ))
                     });
                     if let Err(e) = &out {
                         // Wake every other rank blocked in a collective: the run has failed.
@@ -300,7 +325,8 @@ fn finish_run(
         (Err(e), None) => failed_summary(config, run_dir, format!("{e:#}")),
     };
     let mut rec = rank0_rec.unwrap_or_else(|| Recorder::silent(run_dir.to_path_buf()));
-    finish(&mut rec, &summary);
+    let mut summary = summary;
+    finish(&mut rec, &mut summary);
     summary
 }
 
@@ -375,12 +401,15 @@ fn collectives(devices: &[tch::Device]) -> Result<Vec<Box<dyn Collective>>> {
 struct LoadedData {
     dataset: Arc<Dataset>,
     seconds: f64,
+    /// What went wrong without stopping the load (a corrupt cache rebuilt, a cache that could
+    /// not be written): rank 0 logs each once as a warning.
+    warnings: Vec<String>,
 }
 
 /// Decodes the data before anything is created, so bad data leaves no run directory behind.
 fn load_data(config: &RunConfig, source: &DataSource, paths: &Paths) -> Result<LoadedData> {
     let t = std::time::Instant::now();
-    let dataset = data::load(
+    let loaded = data::load_with_report(
         source,
         &LoadOptions {
             seed: config.seed,
@@ -395,8 +424,9 @@ fn load_data(config: &RunConfig, source: &DataSource, paths: &Paths) -> Result<L
         )
     })?;
     Ok(LoadedData {
-        dataset: Arc::new(dataset),
+        dataset: Arc::new(loaded.dataset),
         seconds: t.elapsed().as_secs_f64(),
+        warnings: loaded.warnings,
     })
 }
 
@@ -453,6 +483,12 @@ fn run_worker(
     if trainer.rank() != 0 {
         return trainer.run(rec, control);
     }
+    for message in &data.warnings {
+        rec.emit(Event::Log {
+            level: LogLevel::Warn,
+            message: message.clone(),
+        })?;
+    }
     rec.emit(Event::Log {
         level: LogLevel::Info,
         message: format!(
@@ -483,8 +519,13 @@ fn run_worker(
 }
 
 /// Records how the run ended: the summary file, then the final event.
-fn finish(rec: &mut Recorder, summary: &Summary) {
-    let _ = rec.write_summary(summary);
+/// A summary that cannot be written (a full disk) turns the ending into a failure that names
+/// the file: a run whose record is incomplete must not report success.
+fn finish(rec: &mut Recorder, summary: &mut Summary) {
+    if let Err(e) = rec.write_summary(summary) {
+        summary.status = "failed".into();
+        summary.error = Some(format!("{e:#}"));
+    }
     let event = match summary.status.as_str() {
         "finished" | "stopped" => Event::Finished {
             summary: summary.clone(),

@@ -11,6 +11,7 @@ pub mod optim;
 pub mod range_test;
 pub mod recorder;
 pub mod rendezvous;
+pub mod torch_error;
 pub mod trainer;
 pub mod zero;
 

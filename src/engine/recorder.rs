@@ -1,6 +1,7 @@
 //! Where a worker's events go: into the run directory first (so the record survives any
 //! front end), then to whoever listens. A listener that went away is not an error: the run
-//! carries on headless.
+//! carries on headless. A run directory that cannot be written (a full disk) is: the event still
+//! reaches the listener, and the error ends the run.
 use std::path::{Path, PathBuf};
 use std::sync::mpsc::Sender;
 
@@ -38,17 +39,20 @@ impl Recorder {
         &self.run_dir
     }
 
+    /// Records `event`, then passes it to the listener. The listener gets it even when it could
+    /// not be recorded (a full disk): the error that ends the run must reach the user. The
+    /// recording error is returned after that.
     pub fn emit(&mut self, event: Event) -> Result<()> {
         let Some(store) = self.store.as_mut() else {
             return Ok(());
         };
-        store.record(&event)?;
+        let recorded = store.record(&event);
         if let Some(tx) = &self.listener {
             if tx.send(event).is_err() {
                 self.listener = None;
             }
         }
-        Ok(())
+        recorded
     }
 
     pub fn metrics_len(&mut self) -> Result<u64> {

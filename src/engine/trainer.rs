@@ -1,7 +1,6 @@
 //! One worker's training loop on one device: batches, forward, backward, flat optimizer step,
 //! evaluation each epoch, checkpoints. Reports only through the `Recorder`.
 use std::sync::Arc;
-use std::time::Instant;
 
 use anyhow::{Context, Result};
 use tch::{nn::VarStore, Device, Kind, Reduction, Tensor};
@@ -132,6 +131,8 @@ impl Trainer {
             .iter()
             .map(|t| t.numel() as u64)
             .sum();
+        // Checkpoints record which model they hold, so a resume under another config says so.
+        let cfg_model_name = cfg.model.kind.to_string();
         let flat = FlatParams::with_padding(&vs, ShardLayout::pad_multiple(world));
         let master = (dtype != Kind::Float).then(|| flat.master_copy());
         let segments = flat.segments();
@@ -165,7 +166,7 @@ impl Trainer {
         let converter =
             BatchConverter::new(device, shape, cfg.data.normalize, Some(input)).with_kind(dtype);
         let probe = Tensor::zeros([1, shape.channels as i64, input, input], (dtype, device));
-        let cost = CostModel::measure(model.as_mut(), cfg.train.batch_size as i64, &probe);
+        let cost = crate::models::measure_cost(model.as_mut(), cfg.train.batch_size as i64, &probe);
         let plan = ShardPlan::new(cfg.train.batch_size, world, rank, true)
             .map_err(|e| anyhow::anyhow!("train.batch_size: {e}"))?;
         let steps_per_epoch = plan.steps_per_epoch(dataset.train.len()) as u64;
@@ -184,6 +185,7 @@ impl Trainer {
             total_steps,
             steps_per_epoch,
             global_batch: cfg.train.batch_size as u64,
+            momentum: crate::schedule::MomentumKind::of(&cfg.optimizer),
         };
         cfg.lr_schedule
             .validate(&lr_ctx)
@@ -210,7 +212,7 @@ impl Trainer {
             plan,
             lr_ctx,
             total_steps,
-            meta: Meta::default(),
+            meta: Meta::for_model(&cfg_model_name, params),
             params,
             fault: injected_fault(),
             injected_overflows: injected_overflows(),
@@ -317,6 +319,7 @@ impl Trainer {
             devices: vec![super::device::device_name(self.device); self.world],
             threads,
             resumed_after_epoch: (self.meta.epochs_done > 0).then_some(self.meta.epochs_done),
+            epoch_base: crate::telemetry::event::EPOCH_BASE,
         }
     }
 
@@ -341,7 +344,7 @@ impl Trainer {
             .max_by(|a, b| a.1.total_cmp(b.1))
         {
             summary.best_test_acc = Some(*best);
-            summary.best_epoch = Some(i as u64);
+            summary.best_epoch = Some(i as u64 + 1);
         }
         summary.per_class_acc = per_class;
         summary.skipped_steps = self.meta.skipped_steps;
@@ -391,12 +394,19 @@ impl Trainer {
     ) -> Result<()> {
         let spe = self.lr_ctx.steps_per_epoch;
         let epochs_needed = self.total_steps.div_ceil(spe);
+        let clock = control.clock();
         while self.meta.epochs_done < epochs_needed {
+            // 0-based inside the loop (data order and seeds); events count from 1.
             let epoch = self.meta.epochs_done;
-            let t0 = Instant::now();
+            let t0 = clock.now();
             let train_loss = match self.train_epoch(epoch, rec, control) {
                 Ok(loss) => loss,
                 Err(e) => {
+                    // The part of the epoch that ran counts as training time; a resume adds
+                    // the rest of the epoch to it.
+                    let part = clock.secs_since(t0);
+                    self.meta.partial_epoch_seconds += part;
+                    self.meta.train_seconds += part;
                     // A user's stop keeps the progress: checkpoint mid-epoch; resume continues
                     // at the next step of this epoch.
                     if matches!(e.downcast_ref::<Stopped>(), Some(Stopped::ByUser))
@@ -407,15 +417,17 @@ impl Trainer {
                     return Err(e);
                 }
             };
-            let epoch_seconds = t0.elapsed().as_secs_f64();
+            // Paused time is not in it (the clock holds while paused or stopped).
+            let session_part = clock.secs_since(t0);
+            let epoch_seconds = std::mem::take(&mut self.meta.partial_epoch_seconds) + session_part;
             self.meta.epochs_done += 1;
             self.meta.seconds_per_epoch.push(epoch_seconds);
-            self.meta.train_seconds += epoch_seconds;
+            self.meta.train_seconds += session_part;
             if self.cfg.train.eval {
                 let (test_loss, test_acc, classes) = self.evaluate()?;
                 self.meta.test_acc_per_epoch.push(test_acc);
                 rec.emit(Event::Eval(EvalEvent {
-                    epoch,
+                    epoch: epoch + 1,
                     step: self.meta.global_step,
                     test_loss,
                     test_acc,
@@ -451,9 +463,13 @@ impl Trainer {
             &state,
             &self.meta,
         )?;
+        // The epoch of the checkpoint's last step (1-based): the epoch just finished, or the one
+        // a mid-epoch stop interrupted.
+        let spe = self.lr_ctx.steps_per_epoch.max(1);
+        let step = self.meta.global_step;
         rec.emit(Event::Checkpoint {
-            epoch: self.meta.epochs_done,
-            step: self.meta.global_step,
+            epoch: step.div_ceil(spe),
+            step,
             path: path.display().to_string(),
         })
     }
@@ -463,6 +479,7 @@ impl Trainer {
     fn optimizer_step(
         &mut self,
         lr: f64,
+        momentum: Option<f64>,
         bits: Bits,
         loss_scale: f64,
     ) -> Result<super::zero::StepOutcome> {
@@ -474,7 +491,8 @@ impl Trainer {
                 if quantize {
                     quantize_grads_(&mut self.flat.grads, &self.segments, bits.bwd)?;
                 }
-                self.dp.step(&mut self.flat, lr, clip, check_overflow)?
+                self.dp
+                    .step(&mut self.flat, lr, momentum, clip, check_overflow)?
             }
             Some(master) => {
                 tch::no_grad(|| {
@@ -486,7 +504,7 @@ impl Trainer {
                 if quantize {
                     quantize_grads_(&mut master.grads, &self.segments, bits.bwd)?;
                 }
-                let out = self.dp.step(master, lr, clip, check_overflow)?;
+                let out = self.dp.step(master, lr, momentum, clip, check_overflow)?;
                 if !out.overflow {
                     tch::no_grad(|| self.flat.params.copy_(&master.params));
                 }
@@ -533,12 +551,14 @@ impl Trainer {
             horizontal_flip: self.cfg.data.horizontal_flip,
         };
         let (mut loss_sum, mut loss_count) = (0.0, 0u64);
+        // Every timing below is training time: pauses and a stopped process are not in it.
+        let clock = control.clock();
         let first_step_in_epoch = self.meta.global_step - epoch * spe;
         for s in first_step_in_epoch..spe {
             if self.meta.global_step >= self.total_steps {
                 break;
             }
-            let t_step = Instant::now();
+            let t_step = clock.now();
             let indices = self.plan.rank_indices(&perm, s);
             let positions = self.plan.rank_positions(n, s);
             let (mut t_data, mut t_fwd, mut t_bwd) = (0.0, 0.0, 0.0);
@@ -549,7 +569,7 @@ impl Trainer {
                 .injected_overflows
                 .contains(&(self.meta.global_step + 1));
             for m in 0..accum {
-                let t = Instant::now();
+                let t = clock.now();
                 let idx = &indices[m * micro..(m + 1) * micro];
                 let positions = &positions[m * micro..(m + 1) * micro];
                 fill_batch(
@@ -564,8 +584,8 @@ impl Trainer {
                     &mut self.labels,
                 );
                 let (x, y) = self.converter.convert(&self.pixels, &self.labels);
-                t_data += t.elapsed().as_secs_f64();
-                let t = Instant::now();
+                t_data += clock.secs_since(t);
+                let t = clock.now();
                 let logits = self.model.forward(&x, true, bits);
                 // The loss in fp32 whatever the replica's type.
                 let loss = logits.to_kind(Kind::Float).cross_entropy_loss::<Tensor>(
@@ -576,8 +596,8 @@ impl Trainer {
                     self.cfg.train.label_smoothing,
                 );
                 let loss = if accum > 1 { loss / accum as f64 } else { loss };
-                t_fwd += t.elapsed().as_secs_f64();
-                let t = Instant::now();
+                t_fwd += clock.secs_since(t);
+                let t = clock.now();
                 if inject_overflow {
                     (&loss * f64::INFINITY).backward();
                 } else if loss_scale != 1.0 {
@@ -586,7 +606,7 @@ impl Trainer {
                     loss.backward();
                 }
                 step_loss += loss.double_value(&[]);
-                t_bwd += t.elapsed().as_secs_f64();
+                t_bwd += clock.secs_since(t);
             }
             let step = self.meta.global_step + 1;
             if self.fault == Some((self.rank, step)) {
@@ -594,7 +614,7 @@ impl Trainer {
             }
             // One reduction per step carries the loss and the user's requests, so every rank
             // agrees on the mean loss over the global batch and on when to pause or stop.
-            let t = Instant::now();
+            let t = clock.now();
             let mut shared = [
                 step_loss,
                 control.stop_requested() as u8 as f64,
@@ -604,7 +624,7 @@ impl Trainer {
                 self.dp.all_reduce_scalars(&mut shared, ReduceOp::Sum)?;
             }
             let step_loss = shared[0] / self.world as f64;
-            let mut t_comm = t.elapsed().as_secs_f64();
+            let mut t_comm = clock.secs_since(t);
             // Under fp16 an overflow is the loss scaler's business (skip and rescale).
             if !step_loss.is_finite() && self.scaler.is_none() {
                 return Err(Stopped::Diverged {
@@ -614,11 +634,12 @@ impl Trainer {
                 .into());
             }
             // The LR schedule advances with optimizer updates (skipped fp16 steps do not count).
-            let lr = self
-                .cfg
-                .lr_schedule
-                .lr_at(self.dp.steps_taken(), &self.lr_ctx);
-            let outcome = self.optimizer_step(lr, bits, loss_scale)?;
+            // So does its momentum (CyclicLR, OneCycle): a pure function of the step, handed to
+            // the optimizer for this update only and never checkpointed.
+            let updates = self.dp.steps_taken();
+            let lr = self.cfg.lr_schedule.lr_at(updates, &self.lr_ctx);
+            let momentum = self.cfg.lr_schedule.momentum_at(updates, &self.lr_ctx);
+            let outcome = self.optimizer_step(lr, momentum, bits, loss_scale)?;
             let skipped = outcome.overflow;
             if let Some(scaler) = &mut self.scaler {
                 scaler.update(skipped).map_err(|e| match e {
@@ -632,16 +653,25 @@ impl Trainer {
             }
             let gbitops = self.cost.gbitops(bits.fwd, bits.bwd);
             self.meta.gbitops += gbitops;
-            t_comm += outcome.t_comm;
-            let t_opt = outcome.t_opt;
+            // The optimizer times its parts with the wall clock: a stop inside it must not
+            // inflate them, so they are scaled to fit the call's training time.
+            let call = (clock.secs_since(t) - t_comm).max(0.0);
+            let parts = outcome.t_comm + outcome.t_opt;
+            let fit = if parts > call && parts > 0.0 {
+                call / parts
+            } else {
+                1.0
+            };
+            t_comm += outcome.t_comm * fit;
+            let t_opt = outcome.t_opt * fit;
             let grad_norm = outcome.grad_norm;
             self.meta.global_step = step;
             loss_sum += step_loss;
             loss_count += 1;
-            let dt = t_step.elapsed().as_secs_f64();
+            let dt = clock.secs_since(t_step);
             rec.emit(Event::Step(StepEvent {
                 step,
-                epoch,
+                epoch: epoch + 1,
                 loss: step_loss,
                 lr,
                 images_per_sec: batch as f64 / dt.max(1e-9),
@@ -750,5 +780,249 @@ impl Trainer {
             })
             .collect();
         Ok((loss_sum / n.max(1) as f64, acc, per_class))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::{Duration, Instant};
+
+    use super::checkpoint;
+    use crate::config::paths::Paths;
+    use crate::config::RunConfig;
+    use crate::engine::job::{Job, JobSpec};
+    use crate::telemetry::event::Event;
+    use crate::telemetry::store::{self, CHECKPOINT_DIR};
+
+    /// LeNet on synthetic data: 64 steps of 32 images per epoch, one thread.
+    fn spec(home: &std::path::Path, epochs: u64) -> JobSpec {
+        let text = format!(
+            r#"
+name = "clock"
+[model]
+kind = "lenet"
+[data]
+source = "synthetic:2048:64"
+random_crop_padding = 0
+horizontal_flip = false
+[optimizer]
+kind = "sgd"
+lr = 0.05
+momentum = 0.9
+[train]
+batch_size = 32
+epochs = {epochs}
+[devices]
+threads = 1
+"#
+        );
+        JobSpec {
+            config: RunConfig::from_toml_str(&text, "trainer tests").unwrap(),
+            paths: paths(home),
+        }
+    }
+
+    fn paths(home: &std::path::Path) -> Paths {
+        Paths {
+            runs: home.join("runs"),
+            presets: home.join("presets"),
+            cache: home.join("cache"),
+        }
+    }
+
+    /// Reads the job's events; at step `at` calls `act`. Returns the events and the wall time
+    /// from the `started` event to the end of the stream.
+    fn follow(job: &Job, at: u64, mut act: impl FnMut()) -> (Vec<Event>, f64) {
+        let mut events = Vec::new();
+        let mut t0 = None;
+        for e in job.events().iter() {
+            if matches!(e, Event::Started(_)) {
+                t0 = Some(Instant::now());
+            }
+            if matches!(&e, Event::Step(s) if s.step == at) {
+                act();
+            }
+            events.push(e);
+        }
+        (events, t0.expect("a started event").elapsed().as_secs_f64())
+    }
+
+    fn evals(events: &[Event]) -> Vec<&crate::telemetry::event::EvalEvent> {
+        events
+            .iter()
+            .filter_map(|e| match e {
+                Event::Eval(v) => Some(v),
+                _ => None,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn paused_time_is_not_training_time() {
+        let home = tempfile::tempdir().unwrap();
+        let job = Job::start(spec(home.path(), 2)).unwrap();
+        let control = job.control().clone();
+        let pause = Duration::from_millis(1500);
+        let mut paused_for = 0.0;
+        let (events, wall) = follow(&job, 3, || {
+            let t = Instant::now();
+            control.pause();
+            std::thread::sleep(pause);
+            control.resume();
+            paused_for = t.elapsed().as_secs_f64();
+        });
+        let summary = job.wait();
+        assert_eq!(summary.status, "finished");
+        let ev = evals(&events);
+        assert_eq!(ev.len(), 2);
+        // The pause fell in the first epoch; neither its seconds nor the run's include it.
+        let first = ev[0].epoch_seconds;
+        assert!(
+            first < wall - paused_for * 0.8,
+            "epoch 1: {first:.3}s of a {wall:.3}s run paused for {paused_for:.3}s"
+        );
+        assert!(
+            summary.train_seconds < wall - paused_for * 0.8,
+            "train_seconds {:.3}s of a {wall:.3}s run paused for {paused_for:.3}s",
+            summary.train_seconds
+        );
+        let per_epoch: Vec<f64> = ev.iter().map(|e| e.epoch_seconds).collect();
+        assert_eq!(summary.seconds_per_epoch, per_epoch);
+        assert!((summary.train_seconds - per_epoch.iter().sum::<f64>()).abs() < 1e-9);
+        // Throughput is of training time too: no step took the pause.
+        let slowest = events
+            .iter()
+            .filter_map(|e| match e {
+                Event::Step(s) => Some(32.0 / s.images_per_sec),
+                _ => None,
+            })
+            .fold(0.0, f64::max);
+        assert!(slowest < paused_for * 0.5, "a step of {slowest:.3}s");
+    }
+
+    /// Paused, then stopped mid-epoch, then resumed: the epoch's seconds are both sessions'
+    /// running parts, the pause in neither.
+    #[test]
+    fn a_mid_epoch_stop_and_resume_add_the_two_parts_of_the_epoch() {
+        let home = tempfile::tempdir().unwrap();
+        let job = Job::start(spec(home.path(), 1)).unwrap();
+        let dir = job.run_dir().to_path_buf();
+        let control = job.control().clone();
+        let pause = Duration::from_millis(1500);
+        let mut paused_for = 0.0;
+        let (events, wall) = follow(&job, 20, || {
+            let t = Instant::now();
+            control.pause();
+            std::thread::sleep(pause);
+            control.stop();
+            paused_for = t.elapsed().as_secs_f64();
+        });
+        let first = job.wait();
+        assert_eq!(first.status, "stopped");
+        assert!(first.seconds_per_epoch.is_empty());
+        let part = first.train_seconds;
+        assert!(part > 0.0, "the stopped session trained for {part}s");
+        assert!(
+            part < wall - paused_for * 0.8,
+            "{part:.3}s of a {wall:.3}s session paused for {paused_for:.3}s"
+        );
+        let meta = checkpoint::read_meta(&dir.join(CHECKPOINT_DIR).join(checkpoint::LAST)).unwrap();
+        assert_eq!(meta.partial_epoch_seconds, part);
+        assert_eq!(meta.epochs_done, 0);
+        // The mid-epoch checkpoint names the epoch it interrupted, as its last step does.
+        let last_step = events.iter().rev().find_map(|e| match e {
+            Event::Step(s) => Some(s.clone()),
+            _ => None,
+        });
+        let last_step = last_step.unwrap();
+        let ckpt = events.iter().rev().find_map(|e| match e {
+            Event::Checkpoint { epoch, step, .. } => Some((*epoch, *step)),
+            _ => None,
+        });
+        assert_eq!(ckpt, Some((1, last_step.step)));
+        assert_eq!(last_step.epoch, 1);
+
+        let job = Job::resume(&dir, paths(home.path()), &[]).unwrap();
+        let (events, _) = follow(&job, 0, || {});
+        let second = job.wait();
+        assert_eq!(second.status, "finished");
+        let ev = evals(&events);
+        assert_eq!(ev.len(), 1);
+        let resumed_part = ev[0].epoch_seconds - part;
+        assert!(
+            resumed_part > 0.0,
+            "epoch 1: {:.3}s, of which {part:.3}s before the stop",
+            ev[0].epoch_seconds
+        );
+        assert_eq!(second.seconds_per_epoch, vec![ev[0].epoch_seconds]);
+        assert!((second.train_seconds - ev[0].epoch_seconds).abs() < 1e-9);
+    }
+
+    /// Step events, eval events, their CSV exports, checkpoint events and the summary all name
+    /// the same epochs, counted from 1.
+    #[test]
+    fn every_record_numbers_epochs_from_1() {
+        let home = tempfile::tempdir().unwrap();
+        let job = Job::start(spec(home.path(), 2)).unwrap();
+        let dir = job.run_dir().to_path_buf();
+        let (events, _) = follow(&job, 0, || {});
+        let summary = job.wait();
+        assert_eq!(summary.status, "finished");
+        let spe = 2048 / 32;
+        let steps: Vec<(u64, u64)> = events
+            .iter()
+            .filter_map(|e| match e {
+                Event::Step(s) => Some((s.step, s.epoch)),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(steps.len() as u64, 2 * spe);
+        assert!(steps.iter().all(|&(s, e)| e == (s - 1) / spe + 1));
+        let ev = evals(&events);
+        let eval_epochs: Vec<u64> = ev.iter().map(|e| e.epoch).collect();
+        assert_eq!(eval_epochs, [1, 2]);
+        assert_eq!(steps.last().unwrap().1, ev.last().unwrap().epoch);
+        assert_eq!(
+            steps[spe as usize - 1].1,
+            ev[0].epoch,
+            "epoch 1's last step"
+        );
+        let checkpoints: Vec<(u64, u64)> = events
+            .iter()
+            .filter_map(|e| match e {
+                Event::Checkpoint { epoch, step, .. } => Some((*epoch, *step)),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(checkpoints, [(1, spe), (2, 2 * spe)]);
+        let best = summary.best_epoch.unwrap();
+        assert!(best == 1 || best == 2, "best_epoch {best}");
+        let best_eval = ev.iter().find(|e| e.epoch == best).unwrap();
+        assert_eq!(Some(best_eval.test_acc), summary.best_test_acc);
+        assert_eq!(
+            summary.test_acc_per_epoch[best as usize - 1],
+            best_eval.test_acc
+        );
+
+        // The record on disk and its CSV exports say the same.
+        let mut recorded = store::read_metrics(&dir).unwrap();
+        let before = recorded.clone();
+        crate::telemetry::event::upgrade_epochs(&mut recorded);
+        assert_eq!(recorded, before, "this build's record needs no upgrade");
+        let steps_csv = store::steps_csv(&recorded);
+        let csv_epochs: Vec<&str> = steps_csv
+            .lines()
+            .skip(1)
+            .map(|l| l.split(',').nth(1).unwrap())
+            .collect();
+        assert_eq!(csv_epochs.first(), Some(&"1"));
+        assert_eq!(csv_epochs.last(), Some(&"2"));
+        let evals_csv = store::evals_csv(&recorded);
+        let csv_evals: Vec<&str> = evals_csv
+            .lines()
+            .skip(1)
+            .map(|l| l.split(',').next().unwrap())
+            .collect();
+        assert_eq!(csv_evals, ["1", "2"]);
     }
 }

@@ -277,12 +277,14 @@ impl DataParallelOptimizer {
     /// reduces the gradients over the ranks (average), computes the global norm when `clip` or
     /// `check_overflow` asks for it, skips the update on every rank if `check_overflow` and any
     /// rank's gradient held inf/NaN, clips to `clip` (as `torch.nn.utils.clip_grad_norm_`), steps
-    /// at `lr`, and (stage 1) gathers the updated parameters into every replica. `flat.grads`
-    /// is used as work space: zero it before the next backward.
+    /// at `lr` (and `momentum`, a schedule's override of SGD's momentum or Adam/AdamW's β1;
+    /// None: the configured value), and (stage 1) gathers the updated parameters into every
+    /// replica. `flat.grads` is used as work space: zero it before the next backward.
     pub fn step(
         &mut self,
         flat: &mut FlatParams,
         lr: f64,
+        momentum: Option<f64>,
         clip: Option<f64>,
         check_overflow: bool,
     ) -> Result<StepOutcome> {
@@ -341,7 +343,7 @@ impl DataParallelOptimizer {
                     let _ = tch::no_grad(|| grads.g_mul_scalar_(coef));
                 }
             }
-            self.opt.step(&mut params, &mut grads, lr);
+            self.opt.step(&mut params, &mut grads, lr, momentum);
         }
         out.t_comm += inner_comm;
         out.t_opt = (t.elapsed().as_secs_f64() - inner_comm).max(0.0);
@@ -471,6 +473,8 @@ mod tests {
         stage: ZeroStage,
         cfg: OptimizerConfig,
         lr: f64,
+        /// The schedule's momentum override of each step (missing: None).
+        momentum: Vec<Option<f64>>,
         clip: Option<f64>,
         check_overflow: bool,
         init: Tensor,
@@ -507,6 +511,7 @@ mod tests {
                     spec.clip,
                     spec.check_overflow,
                 );
+                let momentum = spec.momentum.clone();
                 std::thread::spawn(move || {
                     // One intra-op thread per worker, as CPU workers run (2 cores here).
                     tch::set_num_threads(1);
@@ -530,10 +535,11 @@ mod tests {
                         dp.load_full_state(&s).unwrap();
                     }
                     let mut outcomes = Vec::new();
-                    for g in grads {
+                    for (i, g) in grads.into_iter().enumerate() {
                         flat.zero_grads();
                         tch::no_grad(|| flat.grads.narrow(0, 0, N).copy_(&g));
-                        outcomes.push(dp.step(&mut flat, lr, clip, check).unwrap());
+                        let m = momentum.get(i).copied().flatten();
+                        outcomes.push(dp.step(&mut flat, lr, m, clip, check).unwrap());
                     }
                     let full_state = dp.full_state().unwrap();
                     assert!(flat.is_intact());
@@ -582,6 +588,7 @@ mod tests {
             stage,
             lr: cfg.lr(),
             cfg,
+            momentum: Vec::new(),
             clip: None,
             check_overflow: false,
             init: init(7),
@@ -639,6 +646,45 @@ mod tests {
             }
             // Moving away from the start at all (the comparison is not vacuous).
             assert!(rel_diff(want, &init(7)) > 1e-3);
+        }
+    }
+
+    /// A schedule's momentum (SGD momentum, Adam/AdamW β1) gives the same parameters at every
+    /// world size and stage; SGD configured without momentum starts its buffer at the first
+    /// step with one, on every shard alike, and the consolidated state carries it.
+    #[test]
+    fn momentum_schedule_is_the_same_at_every_world_size_and_stage() {
+        let (per_rank, mean) = grads2(13, 5);
+        let momentum = vec![None, Some(0.9), Some(0.85), Some(0.8), Some(0.85)];
+        let plain_sgd = OptimizerConfig::Sgd {
+            lr: 0.05,
+            momentum: 0.0,
+            dampening: 0.0,
+            nesterov: false,
+            weight_decay: 5e-4,
+        };
+        for cfg in [plain_sgd, sgd(), adam(), adamw()] {
+            let with = |world, stage, grads: &[Vec<Tensor>]| {
+                run(Spec {
+                    momentum: momentum.clone(),
+                    ..spec(world, stage, cfg.clone(), grads)
+                })
+            };
+            let reference = with(1, ZeroStage::Zero0, &mean);
+            let constant = run(spec(1, ZeroStage::Zero0, cfg.clone(), &mean));
+            assert!(
+                rel_diff(&reference[0].params, &constant[0].params) > 1e-6,
+                "{cfg:?}: the momentum override changed nothing"
+            );
+            let want = &reference[0].params;
+            for stage in [ZeroStage::Zero0, ZeroStage::Zero1] {
+                let res = with(2, stage, &per_rank);
+                let rel = rel_diff(&res[0].params, want);
+                assert!(rel < 1e-6, "{cfg:?} {stage:?}: {rel}");
+                assert!(res[0].params.equal(&res[1].params));
+                let names: Vec<&str> = res[0].full_state.iter().map(|(n, _)| n.as_str()).collect();
+                assert!(names.contains(&"m"), "{cfg:?} {stage:?}: {names:?}");
+            }
         }
     }
 

@@ -17,7 +17,11 @@ use tch::Tensor;
 use crate::quant::{Bits, LayerRole, QLayer};
 
 mod alexnet;
+#[cfg(test)]
+mod bench;
 mod cifar_resnet;
+mod cost;
+pub use cost::measure_cost;
 mod densenet;
 mod lenet;
 mod resnet;

@@ -8,8 +8,6 @@
 //! - [`cost`]: effective BitOps per step from the layer shapes.
 //! - `shim`: the C++ custom autograd Functions (`csrc/grad_quant.cpp`) behind the error-signal
 //!   quantization, which tch cannot express.
-#[cfg(test)]
-mod bench;
 pub mod cost;
 pub mod fake;
 pub mod grad;

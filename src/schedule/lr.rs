@@ -1,9 +1,15 @@
 //! Learning-rate schedules, each a closed-form function of the optimizer step.
 //!
-//! The DeepSpeed ones follow `deepspeed/runtime/lr_schedules.py` (`WarmupLR`, `WarmupDecayLR`,
-//! `WarmupCosineLR`, `OneCycle`), the PyTorch ones `torch.optim.lr_scheduler` (`CyclicLR`,
-//! `MultiStepLR`, `CosineAnnealingLR`'s closed form), operation for operation so the numbers agree
-//! to the last bit where the libm does.
+//! The DeepSpeed ones follow `deepspeed/runtime/lr_schedules.py` of DeepSpeed 0.19.8 (`WarmupLR`,
+//! `WarmupDecayLR`, `WarmupCosineLR`, `OneCycle`), the PyTorch ones `torch.optim.lr_scheduler`
+//! (`CyclicLR`, `MultiStepLR`, `CosineAnnealingLR`'s closed form), operation for operation so the
+//! numbers agree to the last bit where the libm does. `tests/reference/lr_schedules.py` runs the
+//! libraries' own code for the reference values the tests hard-code.
+//!
+//! # Momentum
+//! `CyclicLR` and `OneCycle` also cycle momentum by default (`cycle_momentum`), inversely to the
+//! lr: [`LrSchedule::momentum_at`] gives the value the library's scheduler would write into the
+//! optimizer for a step (SGD's `momentum`, Adam/AdamW's β1), None where it writes nothing.
 //!
 //! # Step convention
 //! `step` counts optimizer steps already taken, so `lr_at(0)` is the rate the first optimizer step
@@ -33,6 +39,29 @@ pub struct LrContext {
     pub steps_per_epoch: u64,
     /// Samples per optimizer step over all devices (for `goyal`'s linear scaling).
     pub global_batch: u64,
+    /// The optimizer's momentum, as a schedule that cycles momentum sees it.
+    pub momentum: MomentumKind,
+}
+
+/// What a schedule that cycles momentum can set, by what the optimizer has (torch's
+/// `optimizer.defaults`): SGD's `momentum` (present even when configured 0, so PyTorch's
+/// `CyclicLR` turns momentum on), or Adam/AdamW's β1 (`betas[0]`; DeepSpeed's `OneCycle` cycles
+/// only these).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum MomentumKind {
+    #[default]
+    SgdMomentum,
+    AdamBeta1,
+}
+
+impl MomentumKind {
+    pub fn of(optimizer: &crate::config::OptimizerConfig) -> MomentumKind {
+        match optimizer {
+            crate::config::OptimizerConfig::Sgd { .. } => MomentumKind::SgdMomentum,
+            crate::config::OptimizerConfig::Adam { .. }
+            | crate::config::OptimizerConfig::AdamW { .. } => MomentumKind::AdamBeta1,
+        }
+    }
 }
 
 impl LrContext {
@@ -116,7 +145,7 @@ pub enum LrSchedule {
         /// None: the optimizer's lr (DeepSpeed's default too).
         #[serde(default, skip_serializing_if = "Option::is_none")]
         warmup_max_lr: Option<f64>,
-        /// DeepSpeed uses `max(2, warmup_num_steps)`.
+        /// DeepSpeed uses `max(2, warmup_num_steps)` and raises for 0.
         #[serde(default = "default_warmup_num_steps")]
         warmup_num_steps: u64,
         #[serde(default)]
@@ -152,8 +181,9 @@ pub enum LrSchedule {
         #[serde(default)]
         warmup_type: WarmupType,
     },
-    /// DeepSpeed `OneCycle`, learning rate only: momentum is not cycled. The stair counts are
-    /// accepted for config compatibility; DeepSpeed stores them but never uses them either.
+    /// DeepSpeed `OneCycle`: lr from `cycle_min_lr` up to `cycle_max_lr` and back over one
+    /// cycle, then an optional decay; β1 of Adam/AdamW cycled inversely (DeepSpeed disables
+    /// momentum cycling for optimizers without `betas`, so SGD's momentum is left alone).
     OneCycle {
         cycle_min_lr: f64,
         cycle_max_lr: f64,
@@ -164,14 +194,29 @@ pub enum LrSchedule {
         /// None: `cycle_first_step_size`.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         cycle_second_step_size: Option<u64>,
+        /// Stairs in the rising half: the lr (and momentum) holds flat across each of that many
+        /// equal parts instead of moving every step. 0: continuous.
         #[serde(default)]
         cycle_first_stair_count: u64,
-        /// None: `cycle_first_stair_count`.
+        /// Stairs in the falling half. None: `cycle_first_stair_count`.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         cycle_second_stair_count: Option<u64>,
-        /// 0: no decay after the cycle (lr stays at `cycle_min_lr`).
+        /// 0: no decay after the cycle (lr stays at `cycle_min_lr`, momentum at
+        /// `cycle_max_mom`).
         #[serde(default)]
         decay_step_size: u64,
+        /// Cycle Adam/AdamW's β1 between `cycle_max_mom` (at `cycle_min_lr`) and
+        /// `cycle_min_mom` (at `cycle_max_lr`).
+        #[serde(default = "default_true")]
+        cycle_momentum: bool,
+        #[serde(default = "default_min_momentum")]
+        cycle_min_mom: f64,
+        #[serde(default = "default_max_momentum")]
+        cycle_max_mom: f64,
+        /// After the cycle β1 = `cycle_max_mom · (1 + decay_mom_rate · decay_steps /
+        /// decay_step_size)` (it grows, as in DeepSpeed). 0: stays at `cycle_max_mom`.
+        #[serde(default)]
+        decay_mom_rate: f64,
     },
     /// PyTorch `CyclicLR`, stepped every optimizer step.
     CyclicLr {
@@ -194,6 +239,14 @@ pub enum LrSchedule {
         /// `scale_fn`.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         scale_mode: Option<CyclicScaleMode>,
+        /// Cycle the momentum (SGD's momentum, Adam/AdamW's β1) inversely to the lr between
+        /// `max_momentum` (at `base_lr`) and `base_momentum` (at `max_lr`), scaled like the lr.
+        #[serde(default = "default_true")]
+        cycle_momentum: bool,
+        #[serde(default = "default_min_momentum")]
+        base_momentum: f64,
+        #[serde(default = "default_max_momentum")]
+        max_momentum: f64,
     },
     /// PyTorch `MultiStepLR` stepped once per epoch: `lr × gamma^(milestones ≤ epoch)`.
     MultiStep {
@@ -242,6 +295,17 @@ fn default_cycle_step_size() -> u64 {
 }
 fn default_one() -> f64 {
     1.0
+}
+fn default_true() -> bool {
+    true
+}
+/// `CyclicLR.base_momentum`, `OneCycle.cycle_min_mom`.
+fn default_min_momentum() -> f64 {
+    0.8
+}
+/// `CyclicLR.max_momentum`, `OneCycle.cycle_max_mom`.
+fn default_max_momentum() -> f64 {
+    0.9
 }
 fn default_tenth() -> f64 {
     0.1
@@ -363,14 +427,11 @@ impl LrSchedule {
                     Some(g) => warmup_min_ratio + g * (1.0 - warmup_min_ratio),
                     None => {
                         let real_last_step = (lbi - w.steps + 1) as f64;
-                        let real_total_steps = total as f64 - w.steps as f64;
-                        if real_total_steps == 0.0 {
-                            // DeepSpeed divides by zero here; validate() rejects it.
-                            *cos_min_ratio
-                        } else {
-                            let r = (1.0 + (PI * real_last_step / real_total_steps).cos()) / 2.0;
-                            f64::max(0.0, cos_min_ratio + (1.0 - cos_min_ratio) * r)
-                        }
+                        let real_total_steps = (total as f64 - w.steps as f64).max(1.0);
+                        // Clamped: past total_num_steps the ratio holds cos_min_ratio.
+                        let progress = f64::min(1.0, real_last_step / real_total_steps);
+                        let r = (1.0 + (PI * progress).cos()) / 2.0;
+                        f64::max(0.0, cos_min_ratio + (1.0 - cos_min_ratio) * r)
                     }
                 };
                 ctx.base_lr * ratio
@@ -379,19 +440,16 @@ impl LrSchedule {
                 cycle_min_lr,
                 cycle_max_lr,
                 decay_lr_rate,
-                cycle_first_step_size,
-                cycle_second_step_size,
                 decay_step_size,
                 ..
             } => {
-                let first = *cycle_first_step_size as f64;
-                let second = cycle_second_step_size.map_or(first, |s| s as f64);
-                let total_size = first + second;
-                // get_lr: `last_batch_iteration < total_size` with lbi = step - 1.
+                let shape = self.one_cycle_shape().expect("one_cycle");
+                let total_size = shape.total_size();
+                // get_lr: `last_batch_iteration < total_size` with lbi = step - 1. At step 0
+                // (lbi -1) the constructor's cycle_min_lr, which the formula also gives.
                 if (step as f64) - 1.0 < total_size {
                     // _get_scale_factor uses batch_iteration = lbi + 1 = step.
-                    let scale = triangle_scale(step, total_size, first / total_size);
-                    cycle_min_lr + (cycle_max_lr - cycle_min_lr) * scale
+                    cycle_min_lr + (cycle_max_lr - cycle_min_lr) * shape.scale_factor(step)
                 } else if *decay_step_size == 0 || *decay_lr_rate == 0.0 {
                     *cycle_min_lr
                 } else {
@@ -401,29 +459,10 @@ impl LrSchedule {
                 }
             }
             LrSchedule::CyclicLr {
-                base_lr,
-                max_lr,
-                step_size_up,
-                step_size_down,
-                mode,
-                gamma,
-                scale_mode,
+                base_lr, max_lr, ..
             } => {
                 let base = base_lr.unwrap_or(ctx.base_lr);
-                let up = *step_size_up as f64;
-                let down = step_size_down.map_or(up, |s| s as f64);
-                let total_size = up + down;
-                let cycle = (1.0 + step as f64 / total_size).floor();
-                let scale_factor = triangle_scale(step, total_size, up / total_size);
-                let position = match scale_mode.unwrap_or(mode.default_scale_mode()) {
-                    CyclicScaleMode::Cycle => cycle,
-                    CyclicScaleMode::Iterations => step as f64,
-                };
-                let scale = match mode {
-                    CyclicMode::Triangular => 1.0,
-                    CyclicMode::Triangular2 => 1.0 / 2f64.powf(position - 1.0),
-                    CyclicMode::ExpRange => gamma.powf(position),
-                };
+                let (scale_factor, scale) = self.cyclic_scales(step).expect("cyclic_lr");
                 base + (max_lr - base) * scale_factor * scale
             }
             LrSchedule::MultiStep { milestones, gamma } => {
@@ -454,6 +493,116 @@ impl LrSchedule {
         }
     }
 
+    /// The momentum the library's scheduler sets for the optimizer step after `step` steps
+    /// (SGD's `momentum` or Adam/AdamW's β1, by `ctx.momentum`), None where it sets none: the
+    /// optimizer then uses its configured value. Same step convention as [`LrSchedule::lr_at`].
+    ///
+    /// - `cyclic_lr` (PyTorch `CyclicLR.get_lr`): `max_momentum - (max_momentum - base_momentum)
+    ///   · scale_factor · scale_fn(·)`, the lr's triangle and scale, for SGD and Adam/AdamW.
+    /// - `one_cycle` (DeepSpeed `OneCycle`): Adam/AdamW only. Step 0 runs with the constructor's
+    ///   `cycle_min_mom` (DeepSpeed's `_initialize_momentum` writes `min_moms`, although the
+    ///   cycle formula would give `cycle_max_mom` there); then `cycle_max_mom - (cycle_max_mom -
+    ///   cycle_min_mom) · scale_factor` (stairs included), and after the cycle `cycle_max_mom`,
+    ///   or `cycle_max_mom · (1 + decay_mom_rate · interval)` with decay. DeepSpeed also writes
+    ///   β2 = 0.99 into every param group (`(mom, 0.99)` tuples); that is not reproduced: β2
+    ///   stays the configured one.
+    pub fn momentum_at(&self, step: u64, ctx: &LrContext) -> Option<f64> {
+        match self {
+            LrSchedule::CyclicLr {
+                cycle_momentum: true,
+                base_momentum,
+                max_momentum,
+                ..
+            } => {
+                let (scale_factor, scale) = self.cyclic_scales(step)?;
+                let base_height = (max_momentum - base_momentum) * scale_factor;
+                Some(max_momentum - base_height * scale)
+            }
+            LrSchedule::OneCycle {
+                cycle_momentum: true,
+                cycle_min_mom,
+                cycle_max_mom,
+                decay_mom_rate,
+                decay_step_size,
+                ..
+            } => {
+                if ctx.momentum != MomentumKind::AdamBeta1 {
+                    // `'betas' not in optimizer.defaults`: cycle_momentum disabled.
+                    return None;
+                }
+                let Some(lbi) = ds_last_batch_iteration(step) else {
+                    return Some(*cycle_min_mom);
+                };
+                let shape = self.one_cycle_shape()?;
+                let total_size = shape.total_size();
+                if (lbi as f64) < total_size {
+                    let base_height = (cycle_max_mom - cycle_min_mom) * shape.scale_factor(step);
+                    Some(cycle_max_mom - base_height)
+                } else if *decay_step_size == 0 || *decay_mom_rate == 0.0 {
+                    Some(*cycle_max_mom)
+                } else {
+                    // _get_decay_mom(lbi - total_size + 1).
+                    let decay_batch_iteration = step as f64 - total_size;
+                    let interval = decay_batch_iteration / *decay_step_size as f64;
+                    Some(cycle_max_mom * (1.0 + decay_mom_rate * interval))
+                }
+            }
+            _ => None,
+        }
+    }
+
+    /// `one_cycle`'s cycle shape.
+    fn one_cycle_shape(&self) -> Option<OneCycleShape> {
+        match self {
+            LrSchedule::OneCycle {
+                cycle_first_step_size,
+                cycle_second_step_size,
+                cycle_first_stair_count,
+                cycle_second_stair_count,
+                ..
+            } => {
+                let first = *cycle_first_step_size as f64;
+                Some(OneCycleShape {
+                    first,
+                    second: cycle_second_step_size.map_or(first, |s| s as f64),
+                    first_stairs: *cycle_first_stair_count,
+                    second_stairs: cycle_second_stair_count.unwrap_or(*cycle_first_stair_count),
+                })
+            }
+            _ => None,
+        }
+    }
+
+    /// `cyclic_lr`'s `(scale_factor, scale_fn(cycle or iteration))` at `last_epoch = step`.
+    fn cyclic_scales(&self, step: u64) -> Option<(f64, f64)> {
+        let LrSchedule::CyclicLr {
+            step_size_up,
+            step_size_down,
+            mode,
+            gamma,
+            scale_mode,
+            ..
+        } = self
+        else {
+            return None;
+        };
+        let up = *step_size_up as f64;
+        let down = step_size_down.map_or(up, |s| s as f64);
+        let total_size = up + down;
+        let cycle = (1.0 + step as f64 / total_size).floor();
+        let scale_factor = triangle_scale(step, total_size, up / total_size);
+        let position = match scale_mode.unwrap_or(mode.default_scale_mode()) {
+            CyclicScaleMode::Cycle => cycle,
+            CyclicScaleMode::Iterations => step as f64,
+        };
+        let scale = match mode {
+            CyclicMode::Triangular => 1.0,
+            CyclicMode::Triangular2 => 1.0 / 2f64.powf(position - 1.0),
+            CyclicMode::ExpRange => gamma.powf(position),
+        };
+        Some((scale_factor, scale))
+    }
+
     /// The lr for every step `0..ctx.total_steps`.
     pub fn curve(&self, ctx: &LrContext) -> Vec<f64> {
         (0..ctx.total_steps).map(|s| self.lr_at(s, ctx)).collect()
@@ -464,13 +613,24 @@ impl LrSchedule {
         ctx.validate()?;
         match self {
             LrSchedule::Constant {} => Ok(()),
-            // A warmup longer than the run is allowed, as in DeepSpeed: a short trial run of a
-            // long preset (`--max-steps 100`) simply never reaches the peak.
+            // A warmup longer than the run is an error, as for the other warmup schedules
+            // (DeepSpeed's WarmupLR has no run length to check it against): a short trial run
+            // of a long preset shortens it too (`--set lr_schedule.warmup_num_steps=N`).
             LrSchedule::WarmupLr {
                 warmup_min_lr,
                 warmup_max_lr,
+                warmup_num_steps,
                 ..
-            } => check_warmup_lrs(*warmup_min_lr, *warmup_max_lr, ctx),
+            } => {
+                check_warmup_lrs(*warmup_min_lr, *warmup_max_lr, ctx)?;
+                check_warmup_num_steps(*warmup_num_steps)?;
+                check_le(
+                    "warmup_num_steps",
+                    *warmup_num_steps,
+                    ctx.total_steps,
+                    "the run's total steps",
+                )
+            }
             LrSchedule::WarmupDecayLr {
                 total_num_steps,
                 warmup_min_lr,
@@ -479,6 +639,7 @@ impl LrSchedule {
                 ..
             } => {
                 check_warmup_lrs(*warmup_min_lr, *warmup_max_lr, ctx)?;
+                check_warmup_num_steps(*warmup_num_steps)?;
                 let (total, what) = check_total_num_steps(*total_num_steps, ctx)?;
                 check_le("warmup_num_steps", *warmup_num_steps, total, what)
             }
@@ -491,15 +652,17 @@ impl LrSchedule {
             } => {
                 check_unit("warmup_min_ratio", *warmup_min_ratio)?;
                 check_unit("cos_min_ratio", *cos_min_ratio)?;
+                check_warmup_num_steps(*warmup_num_steps)?;
                 let (total, what) = check_total_num_steps(*total_num_steps, ctx)?;
-                // The cosine phase divides by total - max(2, warmup_num_steps).
+                // The cosine phase runs from max(2, warmup_num_steps) to total. DeepSpeed holds
+                // cos_min_ratio when it is empty; a cosine schedule without a cosine is refused.
                 let effective = (*warmup_num_steps).max(2);
                 if effective >= total {
                     return Err(ScheduleError::invalid(
                         field("warmup_num_steps"),
                         format!(
-                            "< {what} ({total}) (DeepSpeed counts at least 2 warmup steps and \
-                             needs at least one cosine step)"
+                            "< {what} ({total}) (DeepSpeed counts at least 2 warmup steps, and \
+                             the cosine needs at least one step after them)"
                         ),
                         warmup_num_steps,
                     ));
@@ -511,6 +674,10 @@ impl LrSchedule {
                 cycle_max_lr,
                 decay_lr_rate,
                 cycle_first_step_size,
+                cycle_momentum,
+                cycle_min_mom,
+                cycle_max_mom,
+                decay_mom_rate,
                 ..
             } => {
                 check_lr("cycle_min_lr", *cycle_min_lr)?;
@@ -523,13 +690,36 @@ impl LrSchedule {
                     ));
                 }
                 check_nonneg("decay_lr_rate", *decay_lr_rate)?;
-                check_ge1("cycle_first_step_size", *cycle_first_step_size)
+                check_ge1("cycle_first_step_size", *cycle_first_step_size)?;
+                if *cycle_momentum {
+                    check_momentum("cycle_min_mom", *cycle_min_mom, ctx)?;
+                    check_momentum("cycle_max_mom", *cycle_max_mom, ctx)?;
+                    check_nonneg("decay_mom_rate", *decay_mom_rate)?;
+                    // β1 grows in the decay phase: it must stay below 1 to the run's end.
+                    let last = ctx.total_steps - 1;
+                    if let Some(m) = self.momentum_at(last, ctx) {
+                        if ctx.momentum == MomentumKind::AdamBeta1 && m >= 1.0 {
+                            return Err(ScheduleError::invalid(
+                                field("decay_mom_rate"),
+                                format!(
+                                    "small enough that β1 stays below 1 (it reaches {m} at \
+                                     step {last})"
+                                ),
+                                decay_mom_rate,
+                            ));
+                        }
+                    }
+                }
+                Ok(())
             }
             LrSchedule::CyclicLr {
                 base_lr,
                 max_lr,
                 step_size_up,
                 gamma,
+                cycle_momentum,
+                base_momentum,
+                max_momentum,
                 ..
             } => {
                 let base = base_lr.unwrap_or(ctx.base_lr);
@@ -550,7 +740,12 @@ impl LrSchedule {
                     ));
                 }
                 check_ge1("step_size_up", *step_size_up)?;
-                check_positive("gamma", *gamma)
+                check_positive("gamma", *gamma)?;
+                if *cycle_momentum {
+                    check_momentum("base_momentum", *base_momentum, ctx)?;
+                    check_momentum("max_momentum", *max_momentum, ctx)?;
+                }
+                Ok(())
             }
             LrSchedule::MultiStep { milestones, gamma } => {
                 check_increasing("milestones", milestones)?;
@@ -606,7 +801,7 @@ impl LrSchedule {
     }
 }
 
-/// `CyclicLR._get_lr` / `OneCycle._get_scale_factor`: position within a triangle of
+/// `CyclicLR.get_lr`'s (and `OneCycle._get_scale_factor`'s continuous) position within a triangle of
 /// `total_size` steps whose rising part is `step_ratio` of it, in [0, 1].
 fn triangle_scale(iteration: u64, total_size: f64, step_ratio: f64) -> f64 {
     let cycle = (1.0 + iteration as f64 / total_size).floor();
@@ -615,6 +810,47 @@ fn triangle_scale(iteration: u64, total_size: f64, step_ratio: f64) -> f64 {
         x / step_ratio
     } else {
         (x - 1.0) / (step_ratio - 1.0)
+    }
+}
+
+/// `OneCycle`'s cycle: the two halves' lengths and stair counts.
+struct OneCycleShape {
+    first: f64,
+    second: f64,
+    first_stairs: u64,
+    second_stairs: u64,
+}
+
+impl OneCycleShape {
+    fn total_size(&self) -> f64 {
+        self.first + self.second
+    }
+
+    /// `OneCycle._get_scale_factor` at `batch_iteration`, stairs included (DeepSpeed 0.19.8):
+    /// the half is chosen by `x <= step_ratio`, and a stair count `n > 0` of that half replaces
+    /// the continuous factor by `floor(position) / n`, the position counted from the integer
+    /// offset within the cycle (`batch_iteration % total_size`).
+    fn scale_factor(&self, batch_iteration: u64) -> f64 {
+        let total_size = self.total_size();
+        let step_ratio = self.first / total_size;
+        let cycle = (1.0 + batch_iteration as f64 / total_size).floor();
+        let x = 1.0 + batch_iteration as f64 / total_size - cycle;
+        let (scale_factor, stairs) = if x <= step_ratio {
+            (x / step_ratio, self.first_stairs)
+        } else {
+            ((x - 1.0) / (step_ratio - 1.0), self.second_stairs)
+        };
+        if stairs == 0 {
+            return scale_factor;
+        }
+        let stairs = stairs as f64;
+        let cycle_iteration = batch_iteration as f64 % total_size;
+        let position = if cycle_iteration <= self.first {
+            cycle_iteration * stairs / self.first
+        } else {
+            (total_size - cycle_iteration) * stairs / self.second
+        };
+        position.floor() / stairs
     }
 }
 
@@ -660,6 +896,33 @@ fn check_unit(name: &str, v: f64) -> Result<(), ScheduleError> {
         Ok(())
     } else {
         Err(ScheduleError::invalid(field(name), "in [0, 1]", v))
+    }
+}
+
+/// DeepSpeed's `WarmupLR`/`WarmupCosineLR` (and so `WarmupDecayLR`) raise
+/// `warmup_num_steps must be a positive integer` for 0; 1 still counts as 2.
+fn check_warmup_num_steps(v: u64) -> Result<(), ScheduleError> {
+    if v >= 1 {
+        Ok(())
+    } else {
+        Err(ScheduleError::invalid(
+            field("warmup_num_steps"),
+            "≥ 1 (DeepSpeed raises for 0)",
+            v,
+        ))
+    }
+}
+
+/// A momentum a schedule sets: finite and ≥ 0, and below 1 for Adam/AdamW's β1.
+fn check_momentum(name: &str, v: f64, ctx: &LrContext) -> Result<(), ScheduleError> {
+    match ctx.momentum {
+        MomentumKind::SgdMomentum => check_nonneg(name, v),
+        MomentumKind::AdamBeta1 if (0.0..1.0).contains(&v) => Ok(()),
+        MomentumKind::AdamBeta1 => Err(ScheduleError::invalid(
+            field(name),
+            "in [0, 1) (it is Adam's β1)",
+            v,
+        )),
     }
 }
 
@@ -738,6 +1001,7 @@ mod tests {
             total_steps,
             steps_per_epoch: 10,
             global_batch: 256,
+            momentum: MomentumKind::SgdMomentum,
         }
     }
 
@@ -806,16 +1070,57 @@ mod tests {
     }
 
     #[test]
-    fn warmup_num_steps_below_two_is_two() {
+    fn deepspeed_warmup_num_steps_one_counts_as_two() {
         // DeepSpeed: warmup_num_steps = max(2, 1) = 2, so log gamma at lbi 1 = ln 2/ln 2 = 1
         // and linear gamma at lbi 1 = 1/2.
         let c = ctx(1.0, 10);
         let log = warmup_lr(0.0, None, 1, WarmupType::Log);
+        assert!(log.validate(&c).is_ok());
         close(log.lr_at(1, &c), 0.0);
         close(log.lr_at(2, &c), 1.0);
-        let lin = warmup_lr(0.0, None, 0, WarmupType::Linear);
+        let lin = warmup_lr(0.0, None, 1, WarmupType::Linear);
         close(lin.lr_at(2, &c), 0.5);
         close(lin.lr_at(3, &c), 1.0);
+    }
+
+    /// DeepSpeed 0.19.8 `WarmupLR.__init__` and `WarmupCosineLR.__init__` (and so
+    /// `WarmupDecayLR`, through `WarmupLR`) raise `ValueError: warmup_num_steps must be a
+    /// positive integer, got 0` (tests/reference/lr_schedules.py).
+    #[test]
+    fn deepspeed_warmup_num_steps_zero_raises() {
+        let c = ctx(0.1, 100);
+        let want = "lr_schedule.warmup_num_steps: must be ≥ 1 (DeepSpeed raises for 0), got 0";
+        invalid(&warmup_lr(0.0, None, 0, WarmupType::Linear), &c, want);
+        let decay = LrSchedule::WarmupDecayLr {
+            total_num_steps: None,
+            warmup_min_lr: 0.0,
+            warmup_max_lr: None,
+            warmup_num_steps: 0,
+            warmup_type: WarmupType::Log,
+        };
+        invalid(&decay, &c, want);
+        let cosine = LrSchedule::WarmupCosineLr {
+            total_num_steps: None,
+            warmup_min_ratio: 0.0,
+            warmup_num_steps: 0,
+            cos_min_ratio: 0.0001,
+            warmup_type: WarmupType::Log,
+        };
+        invalid(&cosine, &c, want);
+    }
+
+    /// A warmup longer than the run is an error for warmup_lr as for the decay/cosine ones.
+    #[test]
+    fn warmup_lr_longer_than_the_run_is_an_error() {
+        let c = ctx(0.1, 500);
+        invalid(
+            &warmup_lr(0.0, None, 1000, WarmupType::Log),
+            &c,
+            "lr_schedule.warmup_num_steps: must be ≤ the run's total steps (500), got 1000",
+        );
+        assert!(warmup_lr(0.0, None, 500, WarmupType::Log)
+            .validate(&c)
+            .is_ok());
     }
 
     #[test]
@@ -874,6 +1179,38 @@ mod tests {
         close(s.lr_at(110, &c), 0.5 * 0.01);
     }
 
+    /// DeepSpeed 0.19.8 `WarmupCosineLR.get_lr_ratio` clamps the cosine progress
+    /// (`min(1.0, real_last_step / real_total_steps)`): past `total_num_steps` the lr holds
+    /// `cos_min_ratio · lr` instead of climbing back to the peak. Values from
+    /// tests/reference/lr_schedules.py (base 0.5, W = 10 log, total 110, ratios 0.1 and 0.01, a
+    /// run of 200 steps).
+    #[test]
+    fn deepspeed_warmup_cosine_lr_holds_cos_min_ratio_past_total_num_steps() {
+        let s = LrSchedule::WarmupCosineLr {
+            total_num_steps: Some(110),
+            warmup_min_ratio: 0.1,
+            warmup_num_steps: 10,
+            cos_min_ratio: 0.01,
+            warmup_type: WarmupType::Log,
+        };
+        let c = ctx(0.5, 200);
+        assert!(s.validate(&c).is_ok());
+        for (step, want) in [
+            (0, 0.0),
+            (1, 0.05),
+            (5, 0.3645365019512084),
+            (11, 0.49987787369051856),
+            (60, 0.2525),
+            (109, 0.0051221263094814295),
+            (110, 0.005),
+            (111, 0.005),
+            (150, 0.005),
+            (199, 0.005),
+        ] {
+            assert_eq!(s.lr_at(step, &c), want, "step {step}");
+        }
+    }
+
     #[test]
     fn one_cycle_matches_deepspeed() {
         // min 0.1, max 1.0, up 4, down 6 (total 10, step_ratio 0.4), decay every 5 steps at 0.5.
@@ -886,6 +1223,10 @@ mod tests {
             cycle_first_stair_count: 0,
             cycle_second_stair_count: None,
             decay_step_size: 5,
+            cycle_momentum: true,
+            cycle_min_mom: 0.8,
+            cycle_max_mom: 0.9,
+            decay_mom_rate: 0.0,
         };
         let c = ctx(1.0, 100);
         // s = 0: constructor sets cycle_min_lr; the formula at batch_iteration 0 agrees.
@@ -910,10 +1251,302 @@ mod tests {
             cycle_first_stair_count: 0,
             cycle_second_stair_count: None,
             decay_step_size: 5,
+            cycle_momentum: true,
+            cycle_min_mom: 0.8,
+            cycle_max_mom: 0.9,
+            decay_mom_rate: 0.0,
         };
         // second = first = 4: s = 6 → x = 0.75, (0.75 - 1)/(0.5 - 1) = 0.5.
         close(flat.lr_at(6, &c), 0.55);
         close(flat.lr_at(50, &c), 0.1);
+    }
+
+    fn one_cycle(first: u64, second: Option<u64>, stairs: (u64, Option<u64>)) -> LrSchedule {
+        LrSchedule::OneCycle {
+            cycle_min_lr: 0.1,
+            cycle_max_lr: 1.0,
+            decay_lr_rate: 0.0,
+            cycle_first_step_size: first,
+            cycle_second_step_size: second,
+            cycle_first_stair_count: stairs.0,
+            cycle_second_stair_count: stairs.1,
+            decay_step_size: 0,
+            cycle_momentum: true,
+            cycle_min_mom: 0.8,
+            cycle_max_mom: 0.9,
+            decay_mom_rate: 0.0,
+        }
+    }
+
+    fn with_momentum(c: LrContext, momentum: MomentumKind) -> LrContext {
+        LrContext { momentum, ..c }
+    }
+
+    /// DeepSpeed 0.19.8 `OneCycle` with stair counts 2 (rising) and 3 (falling), lr decay 0.5
+    /// and momentum decay 0.1 every 5 steps, on Adam: lr and β1 of every step, from
+    /// tests/reference/lr_schedules.py. On SGD DeepSpeed disables momentum cycling (no
+    /// `betas`): the lr is the same, the momentum untouched.
+    #[test]
+    fn deepspeed_one_cycle_stairs_and_momentum() {
+        let s = LrSchedule::OneCycle {
+            cycle_min_lr: 0.1,
+            cycle_max_lr: 1.0,
+            decay_lr_rate: 0.5,
+            cycle_first_step_size: 4,
+            cycle_second_step_size: Some(6),
+            cycle_first_stair_count: 2,
+            cycle_second_stair_count: Some(3),
+            decay_step_size: 5,
+            cycle_momentum: true,
+            cycle_min_mom: 0.8,
+            cycle_max_mom: 0.9,
+            decay_mom_rate: 0.1,
+        };
+        let adam = with_momentum(ctx(1.0, 30), MomentumKind::AdamBeta1);
+        let want: [(f64, f64); 12] = [
+            (0.1, 0.8),
+            (0.1, 0.9),
+            (0.55, 0.8500000000000001),
+            (0.55, 0.8500000000000001),
+            (1.0, 0.8),
+            (0.7, 0.8333333333333334),
+            (0.7, 0.8333333333333334),
+            (0.4, 0.8666666666666667),
+            (0.4, 0.8666666666666667),
+            (0.1, 0.9),
+            (0.1, 0.9),
+            (0.09090909090909091, 0.918),
+        ];
+        for (step, (lr, mom)) in want.iter().enumerate() {
+            let step = step as u64;
+            assert_eq!(s.lr_at(step, &adam), *lr, "lr at {step}");
+            assert_eq!(s.momentum_at(step, &adam), Some(*mom), "β1 at {step}");
+        }
+        assert_eq!(s.lr_at(15, &adam), 0.06666666666666667);
+        assert_eq!(s.momentum_at(15, &adam), Some(0.9900000000000001));
+        assert_eq!(s.lr_at(29, &adam), 0.034482758620689655);
+        assert_eq!(s.momentum_at(29, &adam), Some(1.242));
+        // β1 passes 1 at step 16: a run that long is refused on Adam, fine up to 16 steps.
+        invalid(
+            &s,
+            &adam,
+            "lr_schedule.decay_mom_rate: must be small enough that β1 stays below 1",
+        );
+        assert!(s
+            .validate(&with_momentum(ctx(1.0, 16), MomentumKind::AdamBeta1))
+            .is_ok());
+        let sgd = ctx(1.0, 30);
+        assert!(s.validate(&sgd).is_ok());
+        for step in 0..30 {
+            assert_eq!(s.lr_at(step, &sgd), s.lr_at(step, &adam));
+            assert_eq!(s.momentum_at(step, &sgd), None);
+        }
+    }
+
+    /// DeepSpeed 0.19.8 `OneCycle` with the default stair counts (0: continuous), an asymmetric
+    /// 3/7 cycle, no lr or momentum decay (the rates are 0), on Adam.
+    #[test]
+    fn deepspeed_one_cycle_continuous_asymmetric() {
+        let mut s = one_cycle(3, Some(7), (0, None));
+        if let LrSchedule::OneCycle {
+            cycle_min_lr,
+            cycle_max_lr,
+            decay_step_size,
+            ..
+        } = &mut s
+        {
+            (*cycle_min_lr, *cycle_max_lr, *decay_step_size) = (0.01, 0.1, 2);
+        }
+        let c = with_momentum(ctx(1.0, 14), MomentumKind::AdamBeta1);
+        let want = [
+            (0.01, 0.8),
+            (0.04000000000000003, 0.8666666666666667),
+            (0.06999999999999999, 0.8333333333333334),
+            (0.1, 0.8),
+            (0.08714285714285716, 0.8142857142857143),
+            (0.07428571428571429, 0.8285714285714286),
+            (0.06142857142857142, 0.8428571428571429),
+            (0.048571428571428585, 0.8571428571428572),
+            (0.03571428571428571, 0.8714285714285714),
+            (0.02285714285714287, 0.8857142857142857),
+            (0.01, 0.9),
+            (0.01, 0.9),
+            (0.01, 0.9),
+            (0.01, 0.9),
+        ];
+        for (step, (lr, mom)) in want.iter().enumerate() {
+            let step = step as u64;
+            assert_eq!(s.lr_at(step, &c), *lr, "lr at {step}");
+            assert_eq!(s.momentum_at(step, &c), Some(*mom), "β1 at {step}");
+        }
+    }
+
+    /// DeepSpeed 0.19.8 `OneCycle`: `cycle_second_stair_count` None takes the first's; 2 stairs
+    /// over a 5/5 cycle from 0 to 1.
+    #[test]
+    fn deepspeed_one_cycle_second_stair_count_defaults_to_first() {
+        let mut s = one_cycle(5, None, (2, None));
+        if let LrSchedule::OneCycle { cycle_min_lr, .. } = &mut s {
+            *cycle_min_lr = 0.0;
+        }
+        let c = with_momentum(ctx(1.0, 11), MomentumKind::AdamBeta1);
+        let lr = [0.0, 0.0, 0.0, 0.5, 0.5, 1.0, 0.5, 0.5, 0.0, 0.0, 0.0];
+        let half = 0.8500000000000001;
+        let mom = [0.8, 0.9, 0.9, half, half, 0.8, half, half, 0.9, 0.9, 0.9];
+        for step in 0..11 {
+            assert_eq!(s.lr_at(step, &c), lr[step as usize], "lr at {step}");
+            assert_eq!(
+                s.momentum_at(step, &c),
+                Some(mom[step as usize]),
+                "β1 at {step}"
+            );
+        }
+        // cycle_momentum = false: the optimizer keeps its β1.
+        if let LrSchedule::OneCycle { cycle_momentum, .. } = &mut s {
+            *cycle_momentum = false;
+        }
+        assert!((0..11).all(|t| s.momentum_at(t, &c).is_none()));
+    }
+
+    fn cyclic(mode: CyclicMode, gamma: f64) -> LrSchedule {
+        cyclic_momentum(mode, gamma, true, 0.8, 0.9)
+    }
+
+    fn cyclic_momentum(
+        mode: CyclicMode,
+        gamma: f64,
+        cycle_momentum: bool,
+        base_momentum: f64,
+        max_momentum: f64,
+    ) -> LrSchedule {
+        LrSchedule::CyclicLr {
+            base_lr: Some(0.1),
+            max_lr: 0.5,
+            step_size_up: 2,
+            step_size_down: Some(3),
+            mode,
+            gamma,
+            scale_mode: None,
+            cycle_momentum,
+            base_momentum,
+            max_momentum,
+        }
+    }
+
+    /// PyTorch `torch.optim.lr_scheduler.CyclicLR` (torch 2.11) with its default
+    /// `cycle_momentum=True, base_momentum=0.8, max_momentum=0.9` on SGD: lr and momentum of
+    /// every step of two cycles in each mode, from tests/reference/lr_schedules.py.
+    #[test]
+    fn pytorch_cyclic_lr_cycles_momentum() {
+        let c = ctx(0.1, 100);
+        let tri: [(f64, f64); 12] = [
+            (0.1, 0.9),
+            (0.29999999999999993, 0.8500000000000001),
+            (0.4999999999999999, 0.8),
+            (0.3666666666666666, 0.8333333333333334),
+            (0.2333333333333333, 0.8666666666666667),
+            (0.1, 0.9),
+            (0.30000000000000016, 0.85),
+            (0.4999999999999999, 0.8),
+            (0.3666666666666666, 0.8333333333333334),
+            (0.23333333333333348, 0.8666666666666667),
+            (0.1, 0.9),
+            (0.30000000000000016, 0.85),
+        ];
+        let tri2: [(f64, f64); 12] = [
+            (0.1, 0.9),
+            (0.29999999999999993, 0.8500000000000001),
+            (0.4999999999999999, 0.8),
+            (0.3666666666666666, 0.8333333333333334),
+            (0.2333333333333333, 0.8666666666666667),
+            (0.1, 0.9),
+            (0.2000000000000001, 0.875),
+            (0.29999999999999993, 0.8500000000000001),
+            (0.2333333333333333, 0.8666666666666667),
+            (0.16666666666666674, 0.8833333333333333),
+            (0.1, 0.9),
+            (0.15000000000000005, 0.8875000000000001),
+        ];
+        let exp: [(f64, f64); 12] = [
+            (0.1, 0.9),
+            (0.27999999999999997, 0.8550000000000001),
+            (0.42399999999999993, 0.8190000000000001),
+            (0.2944, 0.8514),
+            (0.18747999999999998, 0.8781300000000001),
+            (0.1, 0.9),
+            (0.20628820000000012, 0.87342795),
+            (0.29131876, 0.85217031),
+            (0.21479125599999999, 0.871302186),
+            (0.15165606520000008, 0.8870859837),
+            (0.1, 0.9),
+            (0.16276211921800007, 0.8843094701955),
+        ];
+        for (s, want) in [
+            (cyclic(CyclicMode::Triangular, 1.0), tri),
+            (cyclic(CyclicMode::Triangular2, 1.0), tri2),
+            (cyclic(CyclicMode::ExpRange, 0.9), exp),
+        ] {
+            for (step, (lr, mom)) in want.iter().enumerate() {
+                let step = step as u64;
+                assert_eq!(s.lr_at(step, &c), *lr, "{s:?} lr at {step}");
+                assert_eq!(
+                    s.momentum_at(step, &c),
+                    Some(*mom),
+                    "{s:?} momentum at {step}"
+                );
+            }
+        }
+    }
+
+    /// PyTorch `CyclicLR` on Adam sets β1 (β2 untouched); on SGD configured without momentum it
+    /// still cycles the momentum (SGD's `defaults` have `momentum`, so it does not raise).
+    #[test]
+    fn pytorch_cyclic_lr_sets_adam_beta1() {
+        let tri = CyclicMode::Triangular;
+        let s = cyclic_momentum(tri, 1.0, true, 0.85, 0.95);
+        let c = with_momentum(ctx(0.1, 100), MomentumKind::AdamBeta1);
+        assert!(s.validate(&c).is_ok());
+        let want = [
+            0.95,
+            0.9,
+            0.85,
+            0.8833333333333333,
+            0.9166666666666666,
+            0.95,
+        ];
+        for (step, mom) in want.iter().enumerate() {
+            assert_eq!(s.momentum_at(step as u64, &c), Some(*mom));
+        }
+        // β1 must stay below 1 (Adam's range); SGD's momentum may be anything ≥ 0.
+        let high = cyclic_momentum(tri, 1.0, true, 0.85, 1.0);
+        invalid(
+            &high,
+            &c,
+            "lr_schedule.max_momentum: must be in [0, 1) (it is Adam's β1), got 1",
+        );
+        assert!(high.validate(&ctx(0.1, 100)).is_ok());
+        invalid(
+            &cyclic_momentum(tri, 1.0, true, -0.1, 0.95),
+            &ctx(0.1, 100),
+            "lr_schedule.base_momentum: must be finite and ≥ 0, got -0.1",
+        );
+        let off = cyclic_momentum(tri, 1.0, false, 0.85, 0.95);
+        assert!((0..10).all(|t| off.momentum_at(t, &c).is_none()));
+    }
+
+    #[test]
+    fn only_cycling_schedules_set_momentum() {
+        let c = ctx(0.1, 100);
+        for s in [
+            LrSchedule::Constant {},
+            warmup_lr(0.0, None, 10, WarmupType::Linear),
+            LrSchedule::CosineAnnealing {
+                t_max: None,
+                eta_min: 0.0,
+            },
+        ] {
+            assert!((0..100).all(|t| s.momentum_at(t, &c).is_none()), "{s:?}");
+        }
     }
 
     #[test]
@@ -927,6 +1560,9 @@ mod tests {
             mode,
             gamma,
             scale_mode: None,
+            cycle_momentum: true,
+            base_momentum: 0.8,
+            max_momentum: 0.9,
         };
         let c = ctx(9.0, 100);
         let tri = mk(CyclicMode::Triangular, 1.0);
@@ -953,6 +1589,9 @@ mod tests {
             mode: CyclicMode::Triangular,
             gamma: 1.0,
             scale_mode: None,
+            cycle_momentum: true,
+            base_momentum: 0.8,
+            max_momentum: 0.9,
         };
         let c = ctx(0.2, 100);
         close(s.lr_at(0, &c), 0.2);
@@ -1017,6 +1656,7 @@ mod tests {
             total_steps: 80,
             steps_per_epoch: 10,
             global_batch: 1024,
+            momentum: MomentumKind::SgdMomentum,
         };
         close(s.lr_at(0, &c), 0.1);
         // s = 5: 0.1 + (0.4 - 0.1)·5/20 = 0.175.
@@ -1056,7 +1696,7 @@ mod tests {
     #[test]
     fn validation_names_field_and_expectation() {
         let c = ctx(0.1, 500);
-        assert!(warmup_lr(0.0, None, 1000, WarmupType::Log)
+        assert!(warmup_lr(0.0, None, 500, WarmupType::Log)
             .validate(&c)
             .is_ok());
         invalid(
@@ -1072,6 +1712,9 @@ mod tests {
             mode: CyclicMode::Triangular,
             gamma: 1.0,
             scale_mode: None,
+            cycle_momentum: true,
+            base_momentum: 0.8,
+            max_momentum: 0.9,
         };
         invalid(
             &cyc(0.01, 10),
@@ -1124,6 +1767,10 @@ mod tests {
                 cycle_first_stair_count: 0,
                 cycle_second_stair_count: None,
                 decay_step_size: 0,
+                cycle_momentum: true,
+                cycle_min_mom: 0.8,
+                cycle_max_mom: 0.9,
+                decay_mom_rate: 0.0,
             },
             &c,
             "lr_schedule.cycle_max_lr: must be ≥ cycle_min_lr (0.5), got 0.1",
@@ -1198,6 +1845,10 @@ mod tests {
                 cycle_first_stair_count: 0,
                 cycle_second_stair_count: None,
                 decay_step_size: 0,
+                cycle_momentum: true,
+                cycle_min_mom: 0.8,
+                cycle_max_mom: 0.9,
+                decay_mom_rate: 0.0,
             }
         );
         let s = parse("[lr_schedule]\nkind = \"cyclic_lr\"\nmax_lr = 0.5\nmode = \"exp_range\"\n")
@@ -1212,6 +1863,9 @@ mod tests {
                 mode: CyclicMode::ExpRange,
                 gamma: 1.0,
                 scale_mode: None,
+                cycle_momentum: true,
+                base_momentum: 0.8,
+                max_momentum: 0.9,
             }
         );
         let s = parse("[lr_schedule]\nkind = \"goyal\"\n").unwrap();
@@ -1287,6 +1941,10 @@ mod tests {
                 cycle_first_stair_count: 0,
                 cycle_second_stair_count: Some(3),
                 decay_step_size: 5,
+                cycle_momentum: false,
+                cycle_min_mom: 0.85,
+                cycle_max_mom: 0.95,
+                decay_mom_rate: 0.01,
             },
             LrSchedule::CyclicLr {
                 base_lr: Some(0.01),
@@ -1296,6 +1954,9 @@ mod tests {
                 mode: CyclicMode::Triangular2,
                 gamma: 1.0,
                 scale_mode: Some(CyclicScaleMode::Iterations),
+                cycle_momentum: true,
+                base_momentum: 0.7,
+                max_momentum: 0.95,
             },
             LrSchedule::MultiStep {
                 milestones: vec![1, 2],

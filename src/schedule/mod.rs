@@ -5,7 +5,7 @@
 pub mod lr;
 pub mod precision;
 
-pub use lr::{CyclicMode, CyclicScaleMode, LrContext, LrSchedule, WarmupType};
+pub use lr::{CyclicMode, CyclicScaleMode, LrContext, LrSchedule, MomentumKind, WarmupType};
 pub use precision::{PrecisionSchedule, PrecisionScheduleKind, SavingsGroup};
 
 /// A schedule that cannot run as configured. Messages name the config key, what was expected

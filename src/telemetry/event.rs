@@ -1,6 +1,20 @@
 //! The event stream: the only thing that flows from the engine to front ends and the run store.
 //! Serialized as one JSON object per line (`metrics.jsonl`, `cptlab run --json`).
+//!
+//! **Epochs are numbered from 1 everywhere**, as users read them: step and eval events,
+//! checkpoint events, `Summary::best_epoch`, the CSV exports, logs and the workbench. Builds
+//! before `StartedEvent::epoch_base` numbered step and eval epochs and `best_epoch` from 0 (their
+//! checkpoint events already counted from 1 at epoch ends). Their files still read: their
+//! `started` events lack `epoch_base`, which then reads as 0, and `EpochNumbering` (or
+//! `upgrade_epochs`) brings their events to 1-based, one session at a time, since a run resumed by
+//! a newer build holds both. Front ends and exports that read recorded events pass them through
+//! it; what the engine emits needs nothing. A `summary.json` written by an older build (no
+//! marker of its own) has a 0-based `best_epoch`; the `finished` event of its `metrics.jsonl` is
+//! upgraded with the rest.
 use serde::{Deserialize, Serialize};
+
+/// The number of the first epoch in the events this build writes.
+pub const EPOCH_BASE: u64 = 1;
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "event", rename_all = "snake_case")]
@@ -9,6 +23,8 @@ pub enum Event {
     Step(StepEvent),
     Eval(EvalEvent),
     Checkpoint {
+        /// 1-based epoch of the checkpoint's last step: the epoch just finished, or the epoch
+        /// a mid-epoch stop interrupted (`step` tells which).
         epoch: u64,
         step: u64,
         path: String,
@@ -52,6 +68,11 @@ pub struct StartedEvent {
     /// The epoch a resumed run continues after (None for a fresh run).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub resumed_after_epoch: Option<u64>,
+    /// The number of the first epoch in this session's events: `EPOCH_BASE` (1) from this build
+    /// on; absent, hence 0, in files of older builds, whose step and eval epochs and
+    /// `best_epoch` counted from 0 (see the module's documentation).
+    #[serde(default)]
+    pub epoch_base: u64,
 }
 
 /// One optimizer step. `loss` is the mean over the whole global batch.
@@ -59,7 +80,7 @@ pub struct StartedEvent {
 pub struct StepEvent {
     /// Optimizer steps completed, counting this one (1-based).
     pub step: u64,
-    /// 0-based epoch this step belongs to.
+    /// 1-based epoch this step belongs to (the first epoch is 1).
     pub epoch: u64,
     pub loss: f64,
     pub lr: f64,
@@ -89,6 +110,7 @@ pub struct StepEvent {
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct EvalEvent {
+    /// 1-based epoch just evaluated (the first epoch is 1).
     pub epoch: u64,
     pub step: u64,
     pub test_loss: f64,
@@ -96,6 +118,8 @@ pub struct EvalEvent {
     pub test_acc: f64,
     /// Mean training loss over the epoch's steps.
     pub train_loss: f64,
+    /// Training seconds of the epoch (evaluation and paused time excluded; after a mid-epoch
+    /// stop and resume, both parts).
     pub epoch_seconds: f64,
 }
 
@@ -105,12 +129,15 @@ pub struct Summary {
     pub status: String,
     pub final_test_acc: Option<f64>,
     pub best_test_acc: Option<f64>,
+    /// 1-based epoch of `best_test_acc` (0-based in summaries of older builds).
     pub best_epoch: Option<u64>,
     /// Epochs completed.
     pub epochs: u64,
     pub steps: u64,
-    /// Seconds spent in training epochs (evaluation excluded), summed over resumed sessions.
+    /// Seconds spent in training epochs (evaluation and paused time excluded), summed over
+    /// resumed sessions, the part of an epoch a stop interrupted included.
     pub train_seconds: f64,
+    /// Training seconds of each completed epoch (paused time excluded).
     pub seconds_per_epoch: Vec<f64>,
     pub test_acc_per_epoch: Vec<f64>,
     /// Accuracy per class at the end, in class order.
@@ -143,6 +170,52 @@ pub struct ClassAccuracy {
     pub acc: f64,
 }
 
+/// Brings recorded events to 1-based epochs, event by event in file order: each `started`
+/// event says how the session after it counts (`epoch_base`). Events of this build pass
+/// unchanged.
+#[derive(Debug, Clone, Default)]
+pub struct EpochNumbering {
+    /// Added to a 0-based session's step and eval epochs and `best_epoch`.
+    shift: u64,
+    steps_per_epoch: u64,
+}
+
+impl EpochNumbering {
+    pub fn apply(&mut self, event: &mut Event) {
+        match event {
+            Event::Started(s) => {
+                self.shift = EPOCH_BASE.saturating_sub(s.epoch_base);
+                self.steps_per_epoch = s.steps_per_epoch;
+                s.epoch_base = EPOCH_BASE;
+            }
+            _ if self.shift == 0 => {}
+            Event::Step(s) => s.epoch += self.shift,
+            Event::Eval(e) => e.epoch += self.shift,
+            Event::Checkpoint { epoch, step, .. } => {
+                // Older builds wrote the epochs completed: a mid-epoch stop's checkpoint named
+                // the epoch before the one it interrupted.
+                if self.steps_per_epoch > 0 {
+                    *epoch = step.div_ceil(self.steps_per_epoch);
+                }
+            }
+            Event::Finished { summary } => {
+                if let Some(b) = &mut summary.best_epoch {
+                    *b += self.shift;
+                }
+            }
+            Event::Log { .. } | Event::Failed { .. } => {}
+        }
+    }
+}
+
+/// `EpochNumbering` over a whole recorded stream (`metrics.jsonl` as `read_metrics` returns it).
+pub fn upgrade_epochs(events: &mut [Event]) {
+    let mut n = EpochNumbering::default();
+    for e in events {
+        n.apply(e);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -151,7 +224,7 @@ mod tests {
     fn step_events_are_flat_json_tagged_by_event() {
         let e = Event::Step(StepEvent {
             step: 3,
-            epoch: 0,
+            epoch: 1,
             loss: 2.5,
             lr: 0.1,
             images_per_sec: 100.0,
@@ -169,10 +242,96 @@ mod tests {
         });
         let s = serde_json::to_string(&e).unwrap();
         assert!(
-            s.starts_with(r#"{"event":"step","step":3,"epoch":0,"loss":2.5"#),
+            s.starts_with(r#"{"event":"step","step":3,"epoch":1,"loss":2.5"#),
             "{s}"
         );
         let back: Event = serde_json::from_str(&s).unwrap();
         assert_eq!(back, e);
+    }
+
+    fn started(epoch_base: Option<u64>) -> String {
+        let base = epoch_base.map_or(String::new(), |b| format!(r#","epoch_base":{b}"#));
+        format!(
+            r#"{{"event":"started","run_dir":"r","name":"n","model":"lenet","params":1,"dataset":"d","classes":[],"train_size":8,"test_size":2,"steps_per_epoch":4,"total_steps":8,"epochs":2,"devices":["cpu"],"threads":1{base}}}"#
+        )
+    }
+
+    fn step(step: u64, epoch: u64) -> String {
+        format!(
+            r#"{{"event":"step","step":{step},"epoch":{epoch},"loss":1.0,"lr":0.1,"images_per_sec":1.0,"t_data":0,"t_fwd":0,"t_bwd":0,"t_comm":0,"t_opt":0}}"#
+        )
+    }
+
+    fn epochs(events: &[Event]) -> Vec<(&'static str, u64)> {
+        events
+            .iter()
+            .filter_map(|e| match e {
+                Event::Step(s) => Some(("step", s.epoch)),
+                Event::Eval(v) => Some(("eval", v.epoch)),
+                Event::Checkpoint { epoch, .. } => Some(("checkpoint", *epoch)),
+                Event::Finished { summary } => summary.best_epoch.map(|b| ("best", b)),
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// A run of an older build (0-based), stopped in epoch 2 and resumed by this build.
+    #[test]
+    fn older_0_based_sessions_read_as_1_based() {
+        let eval = |epoch: u64, step: u64| {
+            format!(
+                r#"{{"event":"eval","epoch":{epoch},"step":{step},"test_loss":1,"test_acc":0.5,"train_loss":1,"epoch_seconds":1}}"#
+            )
+        };
+        let ckpt = |epoch: u64, step: u64| {
+            format!(r#"{{"event":"checkpoint","epoch":{epoch},"step":{step},"path":"p"}}"#)
+        };
+        let lines = [
+            started(None),
+            step(4, 0),
+            eval(0, 4),
+            ckpt(1, 4),
+            step(5, 1),
+            // The old mid-epoch checkpoint named the epochs completed.
+            ckpt(1, 5),
+            started(Some(1)),
+            step(6, 2),
+            step(8, 2),
+            eval(2, 8),
+            ckpt(2, 8),
+            r#"{"event":"finished","summary":{"status":"finished","final_test_acc":0.5,"best_test_acc":0.5,"best_epoch":2,"epochs":2,"steps":8,"train_seconds":2,"seconds_per_epoch":[1,1],"test_acc_per_epoch":[0.5,0.5],"run_dir":"r","name":"n","model":"lenet","params":1,"dataset":"d"}}"#.to_string(),
+        ];
+        let mut events: Vec<Event> = lines
+            .iter()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        let Event::Started(s) = &events[0] else {
+            panic!()
+        };
+        assert_eq!(s.epoch_base, 0, "a missing marker is an older build's");
+        upgrade_epochs(&mut events);
+        assert_eq!(
+            epochs(&events),
+            [
+                ("step", 1),
+                ("eval", 1),
+                ("checkpoint", 1),
+                ("step", 2),
+                ("checkpoint", 2),
+                ("step", 2),
+                ("step", 2),
+                ("eval", 2),
+                ("checkpoint", 2),
+                ("best", 2),
+            ]
+        );
+        // This build's own stream passes unchanged.
+        let mut fresh: Vec<Event> = [started(Some(EPOCH_BASE)), step(1, 1)]
+            .iter()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        let before = fresh.clone();
+        upgrade_epochs(&mut fresh);
+        assert_eq!(fresh, before);
     }
 }

@@ -1,6 +1,7 @@
 //! The run directory: `config.toml` (resolved config), `metrics.jsonl` (every event, appended as
 //! it happens), `summary.json` (written at the end), `checkpoints/`. Everything but the append-only
-//! metrics is written atomically (temp file + rename), so a crash never leaves a half-written file.
+//! metrics is written atomically (`files::write_atomic`), so a crash never leaves a half-written
+//! file, and every failure names the file and says why ("no space left on device").
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, BufRead, BufReader, BufWriter, Write};
 use std::path::{Path, PathBuf};
@@ -10,46 +11,77 @@ use anyhow::{Context, Result};
 
 use super::{Event, Summary};
 use crate::config::RunConfig;
+use crate::files::process::{Liveness, ProcessId};
+use crate::files::{self, FileError};
 
 pub const CONFIG_FILE: &str = "config.toml";
 pub const METRICS_FILE: &str = "metrics.jsonl";
 pub const SUMMARY_FILE: &str = "summary.json";
 pub const CHECKPOINT_DIR: &str = "checkpoints";
-/// Present while a process is training this run: `{"pid": …}`. Removed when the run ends.
+/// Present while a process is training this run: `{"pid", "start_time", "boot_id", "started"}`
+/// (`start_time`: `/proc/<pid>/stat` field 22). Removed when the run ends.
 pub const PROCESS_FILE: &str = "process.json";
 
-/// The pid of the process training the run in `dir`, if that process is alive. A file left by a
-/// dead process (kill -9, power loss) is stale and ignored.
-pub fn live_pid(dir: &Path) -> Option<u32> {
+/// Who `process.json` says is training a run, and whether that process still runs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RunProcess {
+    /// No marker, an unreadable one, or one whose process is gone (kill -9, power loss) or whose
+    /// pid now belongs to another process.
+    None,
+    /// The recorded process (same pid and start time) is running.
+    Live(u32),
+    /// A process with the recorded pid runs, but the marker (written by an older version) has no
+    /// start time to tell whether it is the same one.
+    Unsure(u32),
+}
+
+/// What `dir/process.json` says, checked against the running processes.
+pub fn run_process(dir: &Path) -> RunProcess {
+    let Some(id) = read_process_file(dir) else {
+        return RunProcess::None;
+    };
+    match id.liveness() {
+        Liveness::Alive => RunProcess::Live(id.pid),
+        Liveness::Unknown => RunProcess::Unsure(id.pid),
+        Liveness::Dead => RunProcess::None,
+    }
+}
+
+fn read_process_file(dir: &Path) -> Option<ProcessId> {
     let text = fs::read_to_string(dir.join(PROCESS_FILE)).ok()?;
     let v: serde_json::Value = serde_json::from_str(&text).ok()?;
-    let pid = u32::try_from(v["pid"].as_u64()?).ok()?;
-    process_alive(pid).then_some(pid)
+    Some(ProcessId {
+        pid: u32::try_from(v["pid"].as_u64()?).ok()?,
+        start_time: v["start_time"].as_u64(),
+        boot_id: v["boot_id"].as_str().map(str::to_string),
+    })
 }
 
+/// The pid of the process training the run in `dir`, if it is alive (or, for a marker without a
+/// start time, if a process with its pid runs). A marker left by a dead process is ignored, and
+/// so is one whose pid was reused by another process.
+pub fn live_pid(dir: &Path) -> Option<u32> {
+    match run_process(dir) {
+        RunProcess::Live(pid) | RunProcess::Unsure(pid) => Some(pid),
+        RunProcess::None => None,
+    }
+}
+
+/// Whether a process with this pid exists (no identity check: see `files::process` for that).
 pub fn process_alive(pid: u32) -> bool {
-    // Signal 0 checks existence and permission without sending anything.
-    let Ok(pid) = libc::pid_t::try_from(pid) else {
-        return false;
-    };
-    // SAFETY: kill with signal 0 has no effect on the target.
-    pid > 0 && unsafe { libc::kill(pid, 0) } == 0
+    files::process::exists(pid)
 }
 
-/// Writes `bytes` to `path` via a temp file in the same directory, fsync and rename.
+/// Writes `bytes` to `path` atomically (`files::write_atomic`); the error says the path and the
+/// cause ("cannot write out.csv: no space left on device").
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> io::Result<()> {
-    let dir = path.parent().filter(|p| !p.as_os_str().is_empty());
-    let dir = dir.unwrap_or(Path::new("."));
-    let mut tmp = tempfile::NamedTempFile::new_in(dir)?;
-    tmp.write_all(bytes)?;
-    tmp.as_file().sync_all()?;
-    tmp.persist(path).map_err(|e| e.error)?;
-    Ok(())
+    files::write_atomic(path, bytes).map_err(io::Error::from)
 }
 
 /// An open run directory that events are recorded into.
 pub struct RunStore {
     dir: PathBuf,
+    metrics_path: PathBuf,
     metrics: BufWriter<File>,
     last_flush: Instant,
 }
@@ -58,8 +90,7 @@ impl RunStore {
     /// Creates `runs_root/<YYYYmmdd-HHMMSS>-<name>/` (with a numeric suffix if taken) and writes
     /// the resolved config into it.
     pub fn create(runs_root: &Path, config: &RunConfig) -> Result<RunStore> {
-        fs::create_dir_all(runs_root)
-            .with_context(|| format!("cannot create runs directory {}", runs_root.display()))?;
+        files::create_dir_all(runs_root).context("runs directory")?;
         let stamp = chrono::Local::now().format("%Y%m%d-%H%M%S");
         let slug: String = config
             .name
@@ -83,47 +114,64 @@ impl RunStore {
                     dir = runs_root.join(format!("{stamp}-{slug}-{n}"));
                     n += 1;
                 }
-                Err(e) => {
-                    return Err(e).with_context(|| format!("cannot create {}", dir.display()))
-                }
+                Err(e) => return Err(FileError::new("create directory", &dir, e).into()),
             }
         }
-        fs::create_dir_all(dir.join(CHECKPOINT_DIR))?;
-        write_atomic(&dir.join(CONFIG_FILE), config.to_toml().as_bytes())
-            .with_context(|| format!("cannot write {}", dir.join(CONFIG_FILE).display()))?;
-        Self::open_metrics(dir)
+        // Nothing half-made stays behind when the run cannot even be set up (a full disk).
+        let made = (|| -> Result<RunStore> {
+            files::create_dir_all(&dir.join(CHECKPOINT_DIR))?;
+            files::write_atomic(&dir.join(CONFIG_FILE), config.to_toml().as_bytes())?;
+            Self::open_metrics(dir.clone())
+        })();
+        if made.is_err() {
+            let _ = fs::remove_dir_all(&dir);
+        }
+        made
     }
 
     /// Reopens an existing run directory to continue it; metrics recorded after the checkpoint
     /// (`keep_metrics_bytes`) are cut so the resumed run's record has no duplicate steps.
+    /// Temporary files that an interrupted write left (a checkpoint cut off by a second SIGTERM)
+    /// are removed first.
     pub fn reopen(dir: &Path, keep_metrics_bytes: u64) -> Result<RunStore> {
+        files::clean_stale_temps(dir)?;
+        files::clean_stale_temps(&dir.join(CHECKPOINT_DIR))?;
         let path = dir.join(METRICS_FILE);
         let f = OpenOptions::new()
             .write(true)
             .open(&path)
-            .with_context(|| format!("cannot open {}", path.display()))?;
+            .map_err(|e| FileError::new("open", &path, e))?;
         f.set_len(keep_metrics_bytes)
-            .with_context(|| format!("cannot truncate {}", path.display()))?;
+            .map_err(|e| FileError::new("truncate", &path, e))?;
         drop(f);
-        let _ = fs::remove_file(dir.join(SUMMARY_FILE));
+        let summary = dir.join(SUMMARY_FILE);
+        match fs::remove_file(&summary) {
+            Err(e) if e.kind() != io::ErrorKind::NotFound => {
+                return Err(FileError::new("remove", &summary, e).into())
+            }
+            _ => {}
+        }
         Self::open_metrics(dir.to_path_buf())
     }
 
     fn open_metrics(dir: PathBuf) -> Result<RunStore> {
+        let me = ProcessId::current();
         let process = serde_json::json!({
-            "pid": std::process::id(),
+            "pid": me.pid,
+            "start_time": me.start_time,
+            "boot_id": me.boot_id,
             "started": chrono::Local::now().to_rfc3339(),
         });
-        write_atomic(&dir.join(PROCESS_FILE), process.to_string().as_bytes())
-            .with_context(|| format!("cannot write {}", dir.join(PROCESS_FILE).display()))?;
+        files::write_atomic(&dir.join(PROCESS_FILE), process.to_string().as_bytes())?;
         let path = dir.join(METRICS_FILE);
         let f = OpenOptions::new()
             .create(true)
             .append(true)
             .open(&path)
-            .with_context(|| format!("cannot open {}", path.display()))?;
+            .map_err(|e| FileError::new("open", &path, e))?;
         Ok(RunStore {
             dir,
+            metrics_path: path,
             metrics: BufWriter::with_capacity(1 << 16, f),
             last_flush: Instant::now(),
         })
@@ -137,11 +185,18 @@ impl RunStore {
         self.dir.join(CHECKPOINT_DIR)
     }
 
+    fn metrics_error(&self, e: io::Error) -> anyhow::Error {
+        FileError::new("write", &self.metrics_path, e).into()
+    }
+
     /// Appends one event. Buffered; flushed at least once a second and on every event that is
     /// not a step, so a killed run loses at most a second of step lines.
     pub fn record(&mut self, event: &Event) -> Result<()> {
-        serde_json::to_writer(&mut self.metrics, event)?;
-        self.metrics.write_all(b"\n")?;
+        let line = serde_json::to_vec(event)?;
+        self.metrics
+            .write_all(&line)
+            .and_then(|()| self.metrics.write_all(b"\n"))
+            .map_err(|e| self.metrics_error(e))?;
         if !matches!(event, Event::Step(_)) || self.last_flush.elapsed() > Duration::from_secs(1) {
             self.flush()?;
         }
@@ -149,7 +204,7 @@ impl RunStore {
     }
 
     pub fn flush(&mut self) -> Result<()> {
-        self.metrics.flush()?;
+        self.metrics.flush().map_err(|e| self.metrics_error(e))?;
         self.last_flush = Instant::now();
         Ok(())
     }
@@ -157,16 +212,22 @@ impl RunStore {
     /// Bytes of metrics recorded so far (after a flush): what a checkpoint remembers.
     pub fn metrics_len(&mut self) -> Result<u64> {
         self.flush()?;
-        Ok(self.metrics.get_ref().metadata()?.len())
+        let m = self
+            .metrics
+            .get_ref()
+            .metadata()
+            .map_err(|e| FileError::new("read the length of", &self.metrics_path, e))?;
+        Ok(m.len())
     }
 
     pub fn write_summary(&mut self, summary: &Summary) -> Result<()> {
-        self.flush()?;
+        // The summary is written even when the metrics cannot be (a full disk, where the small
+        // summary may still fit); the first error is the one reported.
+        let flushed = self.flush();
         let path = self.dir.join(SUMMARY_FILE);
-        write_atomic(&path, serde_json::to_string_pretty(summary)?.as_bytes())
-            .with_context(|| format!("cannot write {}", path.display()))?;
+        files::write_atomic(&path, serde_json::to_string_pretty(summary)?.as_bytes())?;
         let _ = fs::remove_file(self.dir.join(PROCESS_FILE));
-        Ok(())
+        flushed
     }
 }
 
@@ -176,56 +237,106 @@ pub struct RunInfo {
     pub dir: PathBuf,
     pub name: String,
     pub summary: Option<Summary>,
+    /// Why `summary.json` exists but cannot be used (the error names the file), if it does.
+    pub summary_error: Option<String>,
 }
 
 impl RunInfo {
-    /// finished/stopped/diverged/failed from the summary; without one, `live` while its process
-    /// runs, else `incomplete` (interrupted: resumable from its last checkpoint).
+    /// finished/stopped/diverged/failed from the summary; `corrupt` when the summary file exists
+    /// but cannot be read; without one, `live` while its process runs, else `incomplete`
+    /// (interrupted: resumable from its last checkpoint).
     pub fn status(&self) -> &str {
         match &self.summary {
             Some(s) => s.status.as_str(),
+            None if self.summary_error.is_some() => "corrupt",
             None if live_pid(&self.dir).is_some() => "live",
             None => "incomplete",
         }
     }
 }
 
-/// Every run directory under `runs_root` (those with a `config.toml`), newest first.
-pub fn list_runs(runs_root: &Path) -> Vec<RunInfo> {
-    let Ok(rd) = fs::read_dir(runs_root) else {
-        return Vec::new();
+/// Every run directory under `runs_root` (those with a `config.toml`), newest first. A runs
+/// directory that does not exist yet holds no runs; one that cannot be read (not a directory,
+/// no permission) is an error saying so.
+pub fn try_list_runs(runs_root: &Path) -> Result<Vec<RunInfo>> {
+    let rd = match fs::read_dir(runs_root) {
+        Ok(rd) => rd,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => {
+            return Err(anyhow::Error::from(FileError::new(
+                "read runs directory",
+                runs_root,
+                e,
+            )))
+        }
     };
-    let mut runs: Vec<RunInfo> = rd
-        .flatten()
-        .map(|e| e.path())
-        .filter(|p| p.join(CONFIG_FILE).is_file())
-        .map(|dir| {
-            let summary = read_summary(&dir).ok();
-            let name = dir
-                .file_name()
-                .map(|n| n.to_string_lossy().into_owned())
-                .unwrap_or_default();
-            RunInfo { dir, name, summary }
-        })
-        .collect();
+    let mut runs = Vec::new();
+    for entry in rd {
+        let entry = entry.map_err(|e| FileError::new("read runs directory", runs_root, e))?;
+        let dir = entry.path();
+        if !dir.join(CONFIG_FILE).is_file() {
+            continue;
+        }
+        let (summary, summary_error) = match read_summary_if_present(&dir) {
+            Ok(s) => (s, None),
+            Err(e) => (None, Some(format!("{e:#}"))),
+        };
+        let name = dir
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        runs.push(RunInfo {
+            dir,
+            name,
+            summary,
+            summary_error,
+        });
+    }
     runs.sort_by(|a, b| b.name.cmp(&a.name));
-    runs
+    Ok(runs)
 }
 
+/// [`try_list_runs`] for views that show what they can: an unreadable runs directory lists no
+/// runs. Commands should use `try_list_runs` and report the error.
+pub fn list_runs(runs_root: &Path) -> Vec<RunInfo> {
+    try_list_runs(runs_root).unwrap_or_default()
+}
+
+/// The run's summary; an error when it is missing or cannot be read.
 pub fn read_summary(dir: &Path) -> Result<Summary> {
     let path = dir.join(SUMMARY_FILE);
-    let text =
-        fs::read_to_string(&path).with_context(|| format!("cannot read {}", path.display()))?;
-    serde_json::from_str(&text)
-        .with_context(|| format!("{} is not a valid summary", path.display()))
+    read_summary_if_present(dir)?.ok_or_else(|| {
+        FileError::new("read", &path, io::Error::from_raw_os_error(libc::ENOENT)).into()
+    })
+}
+
+/// The run's summary, `None` when there is none (the run is live or was interrupted); an error
+/// naming the file when it exists but is corrupt or unreadable, which is not the same thing as
+/// an interrupted run.
+pub fn read_summary_if_present(dir: &Path) -> Result<Option<Summary>> {
+    let path = dir.join(SUMMARY_FILE);
+    let bytes = match files::read_regular(&path) {
+        Ok(b) => b,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(e.into()),
+    };
+    serde_json::from_slice(&bytes).map(Some).map_err(|e| {
+        anyhow::anyhow!(
+            "{} is corrupt ({e}): the run's outcome is unknown; its events are in {METRICS_FILE} and its last checkpoint in {CHECKPOINT_DIR}/",
+            path.display()
+        )
+    })
 }
 
 /// Reads `metrics.jsonl`; a torn last line (a run killed mid-write) is skipped, any other bad
 /// line is an error naming its line number.
 pub fn read_metrics(dir: &Path) -> Result<Vec<Event>> {
     let path = dir.join(METRICS_FILE);
-    let f = File::open(&path).with_context(|| format!("cannot open {}", path.display()))?;
-    let lines: Vec<String> = BufReader::new(f).lines().collect::<io::Result<_>>()?;
+    let (f, _) = files::open_regular(&path)?;
+    let lines: Vec<String> = BufReader::new(f)
+        .lines()
+        .collect::<io::Result<_>>()
+        .map_err(|e| FileError::new("read", &path, e))?;
     let mut events = Vec::with_capacity(lines.len());
     for (i, line) in lines.iter().enumerate() {
         if line.trim().is_empty() {
@@ -300,6 +411,110 @@ pub fn resolve_run_dir(runs_root: &Path, arg: &str) -> Result<PathBuf> {
 mod tests {
     use super::*;
     use crate::telemetry::event::LogLevel;
+
+    fn quickstart(dir: &Path) -> RunConfig {
+        crate::config::presets::PresetStore::new(dir.join("p"))
+            .load("quickstart")
+            .unwrap()
+    }
+
+    #[test]
+    fn a_corrupt_summary_is_corrupt_not_incomplete() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut s = RunStore::create(dir.path(), &quickstart(dir.path())).unwrap();
+        s.write_summary(&Summary {
+            status: "finished".into(),
+            ..Summary::default()
+        })
+        .unwrap();
+        let run = s.dir().to_path_buf();
+        drop(s);
+        assert_eq!(try_list_runs(dir.path()).unwrap()[0].status(), "finished");
+        let summary = run.join(SUMMARY_FILE);
+        let text = fs::read_to_string(&summary).unwrap();
+        fs::write(&summary, &text[..text.len() / 2]).unwrap();
+        let runs = try_list_runs(dir.path()).unwrap();
+        assert_eq!(runs[0].status(), "corrupt");
+        let e = read_summary_if_present(&run).unwrap_err().to_string();
+        assert!(
+            e.contains(&summary.display().to_string()) && e.contains("corrupt"),
+            "{e}"
+        );
+        assert!(runs[0]
+            .summary_error
+            .as_deref()
+            .unwrap()
+            .contains("corrupt"));
+        fs::remove_file(&summary).unwrap();
+        assert!(read_summary_if_present(&run).unwrap().is_none());
+        assert!(read_summary(&run)
+            .unwrap_err()
+            .to_string()
+            .contains("no such file"));
+    }
+
+    #[test]
+    fn a_runs_directory_that_is_a_file_is_an_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("runs");
+        fs::write(&file, "x").unwrap();
+        let e = try_list_runs(&file).unwrap_err().to_string();
+        assert!(e.contains("not a directory"), "{e}");
+        assert!(list_runs(&file).is_empty());
+        assert!(try_list_runs(&dir.path().join("none")).unwrap().is_empty());
+        let e = RunStore::create(&file, &quickstart(dir.path()))
+            .err()
+            .unwrap();
+        let e = format!("{e:#}");
+        assert!(
+            e.contains(&format!("{} is not a directory", file.display())),
+            "{e}"
+        );
+        let under = file.join("deeper");
+        let e = RunStore::create(&under, &quickstart(dir.path()))
+            .err()
+            .unwrap();
+        assert!(
+            format!("{e:#}").contains("is not a directory (it is a file)"),
+            "{e:#}"
+        );
+    }
+
+    #[test]
+    fn a_pid_reused_by_another_process_does_not_make_a_run_live() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = RunStore::create(dir.path(), &quickstart(dir.path())).unwrap();
+        let run = s.dir().to_path_buf();
+        assert_eq!(run_process(&run), RunProcess::Live(std::process::id()));
+        let me = ProcessId::current();
+        // The marker of a process that died, whose pid the kernel then gave to this process.
+        let stale = serde_json::json!({
+            "pid": me.pid,
+            "start_time": me.start_time.unwrap() + 1,
+            "boot_id": me.boot_id,
+        });
+        fs::write(run.join(PROCESS_FILE), stale.to_string()).unwrap();
+        assert_eq!(run_process(&run), RunProcess::None);
+        assert_eq!(live_pid(&run), None);
+        assert_eq!(list_runs(dir.path())[0].status(), "incomplete");
+        // An old marker (pid only) whose pid runs: cannot tell.
+        fs::write(run.join(PROCESS_FILE), format!("{{\"pid\": {}}}", me.pid)).unwrap();
+        assert_eq!(run_process(&run), RunProcess::Unsure(me.pid));
+    }
+
+    #[test]
+    fn reopen_removes_temporary_files_of_interrupted_writes() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = RunStore::create(dir.path(), &quickstart(dir.path())).unwrap();
+        let run = s.dir().to_path_buf();
+        drop(s);
+        let dead = format!("{}{}-7-0-last.pt", files::TEMP_PREFIX, u32::MAX);
+        fs::write(run.join(CHECKPOINT_DIR).join(&dead), b"half").unwrap();
+        fs::write(run.join(&dead), b"half").unwrap();
+        drop(RunStore::reopen(&run, 0).unwrap());
+        assert!(!run.join(CHECKPOINT_DIR).join(&dead).exists());
+        assert!(!run.join(&dead).exists());
+    }
 
     #[test]
     fn atomic_write_replaces_whole_file_and_leaves_no_temp() {

@@ -139,7 +139,7 @@ fn draw_panel(f: &mut Frame, r: Rect, a: &RunData, b: &RunData, i: usize, focuse
             let acc = |d: &RunData| -> Vec<(f64, f64)> {
                 d.evals
                     .iter()
-                    .map(|e| ((e.epoch + 1) as f64, e.test_acc * 100.0))
+                    .map(|e| (e.epoch as f64, e.test_acc * 100.0))
                     .collect()
             };
             let (pa, pb) = (acc(a), acc(b));

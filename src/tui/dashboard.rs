@@ -164,7 +164,7 @@ fn draw_header(f: &mut Frame, area: Rect, app: &App, slot: &RunSlot) {
     let epoch = d
         .last
         .as_ref()
-        .map_or(0, |l| l.epoch + 1)
+        .map_or(0, |l| l.epoch)
         .max(d.evals.len() as u64)
         .min(epochs.max(1));
     let eta = match (&d.status, d.eta_seconds()) {
@@ -264,7 +264,7 @@ pub fn acc_chart(f: &mut Frame, r: Rect, d: &RunData, focused: bool) {
     let pts: Vec<(f64, f64)> = d
         .evals
         .iter()
-        .map(|e| ((e.epoch + 1) as f64, e.test_acc * 100.0))
+        .map(|e| (e.epoch as f64, e.test_acc * 100.0))
         .collect();
     let epochs = d.started.as_ref().map_or(1, |s| s.epochs).max(1) as f64;
     let title = match (d.final_acc(), d.best_acc()) {

@@ -8,7 +8,9 @@ use serde::Deserialize;
 use serde_json::Value;
 
 use crate::schedule::PrecisionSchedule;
-use crate::telemetry::event::{ClassAccuracy, EvalEvent, Event, LogLevel, StartedEvent};
+use crate::telemetry::event::{
+    ClassAccuracy, EpochNumbering, EvalEvent, Event, LogLevel, StartedEvent,
+};
 use crate::telemetry::Summary;
 
 /// One event line with its raw JSON, so fields newer than `Event` (q_fwd, loss_scale, gbitops, …)
@@ -158,6 +160,7 @@ impl RunStatus {
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct LastStep {
     pub step: u64,
+    /// 1-based.
     pub epoch: u64,
     pub loss: f64,
     pub lr: f64,
@@ -235,6 +238,7 @@ pub struct RunData {
     pub breakdown: [f64; 5],
     pub step_time: Option<f64>,
     pub last: Option<LastStep>,
+    /// Evaluations, epochs 1-based (older builds' recordings are brought to it).
     pub evals: Vec<EvalEvent>,
     pub logs: VecDeque<LogLine>,
     pub skipped: u64,
@@ -243,6 +247,8 @@ pub struct RunData {
     pub summary: Option<Summary>,
     /// The summary as JSON, for fields newer than `Summary` (gbitops, optimizer bytes, …).
     pub summary_raw: Option<Value>,
+    /// Reads older builds' 0-based epochs as 1-based.
+    numbering: EpochNumbering,
 }
 
 impl RunData {
@@ -270,6 +276,7 @@ impl RunData {
             has_gbitops: false,
             summary: None,
             summary_raw: None,
+            numbering: EpochNumbering::default(),
         }
     }
 
@@ -310,7 +317,9 @@ impl RunData {
 
     /// Folds one event into the run.
     pub fn apply(&mut self, inc: &Incoming) {
-        match &inc.event {
+        let mut event = inc.event.clone();
+        self.numbering.apply(&mut event);
+        match &event {
             Event::Started(s) => {
                 self.label = Path::new(&s.run_dir)
                     .file_name()
@@ -387,7 +396,7 @@ impl RunData {
                     LogKind::Info,
                     format!(
                         "epoch {} done: test acc {:.2}%, test loss {:.4}, {:.1}s",
-                        e.epoch + 1,
+                        e.epoch,
                         e.test_acc * 100.0,
                         e.test_loss,
                         e.epoch_seconds
@@ -396,10 +405,15 @@ impl RunData {
                 self.evals.push(e.clone());
             }
             Event::Checkpoint { epoch, step, .. } => {
-                self.note(
-                    LogKind::Info,
-                    format!("checkpoint after epoch {epoch} (step {step})"),
-                );
+                let spe = self.started.as_ref().map_or(0, |s| s.steps_per_epoch);
+                let at_end =
+                    spe == 0 || step % spe == 0 || self.total_steps().is_some_and(|t| *step >= t);
+                let text = if at_end {
+                    format!("checkpoint after epoch {epoch} (step {step})")
+                } else {
+                    format!("checkpoint in epoch {epoch} (step {step})")
+                };
+                self.note(LogKind::Info, text);
             }
             Event::Log { level, message } => {
                 let kind = match level {
@@ -536,6 +550,29 @@ mod tests {
         assert_eq!(d.gbitops, 1.5);
         assert!(parse_line(r#"{"event":"device_sample","util":3}"#).is_none());
         assert!(parse_line(r#"{"event":"ste"#).is_none());
+    }
+
+    #[test]
+    fn checkpoint_notes_tell_an_epoch_end_from_a_mid_epoch_stop() {
+        let mut d = RunData::new("r");
+        let lines = [
+            r#"{"event":"started","run_dir":"r","name":"n","model":"lenet","params":1,"dataset":"d","classes":[],"train_size":8,"test_size":2,"steps_per_epoch":4,"total_steps":10,"epochs":3,"devices":["cpu"],"threads":1,"epoch_base":1}"#,
+            r#"{"event":"checkpoint","epoch":1,"step":4,"path":"p"}"#,
+            r#"{"event":"checkpoint","epoch":2,"step":6,"path":"p"}"#,
+            r#"{"event":"checkpoint","epoch":3,"step":10,"path":"p"}"#,
+        ];
+        for l in lines {
+            d.apply(&parse_line(l).unwrap());
+        }
+        let notes: Vec<&str> = d.logs.iter().map(|l| l.text.as_str()).collect();
+        assert_eq!(
+            notes,
+            [
+                "checkpoint after epoch 1 (step 4)",
+                "checkpoint in epoch 2 (step 6)",
+                "checkpoint after epoch 3 (step 10)",
+            ]
+        );
     }
 
     #[test]

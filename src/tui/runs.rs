@@ -212,7 +212,11 @@ fn export(app: &mut App) {
         return;
     };
     let events = match store::read_metrics(&row.dir) {
-        Ok(e) => e,
+        // Older builds' recordings count epochs from 0: exported 1-based like this build's.
+        Ok(mut e) => {
+            crate::telemetry::event::upgrade_epochs(&mut e);
+            e
+        }
         Err(e) => {
             app.say(format!("cannot read the metrics: {e:#}"), true);
             return;

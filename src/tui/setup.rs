@@ -699,6 +699,7 @@ impl SetupState {
             total_steps: c.total_steps.max(1),
             steps_per_epoch: c.steps_per_epoch.max(1),
             global_batch: batch.max(1) as u64,
+            momentum: crate::schedule::MomentumKind::of(&cfg.optimizer),
         };
         if c.total_steps > 0 && lr_parsed.is_some() {
             match cfg.lr_schedule.validate(&ctx) {
@@ -886,6 +887,10 @@ fn default_schedule(kind: &str, lr: f64, total: u64, epochs: u64) -> LrSchedule 
             cycle_first_stair_count: 0,
             cycle_second_stair_count: None,
             decay_step_size: 0,
+            cycle_momentum: true,
+            cycle_min_mom: 0.8,
+            cycle_max_mom: 0.9,
+            decay_mom_rate: 0.0,
         },
         "cyclic_lr" => LrSchedule::CyclicLr {
             base_lr: Some(lr / 10.0),
@@ -895,6 +900,9 @@ fn default_schedule(kind: &str, lr: f64, total: u64, epochs: u64) -> LrSchedule 
             mode: Default::default(),
             gamma: 1.0,
             scale_mode: None,
+            cycle_momentum: true,
+            base_momentum: 0.8,
+            max_momentum: 0.9,
         },
         "multi_step" => {
             let a = (epochs / 2).max(1);

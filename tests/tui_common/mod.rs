@@ -121,7 +121,7 @@ pub fn events(dir: &Path, cfg: &RunConfig, upto: u64, finish: bool, better: f64)
             json!({"event": "started", "run_dir": run_dir, "name": cfg.name, "model": "lenet",
             "params": 62006, "dataset": "synthetic", "classes": classes, "train_size": 2048,
             "test_size": 512, "steps_per_epoch": SPE, "total_steps": total, "epochs": EPOCHS,
-            "devices": ["cpu"], "threads": 2}),
+            "devices": ["cpu"], "threads": 2, "epoch_base": 1}),
         ),
     ];
     let sched = cfg.precision.schedule.clone();
@@ -130,7 +130,7 @@ pub fn events(dir: &Path, cfg: &RunConfig, upto: u64, finish: bool, better: f64)
         let x = t as f64;
         let loss = 2.3 * (-x / 30.0).exp() + 0.25 + 0.06 * (x * 0.7).sin() - better * 0.2;
         let lr = 0.025 * (1.0 + (std::f64::consts::PI * (t - 1) as f64 / total as f64).cos());
-        let mut step = json!({"event": "step", "step": t, "epoch": (t - 1) / SPE, "loss": loss,
+        let mut step = json!({"event": "step", "step": t, "epoch": (t - 1) / SPE + 1, "loss": loss,
             "lr": lr, "images_per_sec": 4000.0 + 300.0 * (x * 0.3).sin(), "t_data": 0.0003,
             "t_fwd": 0.0072, "t_bwd": 0.0083, "t_comm": 0.0, "t_opt": 0.0002});
         if let Some(s) = &sched {
@@ -143,14 +143,12 @@ pub fn events(dir: &Path, cfg: &RunConfig, upto: u64, finish: bool, better: f64)
         }
         out.push(ev(step));
         if t % SPE == 0 {
-            let epoch = t / SPE - 1;
+            let epoch = t / SPE;
             out.push(ev(json!({"event": "eval", "epoch": epoch, "step": t,
-                "test_loss": loss * 1.1, "test_acc": 0.31 + 0.14 * epoch as f64 + better,
+                "test_loss": loss * 1.1, "test_acc": 0.31 + 0.14 * (epoch - 1) as f64 + better,
                 "train_loss": loss * 1.05, "epoch_seconds": 0.62 - better})));
-            out.push(ev(
-                json!({"event": "checkpoint", "epoch": epoch + 1, "step": t,
-                "path": dir.join("checkpoints/last.ckpt")}),
-            ));
+            out.push(ev(json!({"event": "checkpoint", "epoch": epoch, "step": t,
+                "path": dir.join("checkpoints/last.ckpt")})));
         }
     }
     if finish {
@@ -163,7 +161,7 @@ pub fn events(dir: &Path, cfg: &RunConfig, upto: u64, finish: bool, better: f64)
             .map(|(i, c)| json!({"class": c, "acc": 0.25 + 0.06 * i as f64 + better}))
             .collect();
         let mut summary = json!({"status": "finished", "final_test_acc": accs.last(),
-            "best_test_acc": accs.last(), "best_epoch": EPOCHS - 1, "epochs": EPOCHS,
+            "best_test_acc": accs.last(), "best_epoch": EPOCHS, "epochs": EPOCHS,
             "steps": total, "train_seconds": 1.8,
             "seconds_per_epoch": vec![0.62 - better; EPOCHS as usize],
             "test_acc_per_epoch": accs, "per_class_acc": per_class, "run_dir": run_dir,
@@ -176,6 +174,31 @@ pub fn events(dir: &Path, cfg: &RunConfig, upto: u64, finish: bool, better: f64)
         out.push(ev(json!({"event": "finished", "summary": summary})));
     }
     out
+}
+
+/// The same stream as an older build wrote it: no `epoch_base`, step and eval epochs and
+/// `best_epoch` from 0 (checkpoint events already counted from 1 at epoch ends).
+pub fn as_older_build(events: &[Incoming]) -> Vec<Incoming> {
+    events
+        .iter()
+        .map(|e| {
+            let mut raw = e.raw.clone();
+            match raw["event"].as_str() {
+                Some("started") => {
+                    raw.as_object_mut().unwrap().remove("epoch_base");
+                }
+                Some("step") | Some("eval") => {
+                    raw["epoch"] = json!(raw["epoch"].as_u64().unwrap() - 1);
+                }
+                Some("finished") => {
+                    let b = raw["summary"]["best_epoch"].as_u64().unwrap();
+                    raw["summary"]["best_epoch"] = json!(b - 1);
+                }
+                _ => {}
+            }
+            ev(raw)
+        })
+        .collect()
 }
 
 /// Writes a run directory as the engine does: config, metrics, and the summary (finished) or

@@ -1,5 +1,5 @@
 //! Step-time overhead of fake quantization (ignored tests; run by hand):
-//! `cargo test --release --lib quant::bench -- --ignored --nocapture --test-threads 1`
+//! `cargo test --release --lib models::bench -- --ignored --nocapture --test-threads 1`
 //! Env: `CPTLAB_BENCH_THREADS` (libtorch intra-op threads, default 1), `CPTLAB_BENCH_STEPS`.
 use std::time::Instant;
 
