@@ -621,36 +621,7 @@ fn check_resume_length(dir: &std::path::Path, overrides: &[Override]) -> Result<
             meta.epochs_done
         );
     }
-    if value("train.max_steps").is_some() || value("train.epochs").is_some() {
-        // A run that reached max_steps inside an epoch counted that epoch as done: the trainer
-        // cannot go on from there yet.
-        if let Some(spe) = steps_per_epoch(dir) {
-            anyhow::ensure!(
-                meta.global_step >= meta.epochs_done.saturating_mul(spe),
-                "{}: the run ended at step {} inside epoch {} (its train.max_steps); it can be \
-                 continued further only from an epoch end (a multiple of {spe} steps) or from a \
-                 stop",
-                dir.display(),
-                meta.global_step,
-                meta.epochs_done
-            );
-        }
-    }
     Ok(())
-}
-
-/// The steps per epoch a run recorded (its first `started` event).
-fn steps_per_epoch(dir: &std::path::Path) -> Option<u64> {
-    use std::io::BufRead;
-    let f = std::fs::File::open(dir.join(store::METRICS_FILE)).ok()?;
-    std::io::BufReader::new(f)
-        .lines()
-        .map_while(Result::ok)
-        .filter(|l| l.contains("\"started\""))
-        .find_map(|l| match serde_json::from_str::<Event>(&l) {
-            Ok(Event::Started(s)) => Some(s.steps_per_epoch),
-            _ => None,
-        })
 }
 
 /// `cptlab run`: exit code from how the run ended; under `--json`, an error before the run
@@ -865,7 +836,9 @@ fn runs(c: RunsCommand, paths: &Paths) -> Result<()> {
                 let spe = if s.seconds_per_epoch.is_empty() {
                     "-".to_string()
                 } else {
-                    format!("{:.1}", s.train_seconds / s.seconds_per_epoch.len() as f64)
+                    // Completed epochs only: a stopped run's train_seconds has a partial epoch.
+                    let sum: f64 = s.seconds_per_epoch.iter().sum();
+                    format!("{:.1}", sum / s.seconds_per_epoch.len() as f64)
                 };
                 outln!(
                     "{:<40} {:<10} {:>6} {:>9} {:>9} {:>9}",

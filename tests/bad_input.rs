@@ -216,7 +216,6 @@ fn an_input_file_that_is_a_directory_says_so() {
 /// The decoded-data cache carries a checksum of its pixels and labels: a flipped byte is found,
 /// the cache rebuilt, and the run's log says so once.
 #[test]
-#[ignore = "needs job.rs: load_data through data::load_with_report, warnings logged"]
 fn a_corrupted_data_cache_is_rebuilt_and_the_log_says_so() {
     let home = Home::new();
     let dir = tempfile::tempdir().unwrap();

@@ -222,7 +222,6 @@ fn a_runs_directory_that_is_a_file_says_so() {
 }
 
 #[test]
-#[ignore = "needs cli.rs: `runs list` through store::try_list_runs"]
 fn runs_list_on_a_runs_directory_that_is_a_file_is_an_error() {
     let home = Home::new();
     let tmp = tempfile::tempdir().unwrap();
@@ -327,7 +326,6 @@ fn a_corrupt_summary_is_listed_as_corrupt() {
 }
 
 #[test]
-#[ignore = "needs cli.rs: `runs show` through store::read_summary_if_present"]
 fn runs_show_names_a_corrupt_summary() {
     let home = Home::new();
     let dir = finished_run(&home);

@@ -26,7 +26,11 @@ fn preset_names() -> Vec<String> {
 /// `--set` overrides that fit the preset's step-count schedule fields into `STEPS` steps, read
 /// from the preset's own TOML (`cptlab presets show`), as a user shortening a run would.
 fn shorten(home: &Home, preset: &str) -> Vec<String> {
-    let out = home.cmd().args(["presets", "show", preset]).output().unwrap();
+    let out = home
+        .cmd()
+        .args(["presets", "show", preset])
+        .output()
+        .unwrap();
     assert!(out.status.success(), "presets show {preset}");
     let table: toml::Table = String::from_utf8_lossy(&out.stdout).parse().unwrap();
     let mut sets = Vec::new();

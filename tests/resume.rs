@@ -225,16 +225,24 @@ fn resume_refuses_flags_that_would_change_the_numbers() {
         String::from_utf8_lossy(&out.stderr)
     );
     assert_eq!(read_json(&run.join("summary.json"))["steps"], 20);
-    // It ended at its max_steps inside epoch 1: going further from there is refused clearly
-    // (the trainer counted that epoch as done), not trained wrongly.
-    let out = home
-        .cmd()
-        .args(["run", "--resume", dir, "--max-steps", "40"])
-        .output()
-        .unwrap();
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(1), "{err}");
-    assert!(err.contains("ended at step 20 inside epoch 1"), "{err}");
+    // It ended at its max_steps inside epoch 1 (32 steps per epoch): going further finishes
+    // that epoch and counts it once, whole.
+    let ev = common::run_ok(
+        &home,
+        &["run", "--resume", dir, "--max-steps", "40", "--json"],
+    );
+    assert_eq!(of_kind(&ev, "step")[0]["step"], 21);
+    let evals: Vec<u64> = of_kind(&ev, "eval")
+        .iter()
+        .map(|e| e["epoch"].as_u64().unwrap())
+        .collect();
+    assert_eq!(evals, vec![1, 2]);
+    let summary = read_json(&run.join("summary.json"));
+    assert_eq!(summary["status"], "finished");
+    assert_eq!(summary["steps"], 40);
+    assert_eq!(summary["epochs"], 1, "epoch 2 is still open at step 40");
+    assert_eq!(summary["seconds_per_epoch"].as_array().unwrap().len(), 1);
+    assert_eq!(summary["test_acc_per_epoch"].as_array().unwrap().len(), 2);
 }
 
 #[test]

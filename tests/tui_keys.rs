@@ -527,3 +527,221 @@ fn hangup_detaches_and_exits() {
         "a hang-up never stops a run"
     );
 }
+
+// ---- The key tables: help, footer and dispatch come from one declaration per view. ----
+
+use cptlab::tui::action::{Action, InputMode};
+use cptlab::tui::keys::{self, Binding, Hint, Key};
+
+/// The key names a row's `shown` text lists: words such as `Tab`, `PgUp`, `Ctrl-C`, `space`;
+/// runs of single keys such as `↑↓←→` or `hjkl`; ranges such as `1–5`.
+fn names_in(shown: &str) -> Vec<String> {
+    const WORDS: &[&str] = &[
+        "Tab", "S-Tab", "Enter", "Esc", "PgUp", "PgDn", "space", "Ctrl-C",
+    ];
+    let mut out = Vec::new();
+    for w in shown.split_whitespace() {
+        if WORDS.contains(&w) {
+            out.push(w.to_string());
+        } else if let Some((a, b)) = w.split_once('–') {
+            let (a, b) = (a.chars().next().unwrap(), b.chars().next().unwrap());
+            out.extend((a..=b).map(String::from));
+        } else {
+            out.extend(w.chars().map(String::from));
+        }
+    }
+    out.sort();
+    out.dedup();
+    out
+}
+
+fn names_of(b: &Binding) -> Vec<String> {
+    let mut v: Vec<String> = b.keys.iter().map(|(k, _)| keys::name(*k)).collect();
+    v.sort();
+    v.dedup();
+    v
+}
+
+fn all_rows() -> Vec<(Option<View>, &'static Binding)> {
+    let mut v: Vec<_> = keys::GLOBAL.iter().map(|b| (None, b)).collect();
+    for view in View::ALL {
+        v.extend(keys::of(view).bindings.iter().map(|b| (Some(view), b)));
+    }
+    v
+}
+
+#[test]
+fn every_key_in_help_and_footer_dispatches_to_its_declared_action() {
+    let home = Home::new();
+    for (view, b) in all_rows() {
+        let at = format!("{view:?} row {:?} ({})", b.shown, b.help);
+        assert_eq!(
+            names_in(b.shown),
+            names_of(b),
+            "{at}: help writes other keys than the row binds"
+        );
+        if let Hint::Keys(k, _) = b.hint {
+            let listed = names_of(b);
+            for n in names_in(k) {
+                assert!(listed.contains(&n), "{at}: footer shows {n}, not bound");
+            }
+        }
+        for (k, a) in b.keys {
+            assert_eq!(
+                Action::from_key(k.event(), InputMode::Normal),
+                Some(a.clone()),
+                "{at}: {} sends another action",
+                keys::name(*k)
+            );
+        }
+        // Through the running app's path too: the key reaches `update` as the declared action in
+        // the view whose help lists it (the effect is the handlers' tests' business).
+        let views = view.map_or(View::ALL.to_vec(), |v| vec![v]);
+        for v in views {
+            for (k, a) in b.keys {
+                let mut by_key = home.app();
+                by_key.show(v);
+                let mut by_action = home.app();
+                by_action.show(v);
+                by_key.on_key(k.event());
+                by_action.update(a.clone());
+                let (ck, ca) = (by_key.take_commands(), by_action.take_commands());
+                assert_eq!(
+                    (by_key.view, &by_key.overlay, by_key.exit, ck),
+                    (by_action.view, &by_action.overlay, by_action.exit, ca),
+                    "{v:?}: {} does not do what {a:?} does",
+                    keys::name(*k)
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn a_key_sends_one_action_in_every_table() {
+    let rows = all_rows();
+    for (v1, b1) in &rows {
+        for (k1, a1) in b1.keys {
+            for (v2, b2) in &rows {
+                for (k2, a2) in b2.keys {
+                    if k1 == k2 {
+                        assert_eq!(
+                            a1,
+                            a2,
+                            "{} sends {a1:?} in {v1:?} but {a2:?} in {v2:?}",
+                            keys::name(*k1)
+                        );
+                    }
+                }
+            }
+        }
+    }
+    // A key no table lists does nothing in normal mode.
+    for c in ['y', 'Z', '!', 'b'] {
+        assert_eq!(
+            Action::from_key(Key::new(KeyCode::Char(c)).event(), InputMode::Normal),
+            None
+        );
+    }
+}
+
+/// Every action, as the handlers could match it.
+fn every_action() -> Vec<Action> {
+    let mut v = vec![
+        Action::Back,
+        Action::Interrupt,
+        Action::Help,
+        Action::FocusNext,
+        Action::FocusPrev,
+        Action::Up,
+        Action::Down,
+        Action::Left,
+        Action::Right,
+        Action::PageUp,
+        Action::PageDown,
+        Action::Select,
+        Action::Start,
+        Action::PauseResume,
+        Action::Stop,
+        Action::Compare,
+        Action::Backspace,
+        Action::Resize,
+        Action::Input('a'),
+    ];
+    v.extend(View::ALL.map(Action::Show));
+    v.extend((' '..='~').map(Action::Key));
+    v
+}
+
+#[test]
+fn every_action_a_view_answers_has_a_key_in_its_help() {
+    let home = Home::new();
+    let runs = home.runs();
+    let (ca, cb) = (config("a", None), config("b", Some(cr())));
+    let a = write_run(&runs, "a", &ca, &events(&runs.join("a"), &ca, SPE, true, 0.0), None);
+    let b = write_run(&runs, "b", &cb, &events(&runs.join("b"), &cb, SPE, true, 0.01), None);
+    for v in View::ALL {
+        for action in every_action() {
+            // Two states, so that answers that depend on a focus are seen too.
+            for focused in [false, true] {
+                let mut app = home.app();
+                let ida = app.open_dir(&a);
+                let idb = app.open_dir(&b);
+                app.current = Some(ida);
+                app.pair = Some((ida, idb));
+                app.show(v);
+                app.dash.focus = if focused {
+                    cptlab::tui::dashboard::PANELS.len() - 1
+                } else {
+                    0
+                };
+                app.presets.preview_focus = focused;
+                if app.update(action.clone()) {
+                    assert!(
+                        keys::documents(v, &action),
+                        "{v:?} answers {action:?}, but no key in its help sends it"
+                    );
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn help_and_footer_show_the_tables() {
+    let home = Home::new();
+    for v in View::ALL {
+        let mut app = home.app();
+        app.show(v);
+        app.status = None;
+        let frame = render(&app, 160, 48);
+        let footer = frame.lines().last().unwrap_or("").trim().to_string();
+        assert_eq!(footer, keys::footer(v), "{v:?} footer");
+        for piece in footer.split("  ") {
+            let (k, _) = piece.split_once(' ').unwrap();
+            let row = keys::GLOBAL
+                .iter()
+                .chain(keys::of(v).bindings)
+                .find(|b| b.hint != Hint::None && piece.ends_with(hint_label(v, b)))
+                .unwrap_or_else(|| panic!("{v:?}: footer {piece:?} has no row"));
+            for n in names_in(k) {
+                assert!(names_of(row).contains(&n), "{v:?}: footer {piece:?}");
+            }
+        }
+        app.update(Action::Help);
+        let frame = render(&app, 160, 48);
+        for b in keys::GLOBAL.iter().chain(keys::of(v).bindings) {
+            let line = format!("{:<13}{}", b.shown, b.help);
+            assert!(frame.contains(&line), "{v:?} help lacks {line:?}\n{frame}");
+        }
+    }
+}
+
+fn hint_label(v: View, b: &Binding) -> &'static str {
+    match b.hint {
+        Hint::None => "",
+        Hint::Label(l) => l,
+        Hint::Keys(_, _) if b.keys.iter().any(|(_, a)| *a == Action::Back) => keys::of(v).back,
+        Hint::Keys(_, l) => l,
+    }
+}

@@ -39,6 +39,10 @@ pub struct Meta {
     /// that epoch to it.
     #[serde(default)]
     pub partial_epoch_seconds: f64,
+    /// The run's length ended inside the epoch in progress and it was evaluated there: the last
+    /// entry of `test_acc_per_epoch` is that open epoch's, replaced once the epoch is finished.
+    #[serde(default)]
+    pub open_epoch_evaluated: bool,
     /// Length of `metrics.jsonl` when the checkpoint was taken: a resume cuts what came after.
     pub metrics_len: u64,
     /// Effective GBitOps so far.

@@ -523,8 +523,13 @@ fn run_worker(
 /// the file: a run whose record is incomplete must not report success.
 fn finish(rec: &mut Recorder, summary: &mut Summary) {
     if let Err(e) = rec.write_summary(summary) {
+        // The first error (the cause, e.g. the metrics write that hit the full disk) leads.
+        let also = format!("{e:#}");
+        summary.error = Some(match summary.error.take() {
+            Some(first) => format!("{first}; then {also}"),
+            None => also,
+        });
         summary.status = "failed".into();
-        summary.error = Some(format!("{e:#}"));
     }
     let event = match summary.status.as_str() {
         "finished" | "stopped" => Event::Finished {

@@ -395,7 +395,7 @@ impl Trainer {
         let spe = self.lr_ctx.steps_per_epoch;
         let epochs_needed = self.total_steps.div_ceil(spe);
         let clock = control.clock();
-        while self.meta.epochs_done < epochs_needed {
+        while self.meta.epochs_done < epochs_needed && self.meta.global_step < self.total_steps {
             // 0-based inside the loop (data order and seeds); events count from 1.
             let epoch = self.meta.epochs_done;
             let t0 = clock.now();
@@ -419,12 +419,26 @@ impl Trainer {
             };
             // Paused time is not in it (the clock holds while paused or stopped).
             let session_part = clock.secs_since(t0);
-            let epoch_seconds = std::mem::take(&mut self.meta.partial_epoch_seconds) + session_part;
-            self.meta.epochs_done += 1;
-            self.meta.seconds_per_epoch.push(epoch_seconds);
             self.meta.train_seconds += session_part;
+            // A run whose length (train.max_steps) ends inside this epoch leaves it open: its
+            // time stays partial and it is not counted done, so a resume that extends the run
+            // finishes this epoch and counts it whole.
+            let complete = self.meta.global_step >= (epoch + 1) * spe;
+            let epoch_seconds = if complete {
+                let secs = std::mem::take(&mut self.meta.partial_epoch_seconds) + session_part;
+                self.meta.epochs_done += 1;
+                self.meta.seconds_per_epoch.push(secs);
+                secs
+            } else {
+                self.meta.partial_epoch_seconds += session_part;
+                self.meta.partial_epoch_seconds
+            };
             if self.cfg.train.eval {
                 let (test_loss, test_acc, classes) = self.evaluate()?;
+                // An open epoch's evaluation is replaced when the epoch is finished later.
+                if std::mem::replace(&mut self.meta.open_epoch_evaluated, !complete) {
+                    self.meta.test_acc_per_epoch.pop();
+                }
                 self.meta.test_acc_per_epoch.push(test_acc);
                 rec.emit(Event::Eval(EvalEvent {
                     epoch: epoch + 1,

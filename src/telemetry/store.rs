@@ -329,7 +329,7 @@ pub fn read_summary_if_present(dir: &Path) -> Result<Option<Summary>> {
 }
 
 /// Reads `metrics.jsonl`; a torn last line (a run killed mid-write) is skipped, any other bad
-/// line is an error naming its line number.
+/// line is an error naming its line number. Epochs come back 1-based whatever build wrote them.
 pub fn read_metrics(dir: &Path) -> Result<Vec<Event>> {
     let path = dir.join(METRICS_FILE);
     let (f, _) = files::open_regular(&path)?;
@@ -348,6 +348,8 @@ pub fn read_metrics(dir: &Path) -> Result<Vec<Event>> {
             Err(e) => anyhow::bail!("{}:{}: not a valid event: {e}", path.display(), i + 1),
         }
     }
+    // Older builds numbered epochs from 0: every reader sees them 1-based.
+    super::event::upgrade_epochs(&mut events);
     Ok(events)
 }
 

@@ -1,5 +1,5 @@
-//! Keys become `Action`s; only `App::update` changes state. Tests drive the app through the
-//! same two steps (`Action::from_key`, then `update`).
+//! Keys become `Action`s (through the tables in `keys`); only `App::update` changes state. Tests
+//! drive the app through the same two steps (`Action::from_key`, then `update`).
 use crossterm::event::{KeyCode, KeyEvent, KeyEventKind, KeyModifiers};
 
 /// The five views, in the order of their number keys.
@@ -62,7 +62,8 @@ pub enum Action {
     Compare,
     /// `1`–`5`
     Show(View),
-    /// Any other key in normal mode (view-specific: `e` export, `d` delete, `n` new, …).
+    /// A view's own letter (`e` export, `d` delete, `n` new, … as its key table lists them), or
+    /// an answer in a dialog.
     Key(char),
     /// Typing into a field or prompt.
     Input(char),
@@ -82,6 +83,8 @@ pub enum InputMode {
 }
 
 impl Action {
+    /// The action of a key in `mode`. In normal mode it comes from the key tables
+    /// (`keys::GLOBAL` and the views'), so a key that no table lists does nothing.
     pub fn from_key(key: KeyEvent, mode: InputMode) -> Option<Action> {
         if key.kind == KeyEventKind::Release {
             return None;
@@ -92,6 +95,9 @@ impl Action {
         }
         if ctrl {
             return None;
+        }
+        if mode == InputMode::Normal {
+            return super::keys::lookup(&key);
         }
         let common = match key.code {
             KeyCode::Esc => Some(Action::Back),
@@ -113,27 +119,11 @@ impl Action {
         let KeyCode::Char(c) = key.code else {
             return None;
         };
-        Some(match mode {
-            InputMode::Text => Action::Input(c),
-            InputMode::Dialog => match c {
-                'q' => Action::Back,
-                'x' => Action::Stop,
-                c => Action::Key(c),
-            },
-            InputMode::Normal => match c {
-                'q' => Action::Back,
-                '?' => Action::Help,
-                'k' => Action::Up,
-                'j' => Action::Down,
-                'h' => Action::Left,
-                'l' => Action::Right,
-                's' => Action::Start,
-                'p' => Action::PauseResume,
-                'x' => Action::Stop,
-                'c' => Action::Compare,
-                '1'..='5' => Action::Show(View::ALL[(c as u8 - b'1') as usize]),
-                c => Action::Key(c),
-            },
+        Some(match (mode, c) {
+            (InputMode::Dialog, 'q') => Action::Back,
+            (InputMode::Dialog, 'x') => Action::Stop,
+            (InputMode::Dialog, c) => Action::Key(c),
+            (_, c) => Action::Input(c),
         })
     }
 }

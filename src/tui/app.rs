@@ -428,14 +428,15 @@ impl App {
         false
     }
 
-    pub fn update(&mut self, action: Action) {
+    /// Applies one action. Returns false if it meant nothing in the current view and state (the
+    /// key tests check that every action a view answers has a key listed in its help).
+    pub fn update(&mut self, action: Action) -> bool {
         if let Some(ov) = self.overlay.clone() {
             self.update_overlay(ov, action);
-            return;
+            return true;
         }
         if self.view == View::Setup && self.setup.editing.is_some() && action != Action::Interrupt {
-            self.setup.handle(&action);
-            return;
+            return self.setup.handle(&action);
         }
         match action {
             Action::Interrupt => self.interrupt(),
@@ -473,16 +474,17 @@ impl App {
                     self.open(View::Compare);
                 }
             },
-            other => match self.view {
-                View::Setup => {
-                    self.setup.handle(&other);
+            other => {
+                return match self.view {
+                    View::Setup => self.setup.handle(&other),
+                    View::Dashboard => super::dashboard::handle(self, &other),
+                    View::Compare => super::compare::handle(self, &other),
+                    View::Presets => super::presets::handle(self, &other),
+                    View::Runs => super::runs::handle(self, &other),
                 }
-                View::Dashboard => super::dashboard::handle(self, &other),
-                View::Compare => super::compare::handle(self, &other),
-                View::Presets => super::presets::handle(self, &other),
-                View::Runs => super::runs::handle(self, &other),
-            },
+            }
         }
+        true
     }
 
     fn update_overlay(&mut self, ov: Overlay, action: Action) {

@@ -21,7 +21,8 @@ pub struct CompareState {
     pub zoom: bool,
 }
 
-pub fn handle(app: &mut App, a: &Action) {
+/// The Compare view's part of `App::update`; false if `a` means nothing here.
+pub fn handle(app: &mut App, a: &Action) -> bool {
     let c = &mut app.cmp;
     match a {
         Action::FocusNext => c.focus = (c.focus + 1) % PANELS.len(),
@@ -39,8 +40,9 @@ pub fn handle(app: &mut App, a: &Action) {
                 app.open(super::action::View::Dashboard);
             }
         }
-        _ => {}
+        _ => return false,
     }
+    true
 }
 
 pub fn draw(f: &mut Frame, area: Rect, app: &App) {

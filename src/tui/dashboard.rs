@@ -31,7 +31,8 @@ pub struct DashState {
     pub log_scroll: usize,
 }
 
-pub fn handle(app: &mut App, a: &Action) {
+/// The Dashboard's part of `App::update`; false if `a` means nothing here (or not now).
+pub fn handle(app: &mut App, a: &Action) -> bool {
     let d = &mut app.dash;
     match a {
         Action::FocusNext => d.focus = (d.focus + 1) % PANELS.len(),
@@ -45,7 +46,7 @@ pub fn handle(app: &mut App, a: &Action) {
             // Several runs open (an A/B pair, runs opened from history): step through them.
             let n = app.runs.len();
             if n == 0 {
-                return;
+                return true;
             }
             let i = app
                 .current
@@ -59,8 +60,9 @@ pub fn handle(app: &mut App, a: &Action) {
             app.current = Some(app.runs[j].id);
             app.dash.log_scroll = 0;
         }
-        _ => {}
+        _ => return false,
     }
+    true
 }
 
 pub fn draw(f: &mut Frame, area: Rect, app: &App) {

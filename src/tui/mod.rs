@@ -10,6 +10,7 @@ pub mod charts;
 pub mod compare;
 pub mod dashboard;
 pub mod help;
+pub mod keys;
 pub mod presets;
 pub mod process;
 pub mod run_data;

@@ -67,7 +67,8 @@ fn origin(p: &PresetEntry) -> &'static str {
     }
 }
 
-pub fn handle(app: &mut App, a: &Action) {
+/// The Presets view's part of `App::update`; false if `a` means nothing here.
+pub fn handle(app: &mut App, a: &Action) -> bool {
     let n = app.presets.rows.len();
     let p = &mut app.presets;
     match a {
@@ -84,7 +85,7 @@ pub fn handle(app: &mut App, a: &Action) {
         }
         Action::Select => {
             let Some(entry) = p.selected().cloned() else {
-                return;
+                return true;
             };
             match entry.config {
                 Ok(cfg) => {
@@ -99,7 +100,7 @@ pub fn handle(app: &mut App, a: &Action) {
         Action::Key('n') => {
             if app.setup.check.config.is_none() {
                 app.say("Setup has invalid fields: fix them before saving", true);
-                return;
+                return true;
             }
             let input = app.setup.value(super::setup::Field::Name).to_string();
             app.overlay = Some(Overlay::Prompt(Prompt {
@@ -108,7 +109,7 @@ pub fn handle(app: &mut App, a: &Action) {
             }));
         }
         Action::Key('u') => {
-            let Some(entry) = p.selected() else { return };
+            let Some(entry) = p.selected() else { return true };
             let from = entry.name.clone();
             app.overlay = Some(Overlay::Prompt(Prompt {
                 input: format!("{from}-copy"),
@@ -116,7 +117,7 @@ pub fn handle(app: &mut App, a: &Action) {
             }));
         }
         Action::Key('d') => {
-            let Some(entry) = p.selected() else { return };
+            let Some(entry) = p.selected() else { return true };
             match entry.origin {
                 Origin::BuiltIn => app.say("built-in presets cannot be deleted", true),
                 Origin::User(_) => {
@@ -124,8 +125,9 @@ pub fn handle(app: &mut App, a: &Action) {
                 }
             }
         }
-        _ => {}
+        _ => return false,
     }
+    true
 }
 
 pub fn submit_prompt(app: &mut App, p: Prompt) {

@@ -117,7 +117,8 @@ impl RunsState {
     }
 }
 
-pub fn handle(app: &mut App, a: &Action) {
+/// The Runs view's part of `App::update`; false if `a` means nothing here.
+pub fn handle(app: &mut App, a: &Action) -> bool {
     let n = app.history.rows.len();
     let h = &mut app.history;
     match a {
@@ -127,7 +128,7 @@ pub fn handle(app: &mut App, a: &Action) {
         Action::PageDown => h.cursor = (h.cursor + 10).min(n.saturating_sub(1)),
         Action::Key(' ') => {
             let Some(dir) = h.selected().map(|r| r.dir.clone()) else {
-                return;
+                return true;
             };
             if let Some(i) = h.marked.iter().position(|m| *m == dir) {
                 h.marked.remove(i);
@@ -145,7 +146,7 @@ pub fn handle(app: &mut App, a: &Action) {
         }
         Action::Select => {
             let Some(dir) = h.selected().map(|r| r.dir.clone()) else {
-                return;
+                return true;
             };
             let id = app.open_dir(&dir);
             app.current = Some(id);
@@ -155,22 +156,23 @@ pub fn handle(app: &mut App, a: &Action) {
         Action::Key('e') => export(app),
         Action::Key('d') => {
             let Some(row) = h.selected().cloned() else {
-                return;
+                return true;
             };
             if row.status == "live" || ours(app, &row.dir) {
                 app.say(
                     "a live run cannot be deleted: stop it first (x in its Dashboard)",
                     true,
                 );
-                return;
+                return true;
             }
             app.overlay = Some(Overlay::Dialog(Dialog::DeleteRun {
                 dir: row.dir,
                 name: row.name,
             }));
         }
-        _ => {}
+        _ => return false,
     }
+    true
 }
 
 /// True if this workbench has the run open and live.

@@ -144,18 +144,6 @@ fn draw_tabs(f: &mut Frame, r: Rect, app: &App) {
     f.render_widget(Line::from(spans), r);
 }
 
-fn hints(view: View) -> &'static str {
-    match view {
-        View::Setup => "↑↓ field  ←→ change  Enter edit  s start  c A/B  ? help  q quit",
-        View::Dashboard => {
-            "Tab panel  Enter zoom  ←→ run  p pause  x stop  c compare  ? help  q back"
-        }
-        View::Compare => "Tab panel  Enter zoom  ←→ open A/B  w swap  ? help  q back",
-        View::Presets => "Enter load  n save setup  u duplicate  d delete  ? help  q back",
-        View::Runs => "Enter open  space mark  c compare  e export CSV  d delete  ? help",
-    }
-}
-
 fn draw_footer(f: &mut Frame, r: Rect, app: &App) {
     let w = r.width as usize;
     let line = match &app.status {
@@ -164,7 +152,7 @@ fn draw_footer(f: &mut Frame, r: Rect, app: &App) {
             Style::default().fg(if s.warn { theme::WARN } else { theme::FG }),
         ),
         None => Line::styled(
-            clip(&format!(" {}", hints(app.view)), w),
+            clip(&format!(" {}", super::keys::footer(app.view)), w),
             Style::default().fg(theme::DIM),
         ),
     };
