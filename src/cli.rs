@@ -20,8 +20,9 @@ use crate::config::{Override, RunConfig};
 use crate::engine::{Job, JobSpec};
 use crate::models::ModelKind;
 use crate::telemetry::store;
-use crate::telemetry::Event;
+use crate::telemetry::{Event, RunStatus};
 
+pub mod bench;
 pub mod follow;
 pub mod output;
 pub mod schedule;
@@ -37,11 +38,11 @@ pub const EXIT_USAGE: i32 = 2;
 pub const EXIT_STOPPED: i32 = 130;
 
 /// How `cptlab run` and `cptlab worker` exit, from the run's final status.
-pub fn exit_code(status: &str) -> i32 {
+pub fn exit_code(status: RunStatus) -> i32 {
     match status {
-        "finished" => EXIT_OK,
-        "stopped" => EXIT_STOPPED,
-        _ => EXIT_FAILED,
+        RunStatus::Finished => EXIT_OK,
+        RunStatus::Stopped => EXIT_STOPPED,
+        RunStatus::Diverged | RunStatus::Failed => EXIT_FAILED,
     }
 }
 
@@ -118,7 +119,7 @@ pub enum Command {
     #[command(subcommand)]
     Schedule(schedule::ScheduleCommand),
     /// Seconds per epoch beside a PyTorch eager reference (see docs/BENCHMARKS.md)
-    Bench(crate::bench::BenchArgs),
+    Bench(bench::BenchArgs),
 }
 
 /// A count flag: any integer a TOML config can hold (i64's range). The config's own bounds
@@ -146,9 +147,9 @@ pub struct RunArgs {
     pub name: Option<String>,
     #[arg(long)]
     pub model: Option<ModelKind>,
-    /// sgd, adam or adamw (settings both optimizers have, such as lr, are kept; the others
-    /// take the new optimizer's defaults)
-    #[arg(long)]
+    /// Optimizer (settings both optimizers have, such as lr, are kept; the others take the new
+    /// optimizer's defaults)
+    #[arg(long, value_parser = crate::config::OptimizerKind::value_parser())]
     pub optimizer: Option<String>,
     #[arg(long, allow_negative_numbers = true)]
     pub lr: Option<f64>,
@@ -173,8 +174,8 @@ pub struct RunArgs {
     /// ZeRO stage: 0 (replicated optimizer state) or 1 (sharded across workers)
     #[arg(long, allow_negative_numbers = true)]
     pub zero: Option<u8>,
-    /// Number format: fp32, fp16 or bf16
-    #[arg(long)]
+    /// Number format
+    #[arg(long, value_parser = crate::config::PrecisionMode::value_parser())]
     pub precision: Option<String>,
     /// Cyclic precision schedule: static cpt CR CT LR LT ER ETV ETH RR RTV RTH
     #[arg(long)]
@@ -406,7 +407,7 @@ pub fn main(cli: Cli) -> Result<i32> {
         Some(Command::Runs(c)) => runs(c, &paths).map(|()| EXIT_OK),
         Some(Command::Presets(c)) => presets(c, &paths).map(|()| EXIT_OK),
         Some(Command::Doctor) => doctor(&paths).map(|()| EXIT_OK),
-        Some(Command::Bench(args)) => crate::bench::run(args, &paths).map(|()| EXIT_OK),
+        Some(Command::Bench(args)) => bench::run(args, &paths).map(|()| EXIT_OK),
         Some(Command::RangeTest(args)) => {
             let json = args.run.json;
             with_failed_event(json, range_test(args, &paths)).map(|()| EXIT_OK)
@@ -653,7 +654,7 @@ fn run_inner(args: RunArgs, paths: &Paths) -> Result<i32> {
     } else {
         follow_human(job, &signals)
     };
-    Ok(exit_code(&summary.status))
+    Ok(exit_code(summary.status))
 }
 
 /// One rank of a multi-process job: rendezvous with rank 0 (which hands out the NCCL id and its
@@ -719,7 +720,7 @@ fn worker(args: WorkerArgs, paths: &Paths) -> Result<i32> {
     } else {
         follow_human(job, &signals)
     };
-    Ok(exit_code(&summary.status))
+    Ok(exit_code(summary.status))
 }
 
 fn range_test(args: RangeTestArgs, paths: &Paths) -> Result<()> {
@@ -859,7 +860,7 @@ fn runs(c: RunsCommand, paths: &Paths) -> Result<()> {
                 Err(e) => (None, Some(format!("{e:#}"))),
             };
             if json {
-                let config = RunConfig::from_file(&dir.join(store::CONFIG_FILE))?;
+                let config = store::read_config(&dir)?;
                 let mut v = serde_json::json!({"dir": dir, "config": config, "summary": summary});
                 if let Some(e) = &summary_error {
                     v["summary_error"] = e.clone().into();
@@ -868,7 +869,7 @@ fn runs(c: RunsCommand, paths: &Paths) -> Result<()> {
                 return Ok(());
             }
             outln!("# {}", dir.display())?;
-            output::stdout().write_str(&std::fs::read_to_string(dir.join(store::CONFIG_FILE))?)?;
+            output::stdout().write_str(&store::read_config_text(&dir)?)?;
             match summary {
                 Some(s) => {
                     outln!()?;
@@ -969,10 +970,14 @@ mod tests {
 
     #[test]
     fn run_and_worker_share_one_exit_code_mapping() {
-        assert_eq!(exit_code("finished"), 0);
-        assert_eq!(exit_code("stopped"), 130);
-        for status in ["failed", "diverged", "corrupt", ""] {
-            assert_eq!(exit_code(status), 1, "{status}");
+        // No wildcard: a new status does not compile until it has an exit code.
+        for status in RunStatus::ALL {
+            let expected = match status {
+                RunStatus::Finished => 0,
+                RunStatus::Stopped => 130,
+                RunStatus::Diverged | RunStatus::Failed => 1,
+            };
+            assert_eq!(exit_code(status), expected, "{status}");
         }
     }
 

@@ -2,7 +2,6 @@
 //!
 //! Configuration flows in (`config`), events flow out (`telemetry`); workers (`engine`) never
 //! touch the terminal and the front ends (`cli`) never touch tensors. Schedules are pure math.
-pub mod bench;
 pub mod cli;
 pub mod config;
 pub mod data;

@@ -674,13 +674,27 @@ fn every_action() -> Vec<Action> {
 }
 
 #[test]
-fn every_action_a_view_answers_has_a_key_in_its_help() {
+fn every_action_a_view_answers_is_in_its_help_and_back() {
     let home = Home::new();
     let runs = home.runs();
     let (ca, cb) = (config("a", None), config("b", Some(cr())));
-    let a = write_run(&runs, "a", &ca, &events(&runs.join("a"), &ca, SPE, true, 0.0), None);
-    let b = write_run(&runs, "b", &cb, &events(&runs.join("b"), &cb, SPE, true, 0.01), None);
+    let a = write_run(
+        &runs,
+        "a",
+        &ca,
+        &events(&runs.join("a"), &ca, SPE, true, 0.0),
+        None,
+    );
+    let b = write_run(
+        &runs,
+        "b",
+        &cb,
+        &events(&runs.join("b"), &cb, SPE, true, 0.01),
+        None,
+    );
+    let mut answered_anywhere = Vec::new();
     for v in View::ALL {
+        let mut answered = Vec::new();
         for action in every_action() {
             // Two states, so that answers that depend on a focus are seen too.
             for focused in [false, true] {
@@ -701,8 +715,31 @@ fn every_action_a_view_answers_has_a_key_in_its_help() {
                         keys::documents(v, &action),
                         "{v:?} answers {action:?}, but no key in its help sends it"
                     );
+                    answered.push(action.clone());
                 }
             }
+        }
+        // The other way round: what the view's own rows list, the view answers.
+        for b in keys::of(v).bindings {
+            for (k, a) in b.keys {
+                assert!(
+                    answered.contains(a),
+                    "{v:?} help lists {} ({}), but the view ignores {a:?}",
+                    keys::name(*k),
+                    b.help
+                );
+            }
+        }
+        answered_anywhere.extend(answered);
+    }
+    for b in keys::GLOBAL {
+        for (k, a) in b.keys {
+            assert!(
+                answered_anywhere.contains(a),
+                "help lists {} ({}) everywhere, but no view answers {a:?}",
+                keys::name(*k),
+                b.help
+            );
         }
     }
 }

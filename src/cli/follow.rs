@@ -16,7 +16,7 @@ use super::output::{self, errln, outln, OutputError, Stream};
 use super::EXIT_STOPPED;
 use crate::engine::Job;
 use crate::telemetry::event::{Event, LogLevel};
-use crate::telemetry::Summary;
+use crate::telemetry::{RunStatus, Summary};
 
 /// SIGINT, SIGTERM and SIGHUP (the terminal or SSH session went away). While a run trains, the
 /// first asks it to stop gracefully (checkpoint, summary `stopped`, exit 130) and a second exits
@@ -125,15 +125,15 @@ pub fn follow_json(job: Job, signals: &Signals) -> Summary {
 
 /// The event that ends a run's stream, from its summary.
 fn final_event(summary: &Summary) -> Event {
-    match summary.status.as_str() {
-        "finished" | "stopped" => Event::Finished {
+    match summary.status {
+        RunStatus::Finished | RunStatus::Stopped => Event::Finished {
             summary: summary.clone(),
         },
-        _ => Event::Failed {
+        RunStatus::Diverged | RunStatus::Failed => Event::Failed {
             error: summary
                 .error
                 .clone()
-                .unwrap_or_else(|| summary.status.clone()),
+                .unwrap_or_else(|| summary.status.to_string()),
             step: (summary.steps > 0).then_some(summary.steps),
         },
     }

@@ -7,7 +7,7 @@ use clap::{Args, Subcommand};
 use serde::Deserialize as _;
 
 use crate::config::{apply_override, Override};
-use crate::schedule::lr::{LrContext, LrSchedule};
+use crate::schedule::lr::{LrContext, LrSchedule, LrScheduleKind};
 use crate::schedule::precision::{PrecisionSchedule, PrecisionScheduleKind};
 use crate::schedule::ScheduleError;
 
@@ -61,8 +61,8 @@ pub struct PrecisionArgs {
 
 #[derive(Debug, Args)]
 pub struct LrArgs {
-    /// Schedule kind: constant, warmup_lr, warmup_decay_lr, warmup_cosine_lr, one_cycle,
-    /// cyclic_lr, multi_step, cosine_annealing, goyal
+    /// Schedule kind
+    #[arg(value_parser = lr_name_parser(), ignore_case = true)]
     pub name: String,
     /// Schedule parameter, e.g. --set warmup_num_steps=500 (repeatable; TOML values)
     #[arg(long = "set", value_name = "KEY=VALUE")]
@@ -103,18 +103,17 @@ pub fn run(cmd: ScheduleCommand) -> Result<()> {
     Ok(())
 }
 
-/// The LR schedule kinds (`kind = "..."` in `[lr_schedule]`).
-pub const LR_SCHEDULES: [&str; 9] = [
-    "constant",
-    "warmup_lr",
-    "warmup_decay_lr",
-    "warmup_cosine_lr",
-    "one_cycle",
-    "cyclic_lr",
-    "multi_step",
-    "cosine_annealing",
-    "goyal",
-];
+/// The LR schedule kinds (`kind = "..."` in `[lr_schedule]`), in [`LrScheduleKind::ALL`]'s order.
+pub fn lr_schedule_names() -> Vec<&'static str> {
+    LrScheduleKind::ALL.iter().map(|k| k.name()).collect()
+}
+
+/// `NAME`'s possible values (shown by `--help`; matched case-insensitively).
+fn lr_name_parser() -> clap::builder::PossibleValuesParser {
+    clap::builder::PossibleValuesParser::new(
+        LrScheduleKind::ALL.map(|k| clap::builder::PossibleValue::new(k.name()).help(k.describe())),
+    )
+}
 
 /// Validation messages name config keys; on this command line they are flags.
 fn flag_error(e: ScheduleError, flags: &[(&str, &str)]) -> anyhow::Error {
@@ -127,7 +126,9 @@ fn flag_error(e: ScheduleError, flags: &[(&str, &str)]) -> anyhow::Error {
             Some((_, flag)) => anyhow!("{flag}: must be {expected}, got {got}"),
             None => anyhow!("{e}"),
         },
-        ScheduleError::UnknownKind { .. } => anyhow!("NAME: {e}"),
+        ScheduleError::UnknownKind { .. } | ScheduleError::UnknownLrKind { .. } => {
+            anyhow!("NAME: {e}")
+        }
     }
 }
 
@@ -202,13 +203,8 @@ pub fn render_precision(a: &PrecisionArgs) -> Result<Rendered> {
 
 /// Builds the schedule from its name and `--set` pairs, as the `[lr_schedule]` table would be.
 pub fn lr_schedule_from_args(name: &str, set: &[String]) -> Result<LrSchedule> {
-    let name = name.trim().to_ascii_lowercase();
-    if !LR_SCHEDULES.contains(&name.as_str()) {
-        bail!(
-            "NAME: unknown LR schedule {name:?}: expected one of {}",
-            LR_SCHEDULES.join(", ")
-        );
-    }
+    let kind: LrScheduleKind = name.parse().map_err(|e| flag_error(e, &[]))?;
+    let name = kind.name().to_string();
     let mut table = toml::Table::new();
     table.insert("kind".into(), toml::Value::String(name.clone()));
     for text in set {
@@ -624,7 +620,7 @@ mod tests {
     fn lr_names_match_the_schedule_enum() {
         // Every listed name is a variant (an error, if any, is about fields, not the kind), and
         // serde's own list of variants is exactly this one.
-        for name in LR_SCHEDULES {
+        for name in lr_schedule_names() {
             let mut t = toml::Table::new();
             t.insert("kind".into(), toml::Value::String(name.into()));
             if let Err(e) = LrSchedule::deserialize(toml::Value::Table(t)) {
@@ -635,6 +631,6 @@ mod tests {
         t.insert("kind".into(), toml::Value::String("nope".into()));
         let e = LrSchedule::deserialize(toml::Value::Table(t)).unwrap_err();
         let listed = e.message().matches('`').count() / 2 - 1;
-        assert_eq!(listed, LR_SCHEDULES.len(), "{e}");
+        assert_eq!(listed, LrScheduleKind::ALL.len(), "{e}");
     }
 }

@@ -3,6 +3,9 @@
 //! A `RunConfig` is built from a preset (TOML), then command-line overrides are applied to the
 //! TOML tree (so `--set a.b=c` and a preset file go through the same deserializer and give the
 //! same errors), then `validate` checks what serde cannot.
+mod devices;
+mod loss_scale;
+pub mod model;
 mod overrides;
 pub mod paths;
 pub mod presets;
@@ -11,11 +14,12 @@ use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
-use crate::engine::loss_scale::LossScaleConfig;
-use crate::models::{ModelKind, VitConfig};
 use crate::schedule::lr::LrSchedule;
 use crate::schedule::precision::PrecisionSchedule;
+pub use model::{ModelKind, VitConfig};
 
+pub use devices::{DeviceConfig, DeviceSpec, ZeroStage};
+pub use loss_scale::LossScaleConfig;
 pub use overrides::{apply_override, Override};
 
 /// Everything that decides a run's numbers (with the seed).
@@ -165,6 +169,16 @@ fn default_adamw_wd() -> f64 {
 }
 
 impl OptimizerConfig {
+    /// What a schedule's cycled momentum acts on for this optimizer (SGD's momentum, Adam's β1).
+    pub fn momentum_kind(&self) -> crate::schedule::MomentumKind {
+        match self {
+            OptimizerConfig::Sgd { .. } => crate::schedule::MomentumKind::SgdMomentum,
+            OptimizerConfig::Adam { .. } | OptimizerConfig::AdamW { .. } => {
+                crate::schedule::MomentumKind::AdamBeta1
+            }
+        }
+    }
+
     pub fn lr(&self) -> f64 {
         match self {
             OptimizerConfig::Sgd { lr, .. }
@@ -174,11 +188,91 @@ impl OptimizerConfig {
     }
 
     pub fn kind_name(&self) -> &'static str {
+        self.kind().name()
+    }
+
+    pub fn kind(&self) -> OptimizerKind {
         match self {
-            OptimizerConfig::Sgd { .. } => "sgd",
-            OptimizerConfig::Adam { .. } => "adam",
-            OptimizerConfig::AdamW { .. } => "adamw",
+            OptimizerConfig::Sgd { .. } => OptimizerKind::Sgd,
+            OptimizerConfig::Adam { .. } => OptimizerKind::Adam,
+            OptimizerConfig::AdamW { .. } => OptimizerKind::AdamW,
         }
+    }
+
+    /// `kind` at `lr` with every other setting at its default: the serde defaults above, the
+    /// one place they are written.
+    pub fn default_of(kind: OptimizerKind, lr: f64) -> OptimizerConfig {
+        let mut t = toml::Table::new();
+        t.insert("kind".into(), toml::Value::String(kind.name().into()));
+        t.insert("lr".into(), toml::Value::Float(lr));
+        OptimizerConfig::deserialize(toml::Value::Table(t))
+            .expect("lr is every optimizer's only required setting")
+    }
+}
+
+/// The optimizer kinds (`optimizer.kind`), the list the CLI and the TUI offer.
+///
+/// Adding an optimizer: its [`OptimizerConfig`] variant, a variant here, its line in `ALL`, its
+/// arms in `name`, `describe` and `OptimizerConfig::kind`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum OptimizerKind {
+    Sgd,
+    Adam,
+    AdamW,
+}
+
+impl OptimizerKind {
+    pub const ALL: [OptimizerKind; 3] = [
+        OptimizerKind::Sgd,
+        OptimizerKind::Adam,
+        OptimizerKind::AdamW,
+    ];
+
+    /// The config name, serde's name of the [`OptimizerConfig`] variant.
+    pub fn name(self) -> &'static str {
+        match self {
+            OptimizerKind::Sgd => "sgd",
+            OptimizerKind::Adam => "adam",
+            OptimizerKind::AdamW => "adamw",
+        }
+    }
+
+    /// One line for listings.
+    pub fn describe(self) -> &'static str {
+        match self {
+            OptimizerKind::Sgd => "SGD with optional momentum / Nesterov (torch.optim.SGD)",
+            OptimizerKind::Adam => "Adam, L2 weight decay (torch.optim.Adam)",
+            OptimizerKind::AdamW => "AdamW, decoupled weight decay (torch.optim.AdamW)",
+        }
+    }
+
+    /// clap's possible values: [`ALL`](Self::ALL) in order.
+    pub fn value_parser() -> clap::builder::PossibleValuesParser {
+        clap::builder::PossibleValuesParser::new(
+            Self::ALL.map(|k| clap::builder::PossibleValue::new(k.name()).help(k.describe())),
+        )
+    }
+}
+
+impl std::fmt::Display for OptimizerKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl std::str::FromStr for OptimizerKind {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Self::ALL
+            .into_iter()
+            .find(|k| k.name() == s)
+            .ok_or_else(|| {
+                format!(
+                    "unknown optimizer {s:?}: expected one of {}",
+                    Self::ALL.map(|k| k.name()).join(", ")
+                )
+            })
     }
 }
 
@@ -265,41 +359,52 @@ pub enum PrecisionMode {
 }
 
 impl PrecisionMode {
-    /// The replica's tensor type.
-    pub fn kind(self) -> tch::Kind {
+    /// Every mode, in the order the CLI and the TUI list them.
+    pub const ALL: [PrecisionMode; 3] = [
+        PrecisionMode::Fp32,
+        PrecisionMode::Fp16,
+        PrecisionMode::Bf16,
+    ];
+
+    /// The config name (`precision.mode`), serde's name of the variant.
+    pub fn name(self) -> &'static str {
         match self {
-            PrecisionMode::Fp32 => tch::Kind::Float,
-            PrecisionMode::Fp16 => tch::Kind::Half,
-            PrecisionMode::Bf16 => tch::Kind::BFloat16,
+            PrecisionMode::Fp32 => "fp32",
+            PrecisionMode::Fp16 => "fp16",
+            PrecisionMode::Bf16 => "bf16",
         }
+    }
+
+    /// One line for listings.
+    pub fn describe(self) -> &'static str {
+        match self {
+            PrecisionMode::Fp32 => "fp32 throughout",
+            PrecisionMode::Fp16 => "fp16 replica, fp32 master weights, loss scaling",
+            PrecisionMode::Bf16 => "bf16 replica, fp32 master weights",
+        }
+    }
+
+    /// clap's possible values: [`ALL`](Self::ALL) in order.
+    pub fn value_parser() -> clap::builder::PossibleValuesParser {
+        clap::builder::PossibleValuesParser::new(
+            Self::ALL.map(|k| clap::builder::PossibleValue::new(k.name()).help(k.describe())),
+        )
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct DeviceConfig {
-    /// `cpu` or `cuda:N`.
-    #[serde(default = "default_device")]
-    pub devices: String,
-    /// Intra-op threads per worker (None: the cores divided among the CPU workers).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub threads: Option<usize>,
-    /// ZeRO stage: 0 replicates optimizer state on every rank, 1 shards it (DeepSpeed stage 1).
-    #[serde(default)]
-    pub zero: u8,
-}
+impl std::str::FromStr for PrecisionMode {
+    type Err = String;
 
-fn default_device() -> String {
-    "cpu".to_string()
-}
-
-impl Default for DeviceConfig {
-    fn default() -> Self {
-        DeviceConfig {
-            devices: default_device(),
-            threads: None,
-            zero: 0,
-        }
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Self::ALL
+            .into_iter()
+            .find(|k| k.name() == s)
+            .ok_or_else(|| {
+                format!(
+                    "unknown precision mode {s:?}: expected one of {}",
+                    Self::ALL.map(|k| k.name()).join(", ")
+                )
+            })
     }
 }
 
@@ -465,7 +570,7 @@ impl RunConfig {
             }
         }
         if self.model.kind == ModelKind::Vit {
-            crate::models::validate_vit(&self.model.vit)
+            model::validate_vit(&self.model.vit)
                 .map_err(|e| invalid("model.vit", format!("{:?}", self.model.vit), &e))?;
         }
         self.precision
@@ -479,16 +584,8 @@ impl RunConfig {
                 "at least 1 (or leave it out)",
             ));
         }
-        let spec = crate::engine::device::parse_devices(&self.devices.devices)
-            .map_err(|e| invalid("devices.devices", &self.devices.devices, &e))?;
-        if self.devices.zero > 1 {
-            return Err(invalid(
-                "devices.zero",
-                self.devices.zero,
-                "0 (replicated optimizer state) or 1 (sharded, ZeRO stage 1)",
-            ));
-        }
-        if let Some(world) = spec.known_world_size() {
+        // The device spec and ZeRO stage were parsed (and checked) when the config was read.
+        if let Some(world) = self.devices.devices.known_world_size() {
             if world > MAX_WORKERS {
                 return Err(invalid(
                     "devices.devices",
@@ -671,7 +768,7 @@ epochs = 1
         assert_eq!(c.seed, 42);
         assert_eq!(c.train.grad_accum, 1);
         assert_eq!(c.data.random_crop_padding, 4);
-        assert_eq!(c.devices.devices, "cpu");
+        assert_eq!(c.devices.devices.to_string(), "cpu");
         c.validate().unwrap();
     }
 
@@ -787,7 +884,7 @@ epochs = 1
         );
         check(&|c| c.seed = u64::MAX, "seed");
         check(
-            &|c| c.devices.devices = "cpu:100000".into(),
+            &|c| c.devices.devices = "cpu:100000".parse().unwrap(),
             "devices.devices",
         );
         let mut ok = c.clone();

@@ -7,8 +7,9 @@ use std::time::Duration;
 
 use md5::{Digest, Md5};
 
-use super::error::{DataError, IoContext};
+use super::error::DataError;
 use super::CifarVariant;
+use crate::files;
 
 pub const CIFAR10_URL: &str = "https://www.cs.toronto.edu/~kriz/cifar-10-binary.tar.gz";
 pub const CIFAR10_MD5: &str = "c32a1d4ab5d03f1284b67883e8d87530";
@@ -94,8 +95,11 @@ pub fn save_verified(
     expected_md5: &str,
 ) -> Result<(), DataError> {
     let dir = dest.parent().unwrap_or(Path::new("."));
-    std::fs::create_dir_all(dir).at(dir)?;
-    let mut tmp = tempfile::NamedTempFile::new_in(dir).at(dir)?;
+    files::create_dir_all(dir).map_err(DataError::File)?;
+    // An earlier download killed half-way left its temporary file here.
+    let _ = files::clean_stale_temps(dir);
+    // Removed on every early return below: a failed download leaves nothing behind.
+    let mut tmp = files::AtomicFile::create(dest).map_err(DataError::File)?;
     let mut md5 = Md5::new();
     let mut buf = vec![0u8; 1 << 16];
     loop {
@@ -111,7 +115,8 @@ pub fn save_verified(
             }
         };
         md5.update(&buf[..k]);
-        tmp.write_all(&buf[..k]).at(tmp.path())?;
+        tmp.write_all(&buf[..k])
+            .map_err(|e| DataError::File(tmp.error(e)))?;
     }
     let got = hex::encode(md5.finalize());
     if !got.eq_ignore_ascii_case(expected_md5) {
@@ -121,10 +126,7 @@ pub fn save_verified(
             got,
         });
     }
-    tmp.as_file().sync_all().at(tmp.path())?;
-    tmp.persist(dest)
-        .map_err(|e| DataError::io(dest, e.error))?;
-    Ok(())
+    tmp.commit().map_err(DataError::File)
 }
 
 #[cfg(test)]

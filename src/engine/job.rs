@@ -13,7 +13,6 @@ use super::collective::local::LocalGroup;
 use super::collective::nccl::NcclCollective;
 use super::collective::{AbortHandle, Collective, CollectiveError};
 use super::control::Control;
-use super::device::parse_devices;
 use super::recorder::Recorder;
 use super::trainer::Trainer;
 use crate::config::paths::Paths;
@@ -21,7 +20,7 @@ use crate::config::{Override, RunConfig};
 use crate::data::{self, DataSource, Dataset, LoadOptions};
 use crate::telemetry::event::{Event, LogLevel};
 use crate::telemetry::store::{self, RunStore, CHECKPOINT_DIR};
-use crate::telemetry::Summary;
+use crate::telemetry::{RunStatus, Summary};
 
 /// The data source used when neither the config nor `CPTLAB_DATA` names one.
 pub const DEFAULT_DATA: &str = "synthetic";
@@ -119,7 +118,7 @@ impl Job {
             ),
         }
         let config_file = run_dir.join(store::CONFIG_FILE);
-        let recorded = RunConfig::from_file(&config_file)?;
+        let recorded = store::read_config(run_dir)?;
         let config = recorded.with_overrides(overrides)?;
         let ckpt = run_dir.join(CHECKPOINT_DIR).join(checkpoint::LAST);
         anyhow::ensure!(
@@ -258,7 +257,7 @@ impl Job {
         } = self;
         drop(events);
         finisher.join().unwrap_or_else(|_| Summary {
-            status: "failed".into(),
+            status: RunStatus::Failed,
             error: Some("the job's finisher thread panicked".into()),
             run_dir: run_dir.display().to_string(),
             ..Summary::default()
@@ -288,36 +287,28 @@ fn finish_run(
         }
         results.push(out);
     }
-    // Each rank's error: an Err, or a summary whose status is "failed" (the trainer keeps the
+    // Each rank's error: an Err, or a summary whose status is failed (the trainer keeps the
     // progress made before the error).
-    let errors: Vec<(usize, String, bool)> = results
+    let errors: Vec<(usize, RankError)> = results
         .iter()
         .enumerate()
-        .filter_map(|(rank, r)| match r {
-            Err(e) => Some((rank, format!("{e:#}"), is_abort(e))),
-            Ok(s) if s.status == "failed" => {
-                let msg = s.error.clone().unwrap_or_default();
-                let abort = msg.starts_with(ABORTED_PREFIX);
-                Some((rank, msg, abort))
-            }
-            Ok(_) => None,
-        })
+        .filter_map(|(rank, r)| RankError::of(r).map(|e| (rank, e)))
         .collect();
     let root_cause = errors
         .iter()
-        .find(|(_, _, abort)| !abort)
+        .find(|(_, e)| matches!(e, RankError::Failed(_)))
         .or(errors.first())
-        .map(|(rank, msg, _)| {
+        .map(|(rank, e)| {
             if results.len() > 1 {
-                format!("rank {rank}: {msg}")
+                format!("rank {rank}: {}", e.message())
             } else {
-                msg.clone()
+                e.message().to_string()
             }
         });
     let summary = match (results.remove(0), root_cause) {
         (Ok(s), None) => s,
         (Ok(mut s), Some(err)) => {
-            s.status = "failed".into();
+            s.status = RunStatus::Failed;
             s.error = Some(err);
             s
         }
@@ -330,8 +321,42 @@ fn finish_run(
     summary
 }
 
-/// How an aborted collective's error reads (`CollectiveError::Aborted`'s message).
-const ABORTED_PREFIX: &str = "collective aborted";
+/// How one rank ended without a usable summary.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum RankError {
+    /// Woken by the group's abort: another rank (or the job) ended the group, so the root cause
+    /// is elsewhere.
+    AbortedByPeer(String),
+    /// The rank itself failed: a root cause.
+    Failed(String),
+}
+
+impl RankError {
+    /// A rank's error, if it has one: an `Err`, or a summary whose status is failed.
+    fn of(result: &Result<Summary>) -> Option<RankError> {
+        match result {
+            Err(e) if CollectiveError::aborts(e) => {
+                Some(RankError::AbortedByPeer(format!("{e:#}")))
+            }
+            Err(e) => Some(RankError::Failed(format!("{e:#}"))),
+            Ok(s) if s.status == RunStatus::Failed => {
+                let msg = s.error.clone().unwrap_or_default();
+                Some(if s.aborted_by_peer {
+                    RankError::AbortedByPeer(msg)
+                } else {
+                    RankError::Failed(msg)
+                })
+            }
+            Ok(_) => None,
+        }
+    }
+
+    fn message(&self) -> &str {
+        match self {
+            RankError::AbortedByPeer(m) | RankError::Failed(m) => m,
+        }
+    }
+}
 
 /// Ranks other than 0 of a multi-process job record nothing; their "run directory" is only a
 /// name for messages.
@@ -339,16 +364,9 @@ fn paths_placeholder(config: &RunConfig) -> PathBuf {
     PathBuf::from(format!("(rank > 0 of {}: recorded by rank 0)", config.name))
 }
 
-fn is_abort(e: &anyhow::Error) -> bool {
-    e.chain().any(|c| {
-        c.downcast_ref::<CollectiveError>()
-            .is_some_and(|c| c.is_abort())
-    })
-}
-
 fn failed_summary(config: &RunConfig, run_dir: &Path, error: String) -> Summary {
     Summary {
-        status: "failed".into(),
+        status: RunStatus::Failed,
         error: Some(error),
         run_dir: run_dir.display().to_string(),
         name: config.name.clone(),
@@ -358,10 +376,7 @@ fn failed_summary(config: &RunConfig, run_dir: &Path, error: String) -> Summary 
 }
 
 fn check_devices(config: &RunConfig) -> Result<Vec<tch::Device>> {
-    let spec = parse_devices(&config.devices.devices)
-        .map_err(|e| anyhow::anyhow!("devices.devices: {e}"))?;
-    let devices = spec
-        .resolve()
+    let devices = super::device::resolve(&config.devices.devices)
         .map_err(|e| anyhow::anyhow!("devices.devices: {e}"))?;
     let world = devices.len();
     let t = &config.train;
@@ -529,19 +544,70 @@ fn finish(rec: &mut Recorder, summary: &mut Summary) {
             Some(first) => format!("{first}; then {also}"),
             None => also,
         });
-        summary.status = "failed".into();
+        summary.status = RunStatus::Failed;
     }
-    let event = match summary.status.as_str() {
-        "finished" | "stopped" => Event::Finished {
+    let event = match summary.status {
+        RunStatus::Finished | RunStatus::Stopped => Event::Finished {
             summary: summary.clone(),
         },
-        _ => Event::Failed {
+        RunStatus::Diverged | RunStatus::Failed => Event::Failed {
             error: summary
                 .error
                 .clone()
-                .unwrap_or_else(|| summary.status.clone()),
+                .unwrap_or_else(|| summary.status.to_string()),
             step: (summary.steps > 0).then_some(summary.steps),
         },
     };
     let _ = rec.emit(event);
+}
+
+#[cfg(test)]
+mod rank_error_tests {
+    use super::*;
+
+    fn failed(error: &str, aborted_by_peer: bool) -> Result<Summary> {
+        Ok(Summary {
+            status: RunStatus::Failed,
+            error: Some(error.into()),
+            aborted_by_peer,
+            ..Summary::default()
+        })
+    }
+
+    #[test]
+    fn aborted_ranks_are_told_apart_from_failed_ones_by_type() {
+        let aborted: Result<Summary> = Err(CollectiveError::Aborted("rank 1 failed".into()).into());
+        assert!(matches!(
+            RankError::of(&aborted),
+            Some(RankError::AbortedByPeer(m)) if m == "collective aborted: rank 1 failed"
+        ));
+        // Wrapped in context, an abort is still an abort.
+        let wrapped: Result<Summary> =
+            Err(anyhow::Error::from(CollectiveError::Aborted("x".into()))
+                .context("all-reduce of gradients"));
+        assert!(matches!(
+            RankError::of(&wrapped),
+            Some(RankError::AbortedByPeer(_))
+        ));
+        let real: Result<Summary> = Err(anyhow::anyhow!("out of memory"));
+        assert_eq!(
+            RankError::of(&real),
+            Some(RankError::Failed("out of memory".into()))
+        );
+        assert_eq!(
+            RankError::of(&failed("collective aborted: y", true)),
+            Some(RankError::AbortedByPeer("collective aborted: y".into()))
+        );
+        assert_eq!(
+            RankError::of(&failed("disk full", false)),
+            Some(RankError::Failed("disk full".into()))
+        );
+        for status in [RunStatus::Finished, RunStatus::Stopped, RunStatus::Diverged] {
+            let ok: Result<Summary> = Ok(Summary {
+                status,
+                ..Summary::default()
+            });
+            assert_eq!(RankError::of(&ok), None, "{status}");
+        }
+    }
 }

@@ -7,7 +7,7 @@ use tch::{nn::VarStore, Device, Kind, Reduction, Tensor};
 
 use super::batch::BatchConverter;
 use super::checkpoint::{self, Meta};
-use super::collective::{Collective, ReduceOp};
+use super::collective::{Collective, CollectiveError, ReduceOp};
 use super::control::Control;
 use super::flat::FlatParams;
 use super::loss_scale::{LossScaleError, LossScaler};
@@ -21,7 +21,7 @@ use crate::quant::grad::quantize_grads_;
 use crate::quant::Bits;
 use crate::schedule::lr::LrContext;
 use crate::telemetry::event::{ClassAccuracy, EvalEvent, Event, StartedEvent, StepEvent};
-use crate::telemetry::Summary;
+use crate::telemetry::{RunStatus, Summary};
 
 /// Name of the fp32 master weights in a checkpoint of a half-precision run.
 const MASTER: &str = "master";
@@ -121,7 +121,7 @@ impl Trainer {
         let p = &cfg.precision;
         model.set_layer_roles(p.first_layer_full_precision, p.last_layer_full_precision);
         let mut vs = vs;
-        let dtype = p.mode.kind();
+        let dtype = super::device::replica_kind(p.mode);
         if dtype != Kind::Float {
             // The replica runs in half precision; the optimizer keeps fp32 master weights.
             vs.set_kind(dtype);
@@ -137,7 +137,8 @@ impl Trainer {
         let master = (dtype != Kind::Float).then(|| flat.master_copy());
         let segments = flat.segments();
         let scaler = (p.mode == PrecisionMode::Fp16).then(|| LossScaler::new(p.loss_scale.clone()));
-        let stage = ZeroStage::from_level(cfg.devices.zero).map_err(|e| anyhow::anyhow!(e))?;
+        let stage =
+            ZeroStage::from_level(cfg.devices.zero.level()).map_err(|e| anyhow::anyhow!(e))?;
         let layout = ShardLayout::for_flat(&flat, world, rank)?;
         let dp = DataParallelOptimizer::new(stage, &cfg.optimizer, layout, collective, device)?;
         let info = kind.info();
@@ -185,7 +186,7 @@ impl Trainer {
             total_steps,
             steps_per_epoch,
             global_batch: cfg.train.batch_size as u64,
-            momentum: crate::schedule::MomentumKind::of(&cfg.optimizer),
+            momentum: cfg.optimizer.momentum_kind(),
         };
         cfg.lr_schedule
             .validate(&lr_ctx)
@@ -361,14 +362,15 @@ impl Trainer {
             None => 1.0,
         });
         match outcome {
-            Ok(()) => summary.status = "finished".into(),
+            Ok(()) => summary.status = RunStatus::Finished,
             Err(e) => {
                 summary.status = match e.downcast_ref::<Stopped>() {
-                    Some(Stopped::Diverged { .. }) => "diverged",
-                    Some(Stopped::ByUser) => "stopped",
-                    None => "failed",
-                }
-                .into();
+                    Some(Stopped::Diverged { .. }) => RunStatus::Diverged,
+                    Some(Stopped::ByUser) => RunStatus::Stopped,
+                    None => RunStatus::Failed,
+                };
+                summary.aborted_by_peer =
+                    summary.status == RunStatus::Failed && CollectiveError::aborts(&e);
                 summary.error = Some(format!("{e:#}"));
             }
         }
@@ -807,6 +809,7 @@ mod tests {
     use crate::engine::job::{Job, JobSpec};
     use crate::telemetry::event::Event;
     use crate::telemetry::store::{self, CHECKPOINT_DIR};
+    use crate::telemetry::RunStatus;
 
     /// LeNet on synthetic data: 64 steps of 32 images per epoch, one thread.
     fn spec(home: &std::path::Path, epochs: u64) -> JobSpec {
@@ -886,7 +889,7 @@ threads = 1
             paused_for = t.elapsed().as_secs_f64();
         });
         let summary = job.wait();
-        assert_eq!(summary.status, "finished");
+        assert_eq!(summary.status, RunStatus::Finished);
         let ev = evals(&events);
         assert_eq!(ev.len(), 2);
         // The pause fell in the first epoch; neither its seconds nor the run's include it.
@@ -932,7 +935,7 @@ threads = 1
             paused_for = t.elapsed().as_secs_f64();
         });
         let first = job.wait();
-        assert_eq!(first.status, "stopped");
+        assert_eq!(first.status, RunStatus::Stopped);
         assert!(first.seconds_per_epoch.is_empty());
         let part = first.train_seconds;
         assert!(part > 0.0, "the stopped session trained for {part}s");
@@ -959,7 +962,7 @@ threads = 1
         let job = Job::resume(&dir, paths(home.path()), &[]).unwrap();
         let (events, _) = follow(&job, 0, || {});
         let second = job.wait();
-        assert_eq!(second.status, "finished");
+        assert_eq!(second.status, RunStatus::Finished);
         let ev = evals(&events);
         assert_eq!(ev.len(), 1);
         let resumed_part = ev[0].epoch_seconds - part;
@@ -981,7 +984,7 @@ threads = 1
         let dir = job.run_dir().to_path_buf();
         let (events, _) = follow(&job, 0, || {});
         let summary = job.wait();
-        assert_eq!(summary.status, "finished");
+        assert_eq!(summary.status, RunStatus::Finished);
         let spe = 2048 / 32;
         let steps: Vec<(u64, u64)> = events
             .iter()

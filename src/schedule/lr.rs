@@ -54,16 +54,6 @@ pub enum MomentumKind {
     AdamBeta1,
 }
 
-impl MomentumKind {
-    pub fn of(optimizer: &crate::config::OptimizerConfig) -> MomentumKind {
-        match optimizer {
-            crate::config::OptimizerConfig::Sgd { .. } => MomentumKind::SgdMomentum,
-            crate::config::OptimizerConfig::Adam { .. }
-            | crate::config::OptimizerConfig::AdamW { .. } => MomentumKind::AdamBeta1,
-        }
-    }
-}
-
 impl LrContext {
     fn validate(&self) -> Result<(), ScheduleError> {
         if !(self.base_lr >= 0.0 && self.base_lr.is_finite()) {
@@ -284,6 +274,203 @@ impl Default for LrSchedule {
     }
 }
 
+/// The LR schedule kinds: the one list that the CLI (`cptlab schedule lr NAME`), the TUI's
+/// picker and the error messages read, in the TUI's display order.
+///
+/// Adding a schedule: its [`LrSchedule`] variant (serde names it) and that variant's arms in
+/// `kind`, `lr_at`, `momentum_at` and `validate`; here, the variant, its line in `ALL`, and its
+/// arms in `name`, `describe` and `default_for`. Nothing outside this file lists the kinds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum LrScheduleKind {
+    Constant,
+    CosineAnnealing,
+    WarmupLr,
+    WarmupDecayLr,
+    WarmupCosineLr,
+    OneCycle,
+    CyclicLr,
+    MultiStep,
+    Goyal,
+}
+
+/// What a new schedule's defaults are scaled to (a warmup that fits a short run, milestones
+/// inside the epochs).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct LrDefaults {
+    /// The optimizer's lr.
+    pub base_lr: f64,
+    /// Optimizer steps in the run.
+    pub total_steps: u64,
+    pub epochs: u64,
+}
+
+impl LrScheduleKind {
+    pub const ALL: [LrScheduleKind; 9] = [
+        LrScheduleKind::Constant,
+        LrScheduleKind::CosineAnnealing,
+        LrScheduleKind::WarmupLr,
+        LrScheduleKind::WarmupDecayLr,
+        LrScheduleKind::WarmupCosineLr,
+        LrScheduleKind::OneCycle,
+        LrScheduleKind::CyclicLr,
+        LrScheduleKind::MultiStep,
+        LrScheduleKind::Goyal,
+    ];
+
+    /// The config name (`kind = "..."`), serde's name of the [`LrSchedule`] variant.
+    pub fn name(self) -> &'static str {
+        match self {
+            LrScheduleKind::Constant => "constant",
+            LrScheduleKind::CosineAnnealing => "cosine_annealing",
+            LrScheduleKind::WarmupLr => "warmup_lr",
+            LrScheduleKind::WarmupDecayLr => "warmup_decay_lr",
+            LrScheduleKind::WarmupCosineLr => "warmup_cosine_lr",
+            LrScheduleKind::OneCycle => "one_cycle",
+            LrScheduleKind::CyclicLr => "cyclic_lr",
+            LrScheduleKind::MultiStep => "multi_step",
+            LrScheduleKind::Goyal => "goyal",
+        }
+    }
+
+    /// One line for listings.
+    pub fn describe(self) -> &'static str {
+        match self {
+            LrScheduleKind::Constant => "the optimizer's lr throughout",
+            LrScheduleKind::CosineAnnealing => "PyTorch CosineAnnealingLR: cosine down to eta_min",
+            LrScheduleKind::WarmupLr => "DeepSpeed WarmupLR: warmup, then flat",
+            LrScheduleKind::WarmupDecayLr => "DeepSpeed WarmupDecayLR: warmup, then linear decay",
+            LrScheduleKind::WarmupCosineLr => "DeepSpeed WarmupCosineLR: warmup, then cosine decay",
+            LrScheduleKind::OneCycle => "DeepSpeed OneCycle: up and back down once, then decay",
+            LrScheduleKind::CyclicLr => "PyTorch CyclicLR: triangular cycles between two lrs",
+            LrScheduleKind::MultiStep => "PyTorch MultiStepLR: × gamma at each milestone epoch",
+            LrScheduleKind::Goyal => "Goyal et al.: linear scaling with warmup, step decay",
+        }
+    }
+
+    /// This kind's default schedule, scaled to the run: what the TUI switches to when the kind
+    /// changes.
+    pub fn default_for(self, run: &LrDefaults) -> LrSchedule {
+        let lr = run.base_lr;
+        let total = run.total_steps.max(2);
+        let epochs = run.epochs;
+        match self {
+            LrScheduleKind::Constant => LrSchedule::Constant {},
+            LrScheduleKind::CosineAnnealing => LrSchedule::CosineAnnealing {
+                t_max: None,
+                eta_min: 0.0,
+            },
+            LrScheduleKind::WarmupLr => LrSchedule::WarmupLr {
+                warmup_min_lr: 0.0,
+                warmup_max_lr: None,
+                warmup_num_steps: (total / 10).max(2),
+                warmup_type: Default::default(),
+            },
+            LrScheduleKind::WarmupDecayLr => LrSchedule::WarmupDecayLr {
+                total_num_steps: None,
+                warmup_min_lr: 0.0,
+                warmup_max_lr: None,
+                warmup_num_steps: (total / 10).max(2),
+                warmup_type: Default::default(),
+            },
+            LrScheduleKind::WarmupCosineLr => LrSchedule::WarmupCosineLr {
+                total_num_steps: None,
+                warmup_min_ratio: 0.0,
+                warmup_num_steps: (total / 10).max(2),
+                cos_min_ratio: default_cos_min_ratio(),
+                warmup_type: Default::default(),
+            },
+            LrScheduleKind::OneCycle => LrSchedule::OneCycle {
+                cycle_min_lr: lr / 10.0,
+                cycle_max_lr: lr,
+                decay_lr_rate: 0.0,
+                cycle_first_step_size: (total / 2).max(1),
+                cycle_second_step_size: None,
+                cycle_first_stair_count: 0,
+                cycle_second_stair_count: None,
+                decay_step_size: 0,
+                cycle_momentum: true,
+                cycle_min_mom: default_min_momentum(),
+                cycle_max_mom: default_max_momentum(),
+                decay_mom_rate: 0.0,
+            },
+            LrScheduleKind::CyclicLr => LrSchedule::CyclicLr {
+                base_lr: Some(lr / 10.0),
+                max_lr: lr,
+                step_size_up: (total / 8).max(1),
+                step_size_down: None,
+                mode: Default::default(),
+                gamma: default_one(),
+                scale_mode: None,
+                cycle_momentum: true,
+                base_momentum: default_min_momentum(),
+                max_momentum: default_max_momentum(),
+            },
+            LrScheduleKind::MultiStep => {
+                let a = (epochs / 2).max(1);
+                let b = (epochs * 3 / 4).max(a + 1);
+                LrSchedule::MultiStep {
+                    milestones: vec![a, b],
+                    gamma: default_tenth(),
+                }
+            }
+            LrScheduleKind::Goyal => LrSchedule::Goyal {
+                reference_batch: default_reference_batch(),
+                warmup_epochs: default_warmup_epochs(),
+                milestones: default_goyal_milestones(),
+                gamma: default_tenth(),
+            },
+        }
+    }
+
+    /// The `[lr_schedule]` keys this kind's default writes (`kind` excepted), read from the type
+    /// itself: optional parameters left unset (None) are not among them.
+    pub fn fields(self) -> Vec<String> {
+        let run = LrDefaults {
+            base_lr: 0.1,
+            total_steps: 1000,
+            epochs: 10,
+        };
+        self.default_for(&run)
+            .to_table()
+            .keys()
+            .filter(|k| *k != "kind")
+            .cloned()
+            .collect()
+    }
+
+    /// Whether this kind has the `[lr_schedule]` parameter `key`.
+    pub fn has_field(self, key: &str) -> bool {
+        self.fields().iter().any(|f| f == key)
+    }
+
+    /// The names of [`ALL`](Self::ALL), comma-separated.
+    pub fn valid_names() -> String {
+        Self::ALL.map(|k| k.name()).join(", ")
+    }
+}
+
+impl std::fmt::Display for LrScheduleKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl std::str::FromStr for LrScheduleKind {
+    type Err = ScheduleError;
+
+    /// Case-insensitive; an unknown name is an error listing the valid ones.
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let wanted = s.trim();
+        Self::ALL
+            .into_iter()
+            .find(|k| k.name().eq_ignore_ascii_case(wanted))
+            .ok_or_else(|| ScheduleError::UnknownLrKind {
+                got: s.to_string(),
+                valid: Self::valid_names(),
+            })
+    }
+}
+
 fn default_warmup_num_steps() -> u64 {
     1000
 }
@@ -358,17 +545,49 @@ fn milestones_passed(milestones: &[u64], epoch: u64) -> usize {
 impl LrSchedule {
     /// The config name (`kind = "..."`).
     pub fn name(&self) -> &'static str {
+        self.kind().name()
+    }
+
+    /// Which kind of schedule this is.
+    pub fn kind(&self) -> LrScheduleKind {
         match self {
-            LrSchedule::Constant {} => "constant",
-            LrSchedule::WarmupLr { .. } => "warmup_lr",
-            LrSchedule::WarmupDecayLr { .. } => "warmup_decay_lr",
-            LrSchedule::WarmupCosineLr { .. } => "warmup_cosine_lr",
-            LrSchedule::OneCycle { .. } => "one_cycle",
-            LrSchedule::CyclicLr { .. } => "cyclic_lr",
-            LrSchedule::MultiStep { .. } => "multi_step",
-            LrSchedule::CosineAnnealing { .. } => "cosine_annealing",
-            LrSchedule::Goyal { .. } => "goyal",
+            LrSchedule::Constant {} => LrScheduleKind::Constant,
+            LrSchedule::WarmupLr { .. } => LrScheduleKind::WarmupLr,
+            LrSchedule::WarmupDecayLr { .. } => LrScheduleKind::WarmupDecayLr,
+            LrSchedule::WarmupCosineLr { .. } => LrScheduleKind::WarmupCosineLr,
+            LrSchedule::OneCycle { .. } => LrScheduleKind::OneCycle,
+            LrSchedule::CyclicLr { .. } => LrScheduleKind::CyclicLr,
+            LrSchedule::MultiStep { .. } => LrScheduleKind::MultiStep,
+            LrSchedule::CosineAnnealing { .. } => LrScheduleKind::CosineAnnealing,
+            LrSchedule::Goyal { .. } => LrScheduleKind::Goyal,
         }
+    }
+
+    /// `kind`'s default, scaled to the run (see [`LrScheduleKind::default_for`]).
+    pub fn default_of(kind: LrScheduleKind, run: &LrDefaults) -> LrSchedule {
+        kind.default_for(run)
+    }
+
+    /// The `[lr_schedule]` table of this schedule, `kind` included.
+    pub fn to_table(&self) -> toml::Table {
+        match toml::Value::try_from(self) {
+            Ok(toml::Value::Table(t)) => t,
+            other => unreachable!("an LrSchedule serializes to a TOML table, got {other:?}"),
+        }
+    }
+
+    /// The parameter `key` as the `[lr_schedule]` table has it (None: not set, or not a
+    /// parameter of this kind).
+    pub fn param(&self, key: &str) -> Option<toml::Value> {
+        self.to_table().remove(key)
+    }
+
+    /// This schedule with the parameter `key` set to `value`, through the same deserializer as
+    /// a config file (an unknown key or a wrong type is an error).
+    pub fn with_param(&self, key: &str, value: toml::Value) -> Result<LrSchedule, String> {
+        let mut t = self.to_table();
+        t.insert(key.to_string(), value);
+        LrSchedule::deserialize(toml::Value::Table(t)).map_err(|e| e.message().to_string())
     }
 
     /// The lr for the optimizer step after `step` steps have been taken (0-based).

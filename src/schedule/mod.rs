@@ -5,7 +5,10 @@
 pub mod lr;
 pub mod precision;
 
-pub use lr::{CyclicMode, CyclicScaleMode, LrContext, LrSchedule, MomentumKind, WarmupType};
+pub use lr::{
+    CyclicMode, CyclicScaleMode, LrContext, LrDefaults, LrSchedule, LrScheduleKind, MomentumKind,
+    WarmupType,
+};
 pub use precision::{PrecisionSchedule, PrecisionScheduleKind, SavingsGroup};
 
 /// A schedule that cannot run as configured. Messages name the config key, what was expected
@@ -22,6 +25,9 @@ pub enum ScheduleError {
     /// A precision schedule name that does not exist.
     #[error("unknown precision schedule {got:?}: expected one of {valid}")]
     UnknownKind { got: String, valid: String },
+    /// An LR schedule name that does not exist.
+    #[error("unknown LR schedule {got:?}: expected one of {valid}")]
+    UnknownLrKind { got: String, valid: String },
 }
 
 impl ScheduleError {
@@ -41,7 +47,7 @@ impl ScheduleError {
     pub fn field(&self) -> Option<&str> {
         match self {
             ScheduleError::Invalid { field, .. } => Some(field),
-            ScheduleError::UnknownKind { .. } => None,
+            ScheduleError::UnknownKind { .. } | ScheduleError::UnknownLrKind { .. } => None,
         }
     }
 }

@@ -123,10 +123,55 @@ pub struct EvalEvent {
     pub epoch_seconds: f64,
 }
 
+/// How a run ended, as its summary records it. Serialized as the lowercase names older builds
+/// wrote as free text (`"finished"`, `"stopped"`, `"diverged"`, `"failed"`), so every existing
+/// `summary.json` and `metrics.jsonl` reads unchanged.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum RunStatus {
+    /// Trained every epoch.
+    #[serde(rename = "finished")]
+    Finished,
+    /// Stopped by the user (Ctrl-C, SIGTERM, the workbench): resumable.
+    #[serde(rename = "stopped")]
+    Stopped,
+    /// The loss became non-finite or exploded.
+    #[serde(rename = "diverged")]
+    Diverged,
+    /// An error ended the run (`Summary::error` says which). Also the status of a summary built
+    /// before its ending is known.
+    #[default]
+    #[serde(rename = "failed")]
+    Failed,
+}
+
+impl RunStatus {
+    pub const ALL: [RunStatus; 4] = [
+        RunStatus::Finished,
+        RunStatus::Stopped,
+        RunStatus::Diverged,
+        RunStatus::Failed,
+    ];
+
+    /// The name on disk and on screen.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RunStatus::Finished => "finished",
+            RunStatus::Stopped => "stopped",
+            RunStatus::Diverged => "diverged",
+            RunStatus::Failed => "failed",
+        }
+    }
+}
+
+impl std::fmt::Display for RunStatus {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.pad(self.as_str())
+    }
+}
+
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Summary {
-    /// finished, stopped, diverged or failed.
-    pub status: String,
+    pub status: RunStatus,
     pub final_test_acc: Option<f64>,
     pub best_test_acc: Option<f64>,
     /// 1-based epoch of `best_test_acc` (0-based in summaries of older builds).
@@ -162,6 +207,10 @@ pub struct Summary {
     /// Steps whose update was skipped (fp16 overflow).
     #[serde(default)]
     pub skipped_steps: u64,
+    /// In this process only (never written): the failure only reports that another rank (or
+    /// the job) aborted the group, so the root cause is elsewhere. Set with status `failed`.
+    #[serde(skip)]
+    pub aborted_by_peer: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -333,5 +382,52 @@ mod tests {
         let before = fresh.clone();
         upgrade_epochs(&mut fresh);
         assert_eq!(fresh, before);
+    }
+
+    #[test]
+    fn every_run_status_round_trips_as_its_old_string() {
+        for status in RunStatus::ALL {
+            let old = match status {
+                RunStatus::Finished => "finished",
+                RunStatus::Stopped => "stopped",
+                RunStatus::Diverged => "diverged",
+                RunStatus::Failed => "failed",
+            };
+            let json = serde_json::to_string(&status).unwrap();
+            assert_eq!(json, format!("\"{old}\""));
+            assert_eq!(serde_json::from_str::<RunStatus>(&json).unwrap(), status);
+            assert_eq!(status.as_str(), old);
+            assert_eq!(status.to_string(), old);
+        }
+        assert!(serde_json::from_str::<RunStatus>("\"live\"").is_err());
+    }
+
+    /// A `summary.json` as older builds wrote it (status as free text, no newer fields).
+    #[test]
+    fn an_old_summary_json_parses_and_writes_back_the_same_status() {
+        let text = r#"{
+  "status": "stopped",
+  "final_test_acc": 0.4,
+  "best_test_acc": 0.45,
+  "best_epoch": 1,
+  "epochs": 2,
+  "steps": 10,
+  "train_seconds": 3.5,
+  "seconds_per_epoch": [1.5, 2.0],
+  "test_acc_per_epoch": [0.45, 0.4],
+  "run_dir": "runs/r",
+  "name": "r",
+  "model": "lenet",
+  "params": 61706,
+  "dataset": "synthetic",
+  "error": "stopped by user"
+}"#;
+        let s: Summary = serde_json::from_str(text).unwrap();
+        assert_eq!(s.status, RunStatus::Stopped);
+        assert_eq!(s.error.as_deref(), Some("stopped by user"));
+        assert!(!s.aborted_by_peer);
+        let v = serde_json::to_value(&s).unwrap();
+        assert_eq!(v["status"], "stopped");
+        assert!(v.get("aborted_by_peer").is_none(), "in-process only");
     }
 }

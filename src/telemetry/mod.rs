@@ -2,4 +2,4 @@
 pub mod event;
 pub mod store;
 
-pub use event::{EvalEvent, Event, StepEvent, Summary};
+pub use event::{EvalEvent, Event, RunStatus, StepEvent, Summary};

@@ -9,8 +9,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 
-use super::{Event, Summary};
-use crate::config::RunConfig;
+use super::{Event, RunStatus, Summary};
+use crate::config::{ConfigError, RunConfig};
 use crate::files::process::{Liveness, ProcessId};
 use crate::files::{self, FileError};
 
@@ -241,16 +241,53 @@ pub struct RunInfo {
     pub summary_error: Option<String>,
 }
 
+/// What `runs list` shows as a run's status: the summary's, or what the directory says
+/// without one. Displayed (and written by `runs list --json`) as the lowercase names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum RunState {
+    /// The run ended and its summary says how.
+    Ended(RunStatus),
+    /// `summary.json` exists but cannot be read.
+    Corrupt,
+    /// No summary, and the process training it runs.
+    Live,
+    /// No summary and no process: interrupted, resumable from its last checkpoint.
+    Incomplete,
+}
+
+impl RunState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RunState::Ended(s) => s.as_str(),
+            RunState::Corrupt => "corrupt",
+            RunState::Live => "live",
+            RunState::Incomplete => "incomplete",
+        }
+    }
+}
+
+impl std::fmt::Display for RunState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.pad(self.as_str())
+    }
+}
+
+impl serde::Serialize for RunState {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        s.serialize_str(self.as_str())
+    }
+}
+
 impl RunInfo {
     /// finished/stopped/diverged/failed from the summary; `corrupt` when the summary file exists
     /// but cannot be read; without one, `live` while its process runs, else `incomplete`
     /// (interrupted: resumable from its last checkpoint).
-    pub fn status(&self) -> &str {
+    pub fn status(&self) -> RunState {
         match &self.summary {
-            Some(s) => s.status.as_str(),
-            None if self.summary_error.is_some() => "corrupt",
-            None if live_pid(&self.dir).is_some() => "live",
-            None => "incomplete",
+            Some(s) => RunState::Ended(s.status),
+            None if self.summary_error.is_some() => RunState::Corrupt,
+            None if live_pid(&self.dir).is_some() => RunState::Live,
+            None => RunState::Incomplete,
         }
     }
 }
@@ -300,6 +337,17 @@ pub fn try_list_runs(runs_root: &Path) -> Result<Vec<RunInfo>> {
 /// runs. Commands should use `try_list_runs` and report the error.
 pub fn list_runs(runs_root: &Path) -> Vec<RunInfo> {
     try_list_runs(runs_root).unwrap_or_default()
+}
+
+/// The run's recorded `config.toml`, parsed strictly (an error names the file and the field).
+pub fn read_config(dir: &Path) -> std::result::Result<RunConfig, ConfigError> {
+    RunConfig::from_file(&dir.join(CONFIG_FILE))
+}
+
+/// The run's recorded `config.toml` as written, for showing it or reading it loosely.
+pub fn read_config_text(dir: &Path) -> Result<String> {
+    let path = dir.join(CONFIG_FILE);
+    fs::read_to_string(&path).map_err(|e| FileError::new("read", &path, e).into())
 }
 
 /// The run's summary; an error when it is missing or cannot be read.
@@ -425,18 +473,21 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let mut s = RunStore::create(dir.path(), &quickstart(dir.path())).unwrap();
         s.write_summary(&Summary {
-            status: "finished".into(),
+            status: RunStatus::Finished,
             ..Summary::default()
         })
         .unwrap();
         let run = s.dir().to_path_buf();
         drop(s);
-        assert_eq!(try_list_runs(dir.path()).unwrap()[0].status(), "finished");
+        assert_eq!(
+            try_list_runs(dir.path()).unwrap()[0].status(),
+            RunState::Ended(RunStatus::Finished)
+        );
         let summary = run.join(SUMMARY_FILE);
         let text = fs::read_to_string(&summary).unwrap();
         fs::write(&summary, &text[..text.len() / 2]).unwrap();
         let runs = try_list_runs(dir.path()).unwrap();
-        assert_eq!(runs[0].status(), "corrupt");
+        assert_eq!(runs[0].status(), RunState::Corrupt);
         let e = read_summary_if_present(&run).unwrap_err().to_string();
         assert!(
             e.contains(&summary.display().to_string()) && e.contains("corrupt"),
@@ -498,7 +549,7 @@ mod tests {
         fs::write(run.join(PROCESS_FILE), stale.to_string()).unwrap();
         assert_eq!(run_process(&run), RunProcess::None);
         assert_eq!(live_pid(&run), None);
-        assert_eq!(list_runs(dir.path())[0].status(), "incomplete");
+        assert_eq!(list_runs(dir.path())[0].status(), RunState::Incomplete);
         // An old marker (pid only) whose pid runs: cannot tell.
         fs::write(run.join(PROCESS_FILE), format!("{{\"pid\": {}}}", me.pid)).unwrap();
         assert_eq!(run_process(&run), RunProcess::Unsure(me.pid));
@@ -554,9 +605,53 @@ mod tests {
         assert_eq!(read_metrics(&run).unwrap(), vec![ev]);
         assert_eq!(list_runs(dir.path()).len(), 1);
         // This test process wrote process.json and is alive: the run counts as live …
-        assert_eq!(list_runs(dir.path())[0].status(), "live");
+        assert_eq!(list_runs(dir.path())[0].status(), RunState::Live);
         // … and once its process is gone (a pid that cannot exist), as interrupted.
         write_atomic(&run.join(PROCESS_FILE), br#"{"pid": 4294967295}"#).unwrap();
-        assert_eq!(list_runs(dir.path())[0].status(), "incomplete");
+        assert_eq!(list_runs(dir.path())[0].status(), RunState::Incomplete);
+    }
+
+    /// `runs list` shows (and `runs list --json` writes) the names it always has.
+    #[test]
+    fn run_states_show_their_old_names() {
+        let shown = |r: RunState| {
+            (
+                r.to_string(),
+                serde_json::to_value(r).unwrap(),
+                format!("{r:<10}|"),
+            )
+        };
+        for (state, name) in [
+            (RunState::Ended(RunStatus::Finished), "finished"),
+            (RunState::Ended(RunStatus::Stopped), "stopped"),
+            (RunState::Ended(RunStatus::Diverged), "diverged"),
+            (RunState::Ended(RunStatus::Failed), "failed"),
+            (RunState::Corrupt, "corrupt"),
+            (RunState::Live, "live"),
+            (RunState::Incomplete, "incomplete"),
+        ] {
+            let (text, json, padded) = shown(state);
+            assert_eq!(text, name);
+            assert_eq!(json, name);
+            assert_eq!(padded, format!("{name:<10}|"), "column widths still apply");
+        }
+    }
+
+    #[test]
+    fn read_config_reads_what_create_recorded() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = quickstart(dir.path());
+        let s = RunStore::create(dir.path(), &config).unwrap();
+        let run = s.dir().to_path_buf();
+        drop(s);
+        assert_eq!(read_config_text(&run).unwrap(), config.to_toml());
+        assert_eq!(read_config(&run).unwrap().to_toml(), config.to_toml());
+        let missing = dir.path().join("nope");
+        let e = format!("{:#}", read_config_text(&missing).unwrap_err());
+        assert!(
+            e.contains(&missing.join(CONFIG_FILE).display().to_string()),
+            "{e}"
+        );
+        assert!(read_config(&missing).is_err());
     }
 }

@@ -13,14 +13,13 @@ use super::dashboard::DashState;
 use super::presets::PresetsState;
 use super::process::{self, LockError};
 use super::run_data::{Incoming, LogKind, RunData, RunStatus};
-use super::runs::RunsState;
+use super::runs::{RunRow, RunsState};
 use super::sampler::DeviceSample;
 use super::setup::{AbFirst, SetupState};
 use super::TuiOptions;
 use crate::config::paths::Paths;
-use crate::config::presets::{PresetStore, DEFAULT_PRESET};
-use crate::config::RunConfig;
-use crate::engine::device::{parse_devices, DeviceSpec};
+use crate::config::presets::{PresetEntry, PresetStore, DEFAULT_PRESET};
+use crate::config::{DeviceSpec, RunConfig};
 use crate::telemetry::event::Event;
 use crate::telemetry::store;
 
@@ -73,6 +72,64 @@ pub enum Command {
         pid: u32,
         signal: i32,
     },
+}
+
+/// What a view's own key handling hands back. A view (a `Component`) changes only its own
+/// state and asks the app for anything beyond it, as in ratatui's component template.
+#[derive(Debug, Clone)]
+pub enum Reply {
+    /// Not an action for this view (or not in its current state).
+    Ignored,
+    /// Handled inside the view's own state.
+    Done,
+    /// Handled; the app does the rest.
+    Then(Request),
+}
+
+/// What a view asks of the app (`App::apply`).
+#[derive(Debug, Clone)]
+pub enum Request {
+    /// Make run `id` the Dashboard's run.
+    Current(RunId),
+    /// Show run `id` in the Dashboard, remembering where `q` goes back to.
+    Open(RunId),
+    /// Swap Compare's A and B.
+    SwapPair,
+    /// Open the run in this directory in the Dashboard (replay, or attach if live).
+    OpenDir(PathBuf),
+    /// Re-read the runs directory.
+    RefreshRuns,
+    /// Write the selected run's CSV files.
+    ExportRun,
+    /// Ask before deleting this run (refused while it is live).
+    DeleteRun(Box<RunRow>),
+    /// Load this preset into Setup.
+    LoadPreset(Box<PresetEntry>),
+    /// Ask for a name to save the setup under.
+    SavePreset,
+    Overlay(Overlay),
+    Say(String, bool),
+}
+
+/// One view's state and key handling: `handle` sees the action and what it reads of the rest of
+/// the app (`Ctx`), changes only `self`, and returns what the app should do besides. The keys it
+/// answers are declared in its table in `keys`.
+pub trait Component {
+    type Ctx<'a>;
+    fn handle(&mut self, action: &Action, ctx: Self::Ctx<'_>) -> Reply;
+}
+
+/// The Setup form keeps its own `handle` (it reads nothing outside itself).
+impl Component for SetupState {
+    type Ctx<'a> = ();
+
+    fn handle(&mut self, action: &Action, (): ()) -> Reply {
+        if SetupState::handle(self, action) {
+            Reply::Done
+        } else {
+            Reply::Ignored
+        }
+    }
 }
 
 /// How this workbench relates to a run's process.
@@ -311,7 +368,7 @@ impl App {
             .rows
             .iter()
             .enumerate()
-            .filter(|(_, r)| r.status == "live")
+            .filter(|(_, r)| r.status == store::RunState::Live)
             .map(|(i, _)| i)
             .collect();
         if let Some(&first) = live.first() {
@@ -475,16 +532,48 @@ impl App {
                 }
             },
             other => {
-                return match self.view {
-                    View::Setup => self.setup.handle(&other),
-                    View::Dashboard => super::dashboard::handle(self, &other),
-                    View::Compare => super::compare::handle(self, &other),
-                    View::Presets => super::presets::handle(self, &other),
-                    View::Runs => super::runs::handle(self, &other),
-                }
+                let reply = match self.view {
+                    View::Setup => Component::handle(&mut self.setup, &other, ()),
+                    View::Dashboard => self.dash.handle(&other, (&self.runs, self.current)),
+                    View::Compare => self.cmp.handle(&other, self.pair),
+                    View::Presets => self.presets.handle(&other, ()),
+                    View::Runs => self.history.handle(&other, ()),
+                };
+                return match reply {
+                    Reply::Ignored => false,
+                    Reply::Done => true,
+                    Reply::Then(r) => {
+                        self.apply(r);
+                        true
+                    }
+                };
             }
         }
         true
+    }
+
+    /// Does what a view asked for.
+    pub fn apply(&mut self, r: Request) {
+        match r {
+            Request::Current(id) => self.current = Some(id),
+            Request::Open(id) => {
+                self.current = Some(id);
+                self.open(View::Dashboard);
+            }
+            Request::SwapPair => {
+                if let Some((a, b)) = self.pair {
+                    self.pair = Some((b, a));
+                }
+            }
+            Request::OpenDir(dir) => super::runs::open(self, &dir),
+            Request::RefreshRuns => super::runs::refresh(self),
+            Request::ExportRun => super::runs::export(self),
+            Request::DeleteRun(row) => super::runs::ask_delete(self, *row),
+            Request::LoadPreset(entry) => super::presets::load(self, *entry),
+            Request::SavePreset => super::presets::ask_save(self),
+            Request::Overlay(o) => self.overlay = Some(o),
+            Request::Say(text, warn) => self.say(text, warn),
+        }
     }
 
     fn update_overlay(&mut self, ov: Overlay, action: Action) {
@@ -648,7 +737,7 @@ impl App {
             }
             Control::Queued(_) => {
                 s.control = Control::None;
-                s.data.status = RunStatus::Ended("stopped".into());
+                s.data.status = RunStatus::Ended(crate::telemetry::RunStatus::Stopped);
                 s.data.note(LogKind::Note, "removed from the queue");
             }
             _ => {}
@@ -869,7 +958,7 @@ impl App {
         let summary = store::read_summary(dir).ok();
         let live = summary.is_none().then(|| store::live_pid(dir)).flatten();
         data.status = match (&summary, live) {
-            (Some(s), _) => RunStatus::Ended(s.status.clone()),
+            (Some(s), _) => RunStatus::Ended(s.status),
             (None, Some(_)) => RunStatus::Starting,
             (None, None) => RunStatus::Incomplete,
         };
@@ -1016,25 +1105,31 @@ impl App {
 }
 
 /// Splits one device spec between two runs: `(A's, B's, threads per run)`.
-pub fn split_devices(spec: &str, cores: usize) -> Result<(String, String, Option<usize>), String> {
-    match parse_devices(spec)? {
-        DeviceSpec::Cpu { workers: 1 } => {
-            Ok(("cpu".into(), "cpu".into(), Some((cores / 2).max(1))))
-        }
+pub fn split_devices(
+    spec: &DeviceSpec,
+    cores: usize,
+) -> Result<(DeviceSpec, DeviceSpec, Option<usize>), String> {
+    match spec {
+        DeviceSpec::Cpu { workers: 1 } => Ok((
+            DeviceSpec::Cpu { workers: 1 },
+            DeviceSpec::Cpu { workers: 1 },
+            Some((cores / 2).max(1)),
+        )),
         DeviceSpec::Cpu { workers } => {
             let half = workers / 2;
             Ok((
-                format!("cpu:{}", workers - half),
-                format!("cpu:{half}"),
+                DeviceSpec::Cpu {
+                    workers: workers - half,
+                },
+                DeviceSpec::Cpu { workers: half },
                 None,
             ))
         }
         DeviceSpec::Cuda(ids) if ids.len() >= 2 => {
             let (a, b) = ids.split_at(ids.len().div_ceil(2));
-            let list = |v: &[usize]| v.iter().map(usize::to_string).collect::<Vec<_>>().join(",");
             Ok((
-                format!("cuda:{}", list(a)),
-                format!("cuda:{}", list(b)),
+                DeviceSpec::Cuda(a.to_vec()),
+                DeviceSpec::Cuda(b.to_vec()),
                 None,
             ))
         }
@@ -1053,17 +1148,20 @@ mod tests {
 
     #[test]
     fn devices_split_in_halves() {
+        // Compared as specs: `cpu:1` and `cpu` are the same one worker.
+        let d = |s: &str| s.parse::<DeviceSpec>().unwrap();
+        let split_devices = |spec: &str, cores| split_devices(&d(spec), cores);
         assert_eq!(
             split_devices("cpu", 4).unwrap(),
-            ("cpu".into(), "cpu".into(), Some(2))
+            (d("cpu"), d("cpu"), Some(2))
         );
         assert_eq!(
             split_devices("cpu:3", 4).unwrap(),
-            ("cpu:2".into(), "cpu:1".into(), None)
+            (d("cpu:2"), d("cpu:1"), None)
         );
         assert_eq!(
             split_devices("cuda:0,1,2,3", 4).unwrap(),
-            ("cuda:0,1".into(), "cuda:2,3".into(), None)
+            (d("cuda:0,1"), d("cuda:2,3"), None)
         );
         assert!(split_devices("cuda:0", 4).is_err());
     }

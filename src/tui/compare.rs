@@ -7,7 +7,7 @@ use ratatui::widgets::{Cell, Paragraph, Row, Table};
 use ratatui::Frame;
 
 use super::action::Action;
-use super::app::{App, RunSlot};
+use super::app::{App, Component, Reply, Request, RunId, RunSlot};
 use super::charts::{self, Plot};
 use super::dashboard::status_badge;
 use super::run_data::{pct, RunData};
@@ -21,28 +21,29 @@ pub struct CompareState {
     pub zoom: bool,
 }
 
-/// The Compare view's part of `App::update`; false if `a` means nothing here.
-pub fn handle(app: &mut App, a: &Action) -> bool {
-    let c = &mut app.cmp;
-    match a {
-        Action::FocusNext => c.focus = (c.focus + 1) % PANELS.len(),
-        Action::FocusPrev => c.focus = (c.focus + PANELS.len() - 1) % PANELS.len(),
-        Action::Select => c.zoom = !c.zoom,
-        Action::Key('w') => {
-            if let Some((a, b)) = app.pair {
-                app.pair = Some((b, a));
+impl Component for CompareState {
+    /// The pair shown.
+    type Ctx<'a> = Option<(RunId, RunId)>;
+
+    fn handle(&mut self, a: &Action, pair: Self::Ctx<'_>) -> Reply {
+        let c = self;
+        match a {
+            Action::FocusNext => c.focus = (c.focus + 1) % PANELS.len(),
+            Action::FocusPrev => c.focus = (c.focus + PANELS.len() - 1) % PANELS.len(),
+            Action::Select => c.zoom = !c.zoom,
+            Action::Key('w') if pair.is_some() => return Reply::Then(Request::SwapPair),
+            Action::Key('w') => {}
+            Action::Left | Action::Right => {
+                // Open A or B in the Dashboard.
+                if let Some((ra, rb)) = pair {
+                    let id = if *a == Action::Left { ra } else { rb };
+                    return Reply::Then(Request::Open(id));
+                }
             }
+            _ => return Reply::Ignored,
         }
-        Action::Left | Action::Right => {
-            // Open A or B in the Dashboard.
-            if let Some((ra, rb)) = app.pair {
-                app.current = Some(if *a == Action::Left { ra } else { rb });
-                app.open(super::action::View::Dashboard);
-            }
-        }
-        _ => return false,
+        Reply::Done
     }
-    true
 }
 
 pub fn draw(f: &mut Frame, area: Rect, app: &App) {

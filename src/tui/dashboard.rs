@@ -7,7 +7,7 @@ use ratatui::widgets::{LineGauge, Paragraph};
 use ratatui::Frame;
 
 use super::action::Action;
-use super::app::{App, Control, RunSlot};
+use super::app::{App, Component, Control, Reply, Request, RunId, RunSlot};
 use super::charts::{self, Plot};
 use super::run_data::{pct, LogKind, RunData, RunStatus};
 use super::setup::clip;
@@ -31,38 +31,41 @@ pub struct DashState {
     pub log_scroll: usize,
 }
 
-/// The Dashboard's part of `App::update`; false if `a` means nothing here (or not now).
-pub fn handle(app: &mut App, a: &Action) -> bool {
-    let d = &mut app.dash;
-    match a {
-        Action::FocusNext => d.focus = (d.focus + 1) % PANELS.len(),
-        Action::FocusPrev => d.focus = (d.focus + PANELS.len() - 1) % PANELS.len(),
-        Action::Select => d.zoom = !d.zoom,
-        Action::Up if d.focus == LOG => d.log_scroll += 1,
-        Action::Down if d.focus == LOG => d.log_scroll = d.log_scroll.saturating_sub(1),
-        Action::PageUp if d.focus == LOG => d.log_scroll += 10,
-        Action::PageDown if d.focus == LOG => d.log_scroll = d.log_scroll.saturating_sub(10),
-        Action::Left | Action::Right => {
-            // Several runs open (an A/B pair, runs opened from history): step through them.
-            let n = app.runs.len();
-            if n == 0 {
-                return true;
+impl Component for DashState {
+    /// The open runs and the one shown.
+    type Ctx<'a> = (&'a [RunSlot], Option<RunId>);
+
+    fn handle(&mut self, a: &Action, (runs, current): Self::Ctx<'_>) -> Reply {
+        let d = self;
+        match a {
+            Action::FocusNext => d.focus = (d.focus + 1) % PANELS.len(),
+            Action::FocusPrev => d.focus = (d.focus + PANELS.len() - 1) % PANELS.len(),
+            Action::Select => d.zoom = !d.zoom,
+            Action::Up if d.focus == LOG => d.log_scroll += 1,
+            Action::Down if d.focus == LOG => d.log_scroll = d.log_scroll.saturating_sub(1),
+            Action::PageUp if d.focus == LOG => d.log_scroll += 10,
+            Action::PageDown if d.focus == LOG => d.log_scroll = d.log_scroll.saturating_sub(10),
+            Action::Left | Action::Right => {
+                // Several runs open (an A/B pair, runs opened from history): step through them.
+                let n = runs.len();
+                if n == 0 {
+                    return Reply::Done;
+                }
+                let i = current
+                    .and_then(|c| runs.iter().position(|s| s.id == c))
+                    .unwrap_or(0);
+                let j = if *a == Action::Right {
+                    (i + 1) % n
+                } else {
+                    (i + n - 1) % n
+                };
+                d.log_scroll = 0;
+                return Reply::Then(Request::Current(runs[j].id));
             }
-            let i = app
-                .current
-                .and_then(|c| app.runs.iter().position(|s| s.id == c))
-                .unwrap_or(0);
-            let j = if *a == Action::Right {
-                (i + 1) % n
-            } else {
-                (i + n - 1) % n
-            };
-            app.current = Some(app.runs[j].id);
-            app.dash.log_scroll = 0;
+            _ => return Reply::Ignored,
         }
-        _ => return false,
+        Reply::Done
     }
-    true
 }
 
 pub fn draw(f: &mut Frame, area: Rect, app: &App) {
@@ -199,7 +202,7 @@ pub fn status_badge(s: &RunStatus) -> (String, ratatui::style::Color) {
     let c = match s {
         RunStatus::Training | RunStatus::Starting => theme::GOOD,
         RunStatus::Paused | RunStatus::Stopping | RunStatus::Queued => theme::WARN,
-        RunStatus::Ended(x) if x == "finished" => theme::ACCENT,
+        RunStatus::Ended(crate::telemetry::RunStatus::Finished) => theme::ACCENT,
         RunStatus::Ended(_) | RunStatus::Incomplete => theme::WARN,
         RunStatus::Failed(_) => theme::BAD,
     };

@@ -492,3 +492,46 @@ pub fn name(key: Key) -> String {
         other => format!("{other:?}"),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn footers_read_as_before() {
+        let want = [
+            (
+                View::Setup,
+                "↑↓ field  ←→ change  Enter edit  s start  c A/B  ? help  q quit",
+            ),
+            (
+                View::Dashboard,
+                "Tab panel  Enter zoom  ←→ run  p pause  x stop  c compare  ? help  q back",
+            ),
+            (
+                View::Compare,
+                "Tab panel  Enter zoom  ←→ open A/B  w swap  ? help  q back",
+            ),
+            (
+                View::Presets,
+                "Enter load  n save setup  u duplicate  d delete  ? help  q back",
+            ),
+            // `q back` was missing from the hand-written line; q goes back here too.
+            (
+                View::Runs,
+                "Enter open  space mark  c compare  e export CSV  d delete  ? help  q back",
+            ),
+        ];
+        for (v, line) in want {
+            assert_eq!(footer(v), line, "{v:?}");
+        }
+    }
+
+    #[test]
+    fn unlisted_keys_send_nothing_in_normal_mode() {
+        let ev = |c| Key::new(KeyCode::Char(c)).event();
+        assert_eq!(lookup(&ev('w')), Some(Action::Key('w')));
+        assert_eq!(lookup(&ev('y')), None);
+        assert_eq!(lookup(&Key::new(KeyCode::Backspace).event()), None);
+    }
+}

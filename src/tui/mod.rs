@@ -1,9 +1,12 @@
 //! The terminal workbench (setup, dashboard, compare, presets, runs, help).
 //!
-//! Shape: keys → `Action` → `App::update`; background threads (run children, run-directory
-//! followers, the device sampler, the hang-up watcher) → `Msg` / the `Inbox` → `App`; the app
-//! queues `Command`s that the `Supervisor` executes; `ui::draw` renders the state. Training never
-//! runs in this process: a run is a `cptlab run --json` child in its own session.
+//! Shape: keys → `Action` (through the key tables in `keys`, which also write the help and the
+//! footer) → `App::update`, which hands each view's actions to that view's state (a
+//! `Component`: it changes only itself and returns a `Request` for the rest); background
+//! threads (run children, run-directory followers, the device sampler, the hang-up watcher) →
+//! `Msg` / the `Inbox` → `App`; the app queues `Command`s that the `Supervisor` executes;
+//! `ui::draw` renders the state. Training never runs in this process: a run is a
+//! `cptlab run --json` child in its own session.
 pub mod action;
 pub mod app;
 pub mod charts;

@@ -9,7 +9,7 @@ use ratatui::widgets::{List, ListItem, ListState, Paragraph, Wrap};
 use ratatui::Frame;
 
 use super::action::{Action, View};
-use super::app::{App, Dialog, Overlay, Prompt, PromptKind};
+use super::app::{App, Component, Dialog, Overlay, Prompt, PromptKind, Reply, Request};
 use super::setup::clip;
 use super::ui::{panel, theme};
 use crate::config::presets::{Origin, PresetEntry, PresetStore};
@@ -67,67 +67,81 @@ fn origin(p: &PresetEntry) -> &'static str {
     }
 }
 
-/// The Presets view's part of `App::update`; false if `a` means nothing here.
-pub fn handle(app: &mut App, a: &Action) -> bool {
-    let n = app.presets.rows.len();
-    let p = &mut app.presets;
-    match a {
-        Action::FocusNext | Action::FocusPrev => p.preview_focus = !p.preview_focus,
-        Action::Up if p.preview_focus => p.scroll = p.scroll.saturating_sub(1),
-        Action::Down if p.preview_focus => p.scroll += 1,
-        Action::Up => {
-            p.cursor = p.cursor.saturating_sub(1);
-            p.scroll = 0;
-        }
-        Action::Down => {
-            p.cursor = (p.cursor + 1).min(n.saturating_sub(1));
-            p.scroll = 0;
-        }
-        Action::Select => {
-            let Some(entry) = p.selected().cloned() else {
-                return true;
-            };
-            match entry.config {
-                Ok(cfg) => {
-                    let data = app.data_override.clone();
-                    app.setup.load(cfg, &entry.name, data.as_deref());
-                    app.show(View::Setup);
-                    app.say(format!("loaded preset {} into Setup", entry.name), false);
-                }
-                Err(e) => app.say(format!("{} does not load: {e}", entry.name), true),
+impl Component for PresetsState {
+    type Ctx<'a> = ();
+
+    fn handle(&mut self, a: &Action, (): ()) -> Reply {
+        let n = self.rows.len();
+        let p = self;
+        match a {
+            Action::FocusNext | Action::FocusPrev => p.preview_focus = !p.preview_focus,
+            Action::Up if p.preview_focus => p.scroll = p.scroll.saturating_sub(1),
+            Action::Down if p.preview_focus => p.scroll += 1,
+            Action::Up => {
+                p.cursor = p.cursor.saturating_sub(1);
+                p.scroll = 0;
             }
-        }
-        Action::Key('n') => {
-            if app.setup.check.config.is_none() {
-                app.say("Setup has invalid fields: fix them before saving", true);
-                return true;
+            Action::Down => {
+                p.cursor = (p.cursor + 1).min(n.saturating_sub(1));
+                p.scroll = 0;
             }
-            let input = app.setup.value(super::setup::Field::Name).to_string();
-            app.overlay = Some(Overlay::Prompt(Prompt {
-                kind: PromptKind::SavePreset,
-                input,
-            }));
-        }
-        Action::Key('u') => {
-            let Some(entry) = p.selected() else { return true };
-            let from = entry.name.clone();
-            app.overlay = Some(Overlay::Prompt(Prompt {
-                input: format!("{from}-copy"),
-                kind: PromptKind::DuplicatePreset(from),
-            }));
-        }
-        Action::Key('d') => {
-            let Some(entry) = p.selected() else { return true };
-            match entry.origin {
-                Origin::BuiltIn => app.say("built-in presets cannot be deleted", true),
-                Origin::User(_) => {
-                    app.overlay = Some(Overlay::Dialog(Dialog::DeletePreset(entry.name.clone())))
+            Action::Select => {
+                if let Some(entry) = p.selected().cloned() {
+                    return Reply::Then(Request::LoadPreset(Box::new(entry)));
                 }
             }
+            Action::Key('n') => return Reply::Then(Request::SavePreset),
+            Action::Key('u') => {
+                if let Some(entry) = p.selected() {
+                    let from = entry.name.clone();
+                    return Reply::Then(Request::Overlay(Overlay::Prompt(Prompt {
+                        input: format!("{from}-copy"),
+                        kind: PromptKind::DuplicatePreset(from),
+                    })));
+                }
+            }
+            Action::Key('d') => {
+                if let Some(entry) = p.selected() {
+                    return Reply::Then(match entry.origin {
+                        Origin::BuiltIn => {
+                            Request::Say("built-in presets cannot be deleted".into(), true)
+                        }
+                        Origin::User(_) => Request::Overlay(Overlay::Dialog(Dialog::DeletePreset(
+                            entry.name.clone(),
+                        ))),
+                    });
+                }
+            }
+            _ => return Reply::Ignored,
         }
-        _ => return false,
+        Reply::Done
     }
-    true
+}
+
+/// Enter: loads a preset into Setup (keeping `--data`) and shows Setup.
+pub fn load(app: &mut App, entry: PresetEntry) {
+    match entry.config {
+        Ok(cfg) => {
+            let data = app.data_override.clone();
+            app.setup.load(cfg, &entry.name, data.as_deref());
+            app.show(View::Setup);
+            app.say(format!("loaded preset {} into Setup", entry.name), false);
+        }
+        Err(e) => app.say(format!("{} does not load: {e}", entry.name), true),
+    }
+}
+
+/// `n`: asks for a name to save the current setup under.
+pub fn ask_save(app: &mut App) {
+    if app.setup.check.config.is_none() {
+        app.say("Setup has invalid fields: fix them before saving", true);
+        return;
+    }
+    let input = app.setup.value(super::setup::Field::Name).to_string();
+    app.overlay = Some(Overlay::Prompt(Prompt {
+        kind: PromptKind::SavePreset,
+        input,
+    }));
 }
 
 pub fn submit_prompt(app: &mut App, p: Prompt) {

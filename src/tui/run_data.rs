@@ -128,7 +128,7 @@ pub enum RunStatus {
     Paused,
     Stopping,
     /// finished, stopped or diverged (the summary's status).
-    Ended(String),
+    Ended(crate::telemetry::RunStatus),
     Failed(String),
     /// The process is gone and left no summary (resumable from its last checkpoint).
     Incomplete,
@@ -149,8 +149,8 @@ impl RunStatus {
             RunStatus::Training => "training".into(),
             RunStatus::Paused => "paused".into(),
             RunStatus::Stopping => "stopping".into(),
-            RunStatus::Ended(s) => s.clone(),
-            RunStatus::Failed(_) => "failed".into(),
+            RunStatus::Ended(s) => s.to_string(),
+            RunStatus::Failed(_) => crate::telemetry::RunStatus::Failed.to_string(),
             RunStatus::Incomplete => "incomplete".into(),
         }
     }
@@ -423,7 +423,7 @@ impl RunData {
                 self.note(kind, message.clone());
             }
             Event::Finished { summary } => {
-                self.status = RunStatus::Ended(summary.status.clone());
+                self.status = RunStatus::Ended(summary.status);
                 self.note(
                     LogKind::Info,
                     format!(

@@ -9,7 +9,7 @@ use ratatui::widgets::{Cell, Paragraph, Row, Table, TableState};
 use ratatui::Frame;
 
 use super::action::{Action, View};
-use super::app::{App, Command, Control, Dialog, Overlay};
+use super::app::{App, Command, Component, Control, Dialog, Overlay, Reply, Request};
 use super::process;
 use super::run_data::pct;
 use super::setup::clip;
@@ -21,7 +21,7 @@ use crate::telemetry::Summary;
 pub struct RunRow {
     pub dir: PathBuf,
     pub name: String,
-    pub status: String,
+    pub status: store::RunState,
     pub summary: Option<Summary>,
     /// Model, optimizer, batch, epochs, precision — from the recorded config.
     pub about: String,
@@ -91,7 +91,7 @@ impl RunsState {
         let rows: Vec<RunRow> = store::list_runs(root)
             .into_iter()
             .map(|r: RunInfo| RunRow {
-                status: r.status().to_string(),
+                status: r.status(),
                 about: about(&r.dir),
                 locked_by: process::locked_by_other(&r.dir),
                 dir: r.dir,
@@ -117,62 +117,76 @@ impl RunsState {
     }
 }
 
-/// The Runs view's part of `App::update`; false if `a` means nothing here.
-pub fn handle(app: &mut App, a: &Action) -> bool {
-    let n = app.history.rows.len();
-    let h = &mut app.history;
-    match a {
-        Action::Up => h.cursor = h.cursor.saturating_sub(1),
-        Action::Down => h.cursor = (h.cursor + 1).min(n.saturating_sub(1)),
-        Action::PageUp => h.cursor = h.cursor.saturating_sub(10),
-        Action::PageDown => h.cursor = (h.cursor + 10).min(n.saturating_sub(1)),
-        Action::Key(' ') => {
-            let Some(dir) = h.selected().map(|r| r.dir.clone()) else {
-                return true;
-            };
-            if let Some(i) = h.marked.iter().position(|m| *m == dir) {
-                h.marked.remove(i);
-            } else {
-                if h.marked.len() == 2 {
-                    h.marked.remove(0);
+impl Component for RunsState {
+    type Ctx<'a> = ();
+
+    fn handle(&mut self, a: &Action, (): ()) -> Reply {
+        let n = self.rows.len();
+        let h = self;
+        match a {
+            Action::Up => h.cursor = h.cursor.saturating_sub(1),
+            Action::Down => h.cursor = (h.cursor + 1).min(n.saturating_sub(1)),
+            Action::PageUp => h.cursor = h.cursor.saturating_sub(10),
+            Action::PageDown => h.cursor = (h.cursor + 10).min(n.saturating_sub(1)),
+            Action::Key(' ') => {
+                let Some(dir) = h.selected().map(|r| r.dir.clone()) else {
+                    return Reply::Done;
+                };
+                if let Some(i) = h.marked.iter().position(|m| *m == dir) {
+                    h.marked.remove(i);
+                } else {
+                    if h.marked.len() == 2 {
+                        h.marked.remove(0);
+                    }
+                    h.marked.push(dir);
                 }
-                h.marked.push(dir);
             }
-        }
-        Action::Key('r') => {
-            let root = app.paths.runs.clone();
-            app.history.refresh(&root);
-            app.say(format!("{} run(s)", app.history.rows.len()), false);
-        }
-        Action::Select => {
-            let Some(dir) = h.selected().map(|r| r.dir.clone()) else {
-                return true;
-            };
-            let id = app.open_dir(&dir);
-            app.current = Some(id);
-            app.dash.log_scroll = 0;
-            app.open(View::Dashboard);
-        }
-        Action::Key('e') => export(app),
-        Action::Key('d') => {
-            let Some(row) = h.selected().cloned() else {
-                return true;
-            };
-            if row.status == "live" || ours(app, &row.dir) {
-                app.say(
-                    "a live run cannot be deleted: stop it first (x in its Dashboard)",
-                    true,
-                );
-                return true;
+            Action::Key('r') => return Reply::Then(Request::RefreshRuns),
+            Action::Select => {
+                if let Some(dir) = h.selected().map(|r| r.dir.clone()) {
+                    return Reply::Then(Request::OpenDir(dir));
+                }
             }
-            app.overlay = Some(Overlay::Dialog(Dialog::DeleteRun {
-                dir: row.dir,
-                name: row.name,
-            }));
+            Action::Key('e') => return Reply::Then(Request::ExportRun),
+            Action::Key('d') => {
+                if let Some(row) = h.selected().cloned() {
+                    return Reply::Then(Request::DeleteRun(Box::new(row)));
+                }
+            }
+            _ => return Reply::Ignored,
         }
-        _ => return false,
+        Reply::Done
     }
-    true
+}
+
+/// `r`: re-reads the runs directory and says how many runs it holds.
+pub fn refresh(app: &mut App) {
+    let root = app.paths.runs.clone();
+    app.history.refresh(&root);
+    app.say(format!("{} run(s)", app.history.rows.len()), false);
+}
+
+/// Enter: opens the run in `dir` in the Dashboard (replay, or attach if live).
+pub fn open(app: &mut App, dir: &Path) {
+    let id = app.open_dir(dir);
+    app.current = Some(id);
+    app.dash.log_scroll = 0;
+    app.open(View::Dashboard);
+}
+
+/// `d`: asks before deleting, and refuses a live run.
+pub fn ask_delete(app: &mut App, row: RunRow) {
+    if row.status == store::RunState::Live || ours(app, &row.dir) {
+        app.say(
+            "a live run cannot be deleted: stop it first (x in its Dashboard)",
+            true,
+        );
+        return;
+    }
+    app.overlay = Some(Overlay::Dialog(Dialog::DeleteRun {
+        dir: row.dir,
+        name: row.name,
+    }));
 }
 
 /// True if this workbench has the run open and live.
@@ -209,7 +223,7 @@ pub fn compare_marked(app: &mut App) {
 
 /// Writes `steps.csv` and `evals.csv` into the run directory (or, if that is read-only, the
 /// current directory) and says where.
-fn export(app: &mut App) {
+pub fn export(app: &mut App) {
     let Some(row) = app.history.selected().cloned() else {
         return;
     };
@@ -315,15 +329,19 @@ pub fn draw(f: &mut Frame, area: Rect, app: &App) {
                         s.seconds_per_epoch.iter().sum::<f64>() / s.seconds_per_epoch.len() as f64
                     )
                 };
-                let color = match r.status.as_str() {
-                    "finished" => theme::GOOD,
-                    "live" => theme::ACCENT,
-                    "failed" | "diverged" => theme::BAD,
-                    _ => theme::WARN,
+                let color = {
+                    use crate::telemetry::RunStatus as S;
+                    use store::RunState as R;
+                    match r.status {
+                        R::Ended(S::Finished) => theme::GOOD,
+                        R::Live => theme::ACCENT,
+                        R::Ended(S::Failed | S::Diverged) => theme::BAD,
+                        R::Ended(S::Stopped) | R::Corrupt | R::Incomplete => theme::WARN,
+                    }
                 };
                 let status = match r.locked_by {
                     Some(_) => format!("{} (locked)", r.status),
-                    None => r.status.clone(),
+                    None => r.status.to_string(),
                 };
                 let mut cells = vec![
                     Cell::from(mark).style(Style::default().fg(theme::ACCENT_B)),
@@ -386,8 +404,10 @@ pub fn draw(f: &mut Frame, area: Rect, app: &App) {
         let note = match (r.locked_by, open.map(|s| &s.control)) {
             (Some(pid), _) => format!("driven by another workbench (pid {pid}): Enter watches it"),
             (_, Some(Control::Driven { .. })) => "driven by this workbench".into(),
-            _ if r.status == "live" => "training headless: Enter attaches and takes control".into(),
-            _ if r.status == "incomplete" => {
+            _ if r.status == store::RunState::Live => {
+                "training headless: Enter attaches and takes control".into()
+            }
+            _ if r.status == store::RunState::Incomplete => {
                 "interrupted: `cptlab run --resume <dir>` continues it".into()
             }
             _ => "Enter replays it in the Dashboard".into(),

@@ -6,16 +6,19 @@ use ratatui::style::{Modifier, Style};
 use ratatui::text::{Line, Span};
 use ratatui::widgets::{Block, Paragraph};
 use ratatui::Frame;
-use serde::Deserialize;
 
 use super::action::Action;
 use super::charts::{self, Plot};
 use super::run_data::sample_steps;
 use super::ui::{panel, theme};
-use crate::config::{ConfigError, OptimizerConfig, PrecisionMode, RunConfig};
+use crate::config::{
+    ConfigError, DeviceSpec, OptimizerConfig, OptimizerKind, PrecisionMode, RunConfig,
+};
 use crate::data::{DataSource, SYNTHETIC_TRAIN};
 use crate::models::ModelKind;
-use crate::schedule::{LrContext, LrSchedule, PrecisionSchedule, PrecisionScheduleKind};
+use crate::schedule::{
+    LrContext, LrDefaults, LrScheduleKind, PrecisionSchedule, PrecisionScheduleKind,
+};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Field {
@@ -101,29 +104,22 @@ impl Field {
     }
 }
 
-pub const LR_KINDS: [&str; 9] = [
-    "constant",
-    "cosine_annealing",
-    "warmup_lr",
-    "warmup_decay_lr",
-    "warmup_cosine_lr",
-    "one_cycle",
-    "cyclic_lr",
-    "multi_step",
-    "goyal",
-];
-const OPTIMIZERS: [&str; 3] = ["sgd", "adam", "adamw"];
+/// The LR schedule picker: [`LrScheduleKind::ALL`] in order.
+pub fn lr_kinds() -> Vec<&'static str> {
+    LrScheduleKind::ALL.iter().map(|k| k.name()).collect()
+}
 const ZERO_STAGES: [&str; 2] = ["0", "1"];
 /// The CPT choice for no schedule: full precision, no fake quantization.
 pub const CPT_OFF: &str = "off";
 /// Training-set size assumed for previews of image data whose size is not known up front.
 pub const ESTIMATED_TRAIN: u64 = 50_000;
 
-fn choices(f: Field) -> Vec<&'static str> {
+/// A picker field's choices, in display order (empty for text fields).
+pub fn choices(f: Field) -> Vec<&'static str> {
     match f {
         Field::Model => ModelKind::ALL.iter().map(|k| k.name()).collect(),
-        Field::Optimizer => OPTIMIZERS.to_vec(),
-        Field::LrSchedule => LR_KINDS.to_vec(),
+        Field::Optimizer => OptimizerKind::ALL.iter().map(|k| k.name()).collect(),
+        Field::LrSchedule => lr_kinds(),
         Field::Mode => precision_modes(),
         Field::Cpt => std::iter::once(CPT_OFF)
             .chain(PrecisionScheduleKind::ALL.iter().map(|k| k.name()))
@@ -135,10 +131,7 @@ fn choices(f: Field) -> Vec<&'static str> {
 
 /// The precision modes the config accepts, by their config names.
 pub fn precision_modes() -> Vec<&'static str> {
-    ["fp32", "fp16", "bf16"]
-        .into_iter()
-        .filter(|m| PrecisionMode::deserialize(serde_json::Value::from(*m)).is_ok())
-        .collect()
+    PrecisionMode::ALL.iter().map(|m| m.name()).collect()
 }
 
 /// The form's verdict: a config ready to start, or what is wrong where; plus the previews.
@@ -241,27 +234,17 @@ impl SetupState {
         set(self, Field::Momentum, num(momentum));
         set(self, Field::WeightDecay, num(wd));
         set(self, Field::LrSchedule, cfg.lr_schedule.name().into());
-        let warmup = match &cfg.lr_schedule {
-            LrSchedule::WarmupLr {
-                warmup_num_steps, ..
-            }
-            | LrSchedule::WarmupDecayLr {
-                warmup_num_steps, ..
-            }
-            | LrSchedule::WarmupCosineLr {
-                warmup_num_steps, ..
-            } => *warmup_num_steps,
-            _ => 1000,
+        let warmup = match cfg.lr_schedule.param(WARMUP_KEY) {
+            Some(toml::Value::Integer(w)) => w.to_string(),
+            _ => "1000".to_string(),
         };
-        set(self, Field::Warmup, warmup.to_string());
-        let milestones = match &cfg.lr_schedule {
-            LrSchedule::MultiStep { milestones, .. } | LrSchedule::Goyal { milestones, .. } => {
-                milestones
-                    .iter()
-                    .map(u64::to_string)
-                    .collect::<Vec<_>>()
-                    .join(",")
-            }
+        set(self, Field::Warmup, warmup);
+        let milestones = match cfg.lr_schedule.param(MILESTONES_KEY) {
+            Some(toml::Value::Array(ms)) => ms
+                .iter()
+                .map(|m| m.as_integer().map_or_else(String::new, |m| m.to_string()))
+                .collect::<Vec<_>>()
+                .join(","),
             _ => String::new(),
         };
         set(self, Field::Milestones, milestones);
@@ -283,7 +266,7 @@ impl SetupState {
             Field::QBwd,
             sched.q_bwd.map(|b| b.to_string()).unwrap_or_default(),
         );
-        set(self, Field::Devices, cfg.devices.devices.clone());
+        set(self, Field::Devices, cfg.devices.devices.to_string());
         set(
             self,
             Field::Threads,
@@ -314,9 +297,9 @@ impl SetupState {
     /// Fields shown for the current choices.
     pub fn visible(&self) -> Vec<Field> {
         let sgd = self.value(Field::Optimizer) == "sgd";
-        let sched = self.value(Field::LrSchedule);
-        let warmup = sched.starts_with("warmup");
-        let milestones = matches!(sched, "multi_step" | "goyal");
+        let sched = self.value(Field::LrSchedule).parse::<LrScheduleKind>().ok();
+        let warmup = sched.is_some_and(|k| k.has_field(WARMUP_KEY));
+        let milestones = sched.is_some_and(|k| k.has_field(MILESTONES_KEY));
         let cpt = self.value(Field::Cpt);
         let quantized = cpt != CPT_OFF;
         let cyclic = quantized && cpt != "static";
@@ -554,57 +537,48 @@ impl SetupState {
             err(&mut c, Field::WeightDecay, "a number ≥ 0".into());
         }
         let wd = wd.unwrap_or(0.0);
-        let kind = v(Field::Optimizer);
-        if kind == "sgd" && momentum.is_none() {
+        let kind = match v(Field::Optimizer).parse::<OptimizerKind>() {
+            Ok(k) => k,
+            Err(e) => {
+                err(&mut c, Field::Optimizer, e);
+                cfg.optimizer.kind()
+            }
+        };
+        if kind == OptimizerKind::Sgd && momentum.is_none() {
             err(&mut c, Field::Momentum, "a number ≥ 0".into());
         }
-        cfg.optimizer = match (kind.as_str(), cfg.optimizer.clone()) {
-            (
-                "sgd",
-                OptimizerConfig::Sgd {
-                    dampening,
-                    nesterov,
-                    ..
-                },
-            ) => OptimizerConfig::Sgd {
-                lr,
-                momentum: momentum.unwrap_or(0.0),
-                dampening,
-                nesterov,
-                weight_decay: wd,
-            },
-            ("sgd", _) => OptimizerConfig::Sgd {
-                lr,
-                momentum: momentum.unwrap_or(0.0),
-                dampening: 0.0,
-                nesterov: false,
-                weight_decay: wd,
-            },
-            ("adam", OptimizerConfig::Adam { betas, eps, .. }) => OptimizerConfig::Adam {
-                lr,
-                betas,
-                eps,
-                weight_decay: wd,
-            },
-            ("adam", _) => OptimizerConfig::Adam {
-                lr,
-                betas: [0.9, 0.999],
-                eps: 1e-8,
-                weight_decay: wd,
-            },
-            ("adamw", OptimizerConfig::AdamW { betas, eps, .. }) => OptimizerConfig::AdamW {
-                lr,
-                betas,
-                eps,
-                weight_decay: wd,
-            },
-            (_, _) => OptimizerConfig::AdamW {
-                lr,
-                betas: [0.9, 0.999],
-                eps: 1e-8,
-                weight_decay: wd,
-            },
+        // The preset's other settings while the kind is unchanged, the kind's defaults otherwise.
+        let mut optimizer = if cfg.optimizer.kind() == kind {
+            cfg.optimizer.clone()
+        } else {
+            OptimizerConfig::default_of(kind, lr)
         };
+        match &mut optimizer {
+            OptimizerConfig::Sgd {
+                lr: l,
+                momentum: m,
+                weight_decay: w,
+                ..
+            } => {
+                *l = lr;
+                *m = momentum.unwrap_or(0.0);
+                *w = wd;
+            }
+            OptimizerConfig::Adam {
+                lr: l,
+                weight_decay: w,
+                ..
+            }
+            | OptimizerConfig::AdamW {
+                lr: l,
+                weight_decay: w,
+                ..
+            } => {
+                *l = lr;
+                *w = wd;
+            }
+        }
+        cfg.optimizer = optimizer;
 
         // LR schedule: the preset's parameters while the kind is unchanged, defaults otherwise.
         let warmup = v(Field::Warmup).parse::<u64>();
@@ -615,32 +589,39 @@ impl SetupState {
             .filter(|s| !s.is_empty())
             .map(str::parse::<u64>)
             .collect();
-        let mut sched = if cfg.lr_schedule.name() == sched_kind {
-            cfg.lr_schedule.clone()
-        } else {
-            default_schedule(&sched_kind, lr, c.total_steps, epochs)
+        let mut sched = match sched_kind.parse::<LrScheduleKind>() {
+            Ok(k) if k == cfg.lr_schedule.kind() => cfg.lr_schedule.clone(),
+            Ok(k) => k.default_for(&LrDefaults {
+                base_lr: lr,
+                total_steps: c.total_steps,
+                epochs,
+            }),
+            Err(e) => {
+                err(&mut c, Field::LrSchedule, e.to_string());
+                cfg.lr_schedule.clone()
+            }
         };
-        if let LrSchedule::WarmupLr {
-            warmup_num_steps, ..
-        }
-        | LrSchedule::WarmupDecayLr {
-            warmup_num_steps, ..
-        }
-        | LrSchedule::WarmupCosineLr {
-            warmup_num_steps, ..
-        } = &mut sched
-        {
-            match warmup {
-                Ok(w) => *warmup_num_steps = w,
-                Err(_) => err(&mut c, Field::Warmup, "a whole number of steps".into()),
+        if sched.kind().has_field(WARMUP_KEY) {
+            match warmup.ok().and_then(|w| i64::try_from(w).ok()) {
+                Some(w) => match sched.with_param(WARMUP_KEY, toml::Value::Integer(w)) {
+                    Ok(s) => sched = s,
+                    Err(e) => err(&mut c, Field::Warmup, e),
+                },
+                None => err(&mut c, Field::Warmup, "a whole number of steps".into()),
             }
         }
-        if let LrSchedule::MultiStep { milestones: m, .. }
-        | LrSchedule::Goyal { milestones: m, .. } = &mut sched
-        {
-            match milestones {
-                Ok(ms) => *m = ms,
-                Err(_) => err(
+        if sched.kind().has_field(MILESTONES_KEY) {
+            let ms = milestones.ok().and_then(|ms| {
+                ms.into_iter()
+                    .map(|m| i64::try_from(m).ok().map(toml::Value::Integer))
+                    .collect::<Option<Vec<_>>>()
+            });
+            match ms {
+                Some(ms) => match sched.with_param(MILESTONES_KEY, toml::Value::Array(ms)) {
+                    Ok(s) => sched = s,
+                    Err(e) => err(&mut c, Field::Milestones, e),
+                },
+                None => err(
                     &mut c,
                     Field::Milestones,
                     "epochs separated by commas, e.g. 30,60,80".into(),
@@ -650,7 +631,7 @@ impl SetupState {
         cfg.lr_schedule = sched;
 
         let mode = v(Field::Mode);
-        match PrecisionMode::deserialize(serde_json::Value::from(mode.as_str())) {
+        match mode.parse::<PrecisionMode>() {
             Ok(m) => cfg.precision.mode = m,
             Err(_) => err(
                 &mut c,
@@ -665,12 +646,15 @@ impl SetupState {
             s.delay_steps = delay;
             s
         });
-        match v(Field::Zero).parse::<u8>() {
+        match v(Field::Zero).parse() {
             Ok(z) => cfg.devices.zero = z,
             Err(_) => err(&mut c, Field::Zero, "0 or 1".into()),
         }
 
-        cfg.devices.devices = v(Field::Devices);
+        match DeviceSpec::parse(&v(Field::Devices)) {
+            Ok(d) => cfg.devices.devices = d,
+            Err(e) => err(&mut c, Field::Devices, e),
+        }
         match v(Field::Threads).as_str() {
             "" | "auto" => cfg.devices.threads = None,
             t => match t.parse::<usize>() {
@@ -699,7 +683,7 @@ impl SetupState {
             total_steps: c.total_steps.max(1),
             steps_per_epoch: c.steps_per_epoch.max(1),
             global_batch: batch.max(1) as u64,
-            momentum: crate::schedule::MomentumKind::of(&cfg.optimizer),
+            momentum: cfg.optimizer.momentum_kind(),
         };
         if c.total_steps > 0 && lr_parsed.is_some() {
             match cfg.lr_schedule.validate(&ctx) {
@@ -850,77 +834,9 @@ fn field_for(key: &str) -> Option<Field> {
     })
 }
 
-/// A new schedule kind's parameters, scaled to the run.
-fn default_schedule(kind: &str, lr: f64, total: u64, epochs: u64) -> LrSchedule {
-    let total = total.max(2);
-    match kind {
-        "cosine_annealing" => LrSchedule::CosineAnnealing {
-            t_max: None,
-            eta_min: 0.0,
-        },
-        "warmup_lr" => LrSchedule::WarmupLr {
-            warmup_min_lr: 0.0,
-            warmup_max_lr: None,
-            warmup_num_steps: (total / 10).max(2),
-            warmup_type: Default::default(),
-        },
-        "warmup_decay_lr" => LrSchedule::WarmupDecayLr {
-            total_num_steps: None,
-            warmup_min_lr: 0.0,
-            warmup_max_lr: None,
-            warmup_num_steps: (total / 10).max(2),
-            warmup_type: Default::default(),
-        },
-        "warmup_cosine_lr" => LrSchedule::WarmupCosineLr {
-            total_num_steps: None,
-            warmup_min_ratio: 0.0,
-            warmup_num_steps: (total / 10).max(2),
-            cos_min_ratio: 0.0001,
-            warmup_type: Default::default(),
-        },
-        "one_cycle" => LrSchedule::OneCycle {
-            cycle_min_lr: lr / 10.0,
-            cycle_max_lr: lr,
-            decay_lr_rate: 0.0,
-            cycle_first_step_size: (total / 2).max(1),
-            cycle_second_step_size: None,
-            cycle_first_stair_count: 0,
-            cycle_second_stair_count: None,
-            decay_step_size: 0,
-            cycle_momentum: true,
-            cycle_min_mom: 0.8,
-            cycle_max_mom: 0.9,
-            decay_mom_rate: 0.0,
-        },
-        "cyclic_lr" => LrSchedule::CyclicLr {
-            base_lr: Some(lr / 10.0),
-            max_lr: lr,
-            step_size_up: (total / 8).max(1),
-            step_size_down: None,
-            mode: Default::default(),
-            gamma: 1.0,
-            scale_mode: None,
-            cycle_momentum: true,
-            base_momentum: 0.8,
-            max_momentum: 0.9,
-        },
-        "multi_step" => {
-            let a = (epochs / 2).max(1);
-            let b = (epochs * 3 / 4).max(a + 1);
-            LrSchedule::MultiStep {
-                milestones: vec![a, b],
-                gamma: 0.1,
-            }
-        }
-        "goyal" => LrSchedule::Goyal {
-            reference_batch: 256,
-            warmup_epochs: 5.0,
-            milestones: vec![30, 60, 80],
-            gamma: 0.1,
-        },
-        _ => LrSchedule::Constant {},
-    }
-}
+/// The `[lr_schedule]` keys the form edits (shown for the kinds that have them).
+const WARMUP_KEY: &str = "warmup_num_steps";
+const MILESTONES_KEY: &str = "milestones";
 
 // ---- drawing ----
 
@@ -1176,6 +1092,7 @@ fn clip_left(s: &str, w: usize) -> String {
 mod tests {
     use super::*;
     use crate::config::presets::PresetStore;
+    use crate::schedule::LrSchedule;
 
     fn form() -> SetupState {
         let dir = tempfile::tempdir().unwrap();

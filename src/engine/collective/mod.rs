@@ -67,6 +67,15 @@ impl CollectiveError {
     pub fn is_abort(&self) -> bool {
         matches!(self, CollectiveError::Aborted(_))
     }
+
+    /// True when `e` (or any error it wraps) is an aborted collective: the rank that returned
+    /// it was only woken by the group's abort.
+    pub fn aborts(e: &anyhow::Error) -> bool {
+        e.chain().any(|c| {
+            c.downcast_ref::<CollectiveError>()
+                .is_some_and(CollectiveError::is_abort)
+        })
+    }
 }
 
 pub type Result<T> = std::result::Result<T, CollectiveError>;

@@ -8,7 +8,7 @@ use std::time::Instant;
 use anyhow::{Context, Result};
 use clap::Args;
 
-use crate::cli::output::outln;
+use super::output::outln;
 use crate::config::paths::Paths;
 use crate::config::presets::PresetStore;
 use crate::config::Override;
@@ -193,7 +193,7 @@ fn ours_seconds_per_step(
     }
     let summary = job.wait();
     anyhow::ensure!(
-        summary.status == "finished",
+        summary.status == crate::telemetry::RunStatus::Finished,
         "bench run {} did not finish: {}",
         case.name,
         summary.error.unwrap_or_default()
