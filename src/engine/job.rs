@@ -9,9 +9,7 @@ use std::thread::JoinHandle;
 use anyhow::{Context, Result};
 
 use super::checkpoint;
-use super::collective::local::LocalGroup;
-use super::collective::nccl::NcclCollective;
-use super::collective::{AbortHandle, Collective, CollectiveError};
+use super::collective::{make_group, AbortHandle, Collective, CollectiveError};
 use super::control::Control;
 use super::recorder::Recorder;
 use super::trainer::Trainer;
@@ -391,24 +389,8 @@ fn check_devices(config: &RunConfig) -> Result<Vec<tch::Device>> {
 
 /// One collective handle per device: threads over shared memory for CPU workers, NCCL for GPUs.
 fn collectives(devices: &[tch::Device]) -> Result<Vec<Box<dyn Collective>>> {
-    if devices.iter().all(|d| *d == tch::Device::Cpu) {
-        return Ok(LocalGroup::new(devices.len())
-            .into_iter()
-            .map(|c| Box::new(c) as Box<dyn Collective>)
-            .collect());
-    }
-    if devices.len() == 1 {
-        // One GPU needs no communication: the in-process group of one is a no-op.
-        return Ok(LocalGroup::new(1)
-            .into_iter()
-            .map(|c| Box::new(c) as Box<dyn Collective>)
-            .collect());
-    }
-    NcclCollective::available().map_err(|e| anyhow::anyhow!("devices.devices: {e}"))?;
-    Ok(NcclCollective::group(devices)?
-        .into_iter()
-        .map(|c| Box::new(c) as Box<dyn Collective>)
-        .collect())
+    // Threads over shared memory for CPU workers and a single GPU, NCCL for several GPUs.
+    make_group(devices, None).map_err(|e| anyhow::anyhow!("devices.devices: {e}"))
 }
 
 /// A decoded dataset and how long decoding (or the cache) took.

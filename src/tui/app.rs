@@ -955,12 +955,19 @@ impl App {
             return s.id;
         }
         let mut data = RunData::for_dir(dir);
-        let summary = store::read_summary(dir).ok();
-        let live = summary.is_none().then(|| store::live_pid(dir)).flatten();
-        data.status = match (&summary, live) {
-            (Some(s), _) => RunStatus::Ended(s.status),
-            (None, Some(_)) => RunStatus::Starting,
-            (None, None) => RunStatus::Incomplete,
+        // A summary that exists but cannot be read says so: it is not a resumable run.
+        let (summary, corrupt) = match store::read_summary_if_present(dir) {
+            Ok(s) => (s, None),
+            Err(e) => (None, Some(format!("{e:#}"))),
+        };
+        let live = (summary.is_none() && corrupt.is_none())
+            .then(|| store::live_pid(dir))
+            .flatten();
+        data.status = match (&summary, &corrupt, live) {
+            (Some(s), _, _) => RunStatus::Ended(s.status),
+            (None, Some(e), _) => RunStatus::Failed(e.clone()),
+            (None, None, Some(_)) => RunStatus::Starting,
+            (None, None, None) => RunStatus::Incomplete,
         };
         let control = match live {
             None => Control::None,

@@ -22,7 +22,7 @@ pub mod sampler;
 pub mod setup;
 pub mod ui;
 
-use std::io::IsTerminal;
+use std::io::{IsTerminal, Write};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -53,7 +53,11 @@ const SLOW_TICK: Duration = Duration::from_secs(2);
 /// Runs the TUI until the user quits; returns the exit code.
 pub fn run(paths: &Paths, opts: TuiOptions) -> Result<i32> {
     if !std::io::stdout().is_terminal() {
-        eprintln!("cptlab: stdout is not a terminal; use `cptlab run` for headless training");
+        // Not eprintln!: a closed stderr must not turn this message into a panic.
+        let _ = writeln!(
+            std::io::stderr(),
+            "cptlab: stdout is not a terminal; use `cptlab run` for headless training"
+        );
         return Ok(2);
     }
     let rt = tokio::runtime::Builder::new_current_thread()
@@ -121,7 +125,7 @@ impl Stats {
                 0.0
             },
         });
-        let _ = std::fs::write(path, v.to_string());
+        let _ = crate::files::write_atomic(std::path::Path::new(&path), v.to_string().as_bytes());
     }
 }
 

@@ -16,6 +16,7 @@ use super::app::{Command, Msg, RunId};
 use super::run_data::{parse_line, Incoming};
 use crate::config::paths::Paths;
 use crate::config::RunConfig;
+use crate::files::process::{Liveness, ProcessId};
 use crate::telemetry::event::Event;
 use crate::telemetry::store::{self, METRICS_FILE};
 
@@ -316,14 +317,20 @@ pub fn acquire_lock(dir: &Path) -> Result<PathBuf, LockError> {
     for _ in 0..3 {
         match OpenOptions::new().write(true).create_new(true).open(&path) {
             Ok(mut f) => {
-                let body = serde_json::json!({ "pid": me }).to_string();
+                // pid + start time: a pid the kernel later gives to another process does not
+                // hold the lock.
+                let id = ProcessId::current();
+                let body = serde_json::json!({
+                    "pid": id.pid, "start_time": id.start_time, "boot_id": id.boot_id,
+                })
+                .to_string();
                 f.write_all(body.as_bytes())
                     .map_err(|e| LockError::Io(e.to_string()))?;
                 return Ok(path);
             }
-            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => match lock_holder(&path) {
-                Some(pid) if pid == me => return Ok(path),
-                Some(pid) if store::process_alive(pid) => return Err(LockError::Held(pid)),
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => match lock_holder_id(&path) {
+                Some(h) if h.pid == me => return Ok(path),
+                Some(h) if holds(&h) => return Err(LockError::Held(h.pid)),
                 // Dead holder, or a lock being written right now (no pid yet): a torn lock
                 // older than a moment is stale too.
                 None if fresh(&path) => std::thread::sleep(Duration::from_millis(50)),
@@ -353,15 +360,30 @@ fn fresh(path: &Path) -> bool {
 
 /// The pid recorded in a lock file.
 pub fn lock_holder(path: &Path) -> Option<u32> {
+    lock_holder_id(path).map(|h| h.pid)
+}
+
+/// Who the lock file names (a lock written by an older build has only a pid).
+fn lock_holder_id(path: &Path) -> Option<ProcessId> {
     let text = fs::read_to_string(path).ok()?;
     let v: serde_json::Value = serde_json::from_str(&text).ok()?;
-    u32::try_from(v["pid"].as_u64()?).ok()
+    let pid = u32::try_from(v["pid"].as_u64()?).ok()?;
+    Some(ProcessId {
+        pid,
+        start_time: v["start_time"].as_u64(),
+        boot_id: v["boot_id"].as_str().map(str::to_string),
+    })
+}
+
+/// A lock holds while its process runs; a pid-only lock whose pid runs is taken as held.
+fn holds(holder: &ProcessId) -> bool {
+    holder.liveness() != Liveness::Dead
 }
 
 /// The live workbench (not this one) that holds the lock on `dir`, if any.
 pub fn locked_by_other(dir: &Path) -> Option<u32> {
-    let pid = lock_holder(&dir.join(LOCK_FILE))?;
-    (pid != std::process::id() && store::process_alive(pid)).then_some(pid)
+    let h = lock_holder_id(&dir.join(LOCK_FILE))?;
+    (h.pid != std::process::id() && holds(&h)).then_some(h.pid)
 }
 
 /// Removes a lock if this process holds it.
@@ -393,6 +415,30 @@ mod tests {
         assert_eq!(lock_holder(&path), Some(std::process::id()));
         release_lock(&path);
         assert!(!path.exists());
+    }
+
+    #[test]
+    fn a_lock_whose_pid_was_reused_by_another_process_is_stale() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(LOCK_FILE);
+        // Our parent runs, but not since the recorded start time: its pid was reused.
+        // SAFETY: getppid has no preconditions.
+        let parent = unsafe { libc::getppid() } as u32;
+        let started = crate::files::process::start_time(parent).expect("/proc is readable");
+        fs::write(
+            &path,
+            format!(r#"{{"pid": {parent}, "start_time": {}}}"#, started + 1),
+        )
+        .unwrap();
+        assert_eq!(locked_by_other(dir.path()), None);
+        assert_eq!(acquire_lock(dir.path()).unwrap(), path);
+        // The same process with its real start time holds it.
+        fs::write(
+            &path,
+            format!(r#"{{"pid": {parent}, "start_time": {started}}}"#),
+        )
+        .unwrap();
+        assert_eq!(acquire_lock(dir.path()), Err(LockError::Held(parent)));
     }
 
     #[test]
