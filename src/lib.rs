@@ -2,6 +2,9 @@
 //!
 //! Configuration flows in (`config`), events flow out (`telemetry`); workers (`engine`) never
 //! touch the terminal and the front ends (`cli`) never touch tensors. Schedules are pure math.
+// println!/eprintln! panic on a closed pipe (Rust ignores SIGPIPE): the program writes through
+// `cli::output`, which treats EPIPE and ENOSPC as outcomes. Tests may print (clippy.toml).
+#![warn(clippy::print_stdout, clippy::print_stderr)]
 pub mod cli;
 pub mod config;
 pub mod data;

@@ -16,7 +16,7 @@ use super::output::{self, errln, outln, OutputError, Stream};
 use super::EXIT_STOPPED;
 use crate::engine::Job;
 use crate::telemetry::event::{Event, LogLevel};
-use crate::telemetry::{RunStatus, Summary};
+use crate::telemetry::Summary;
 
 /// SIGINT, SIGTERM and SIGHUP (the terminal or SSH session went away). While a run trains, the
 /// first asks it to stop gracefully (checkpoint, summary `stopped`, exit 130) and a second exits
@@ -118,25 +118,9 @@ pub fn follow_json(job: Job, signals: &Signals) -> Summary {
         }
     });
     if !ended {
-        let _ = output::stdout().json_line(&final_event(&summary));
+        let _ = output::stdout().json_line(&Event::ending(&summary));
     }
     summary
-}
-
-/// The event that ends a run's stream, from its summary.
-fn final_event(summary: &Summary) -> Event {
-    match summary.status {
-        RunStatus::Finished | RunStatus::Stopped => Event::Finished {
-            summary: summary.clone(),
-        },
-        RunStatus::Diverged | RunStatus::Failed => Event::Failed {
-            error: summary
-                .error
-                .clone()
-                .unwrap_or_else(|| summary.status.to_string()),
-            step: (summary.steps > 0).then_some(summary.steps),
-        },
-    }
 }
 
 /// The progress bar (stderr on a terminal) or plain lines on stderr, and the summary on stdout.
@@ -221,7 +205,7 @@ pub fn follow_human(job: Job, signals: &Signals) -> Summary {
         if let Some(b) = &bar {
             b.abandon();
         }
-        match final_event(&summary) {
+        match Event::ending(&summary) {
             Event::Failed { error, .. } => {
                 let _ = errln!("error: {error}");
             }

@@ -110,9 +110,7 @@ pub fn lr_schedule_names() -> Vec<&'static str> {
 
 /// `NAME`'s possible values (shown by `--help`; matched case-insensitively).
 fn lr_name_parser() -> clap::builder::PossibleValuesParser {
-    clap::builder::PossibleValuesParser::new(
-        LrScheduleKind::ALL.map(|k| clap::builder::PossibleValue::new(k.name()).help(k.describe())),
-    )
+    crate::config::possible_values(LrScheduleKind::ALL.map(|k| (k.name(), k.describe())))
 }
 
 /// Validation messages name config keys; on this command line they are flags.

@@ -168,6 +168,18 @@ fn default_adamw_wd() -> f64 {
     1e-2
 }
 
+/// clap's possible values for a kind's list: the names in the list's order, each with its
+/// description as help (CLI value lists come from the kinds' `ALL`, never written by hand).
+pub fn possible_values(
+    kinds: impl IntoIterator<Item = (&'static str, &'static str)>,
+) -> clap::builder::PossibleValuesParser {
+    clap::builder::PossibleValuesParser::new(
+        kinds
+            .into_iter()
+            .map(|(name, help)| clap::builder::PossibleValue::new(name).help(help)),
+    )
+}
+
 impl OptimizerConfig {
     /// What a schedule's cycled momentum acts on for this optimizer (SGD's momentum, Adam's β1).
     pub fn momentum_kind(&self) -> crate::schedule::MomentumKind {
@@ -248,9 +260,7 @@ impl OptimizerKind {
 
     /// clap's possible values: [`ALL`](Self::ALL) in order.
     pub fn value_parser() -> clap::builder::PossibleValuesParser {
-        clap::builder::PossibleValuesParser::new(
-            Self::ALL.map(|k| clap::builder::PossibleValue::new(k.name()).help(k.describe())),
-        )
+        possible_values(Self::ALL.map(|k| (k.name(), k.describe())))
     }
 }
 
@@ -386,9 +396,7 @@ impl PrecisionMode {
 
     /// clap's possible values: [`ALL`](Self::ALL) in order.
     pub fn value_parser() -> clap::builder::PossibleValuesParser {
-        clap::builder::PossibleValuesParser::new(
-            Self::ALL.map(|k| clap::builder::PossibleValue::new(k.name()).help(k.describe())),
-        )
+        possible_values(Self::ALL.map(|k| (k.name(), k.describe())))
     }
 }
 

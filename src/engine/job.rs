@@ -528,18 +528,7 @@ fn finish(rec: &mut Recorder, summary: &mut Summary) {
         });
         summary.status = RunStatus::Failed;
     }
-    let event = match summary.status {
-        RunStatus::Finished | RunStatus::Stopped => Event::Finished {
-            summary: summary.clone(),
-        },
-        RunStatus::Diverged | RunStatus::Failed => Event::Failed {
-            error: summary
-                .error
-                .clone()
-                .unwrap_or_else(|| summary.status.to_string()),
-            step: (summary.steps > 0).then_some(summary.steps),
-        },
-    };
+    let event = Event::ending(summary);
     let _ = rec.emit(event);
 }
 

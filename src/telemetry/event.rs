@@ -169,6 +169,25 @@ impl std::fmt::Display for RunStatus {
     }
 }
 
+impl Event {
+    /// The event that ends a run's stream, from its summary: `finished` for a run that finished
+    /// or was stopped, `failed` (with the error) for one that diverged or failed.
+    pub fn ending(summary: &Summary) -> Event {
+        match summary.status {
+            RunStatus::Finished | RunStatus::Stopped => Event::Finished {
+                summary: summary.clone(),
+            },
+            RunStatus::Diverged | RunStatus::Failed => Event::Failed {
+                error: summary
+                    .error
+                    .clone()
+                    .unwrap_or_else(|| summary.status.to_string()),
+                step: (summary.steps > 0).then_some(summary.steps),
+            },
+        }
+    }
+}
+
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Summary {
     pub status: RunStatus,
