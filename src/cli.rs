@@ -465,12 +465,7 @@ pub fn build_config(args: &RunArgs, paths: &Paths) -> Result<RunConfig> {
     if let Some(x) = args.batch_size {
         o.push(Override::new("train.batch_size", int("--batch-size", x)?));
     }
-    if let Some(x) = args.epochs {
-        o.push(Override::new("train.epochs", int("--epochs", x)?));
-    }
-    if let Some(x) = args.max_steps {
-        o.push(Override::new("train.max_steps", int("--max-steps", x)?));
-    }
+    o.extend(length_overrides(args)?);
     if let Some(x) = args.seed {
         o.push(Override::new("seed", int("--seed", x)?));
     }
@@ -522,6 +517,18 @@ fn parse_set(s: &str) -> Result<Override> {
         .map_err(|e| usage(format!("--set {s}: {e}")))
 }
 
+/// `--epochs`, `--max-steps`: how long a run trains (also accepted by `--resume`, to extend it).
+fn length_overrides(args: &RunArgs) -> Result<Vec<Override>> {
+    let mut o = Vec::new();
+    if let Some(x) = args.epochs {
+        o.push(Override::new("train.epochs", int("--epochs", x)?));
+    }
+    if let Some(x) = args.max_steps {
+        o.push(Override::new("train.max_steps", int("--max-steps", x)?));
+    }
+    Ok(o)
+}
+
 /// `--devices`, `--threads`, `--zero`: where a run trains (also accepted by `--resume`).
 fn device_overrides(args: &RunArgs) -> Result<Vec<Override>> {
     let mut o = Vec::new();
@@ -568,13 +575,7 @@ fn resume_overrides(args: &RunArgs) -> Result<Vec<Override>> {
             RESUME_KEYS.join("|")
         )));
     }
-    let mut o = Vec::new();
-    if let Some(x) = args.epochs {
-        o.push(Override::new("train.epochs", int("--epochs", x)?));
-    }
-    if let Some(x) = args.max_steps {
-        o.push(Override::new("train.max_steps", int("--max-steps", x)?));
-    }
+    let mut o = length_overrides(args)?;
     o.extend(device_overrides(args)?);
     for s in &args.set {
         let ov = parse_set(s)?;
