@@ -168,6 +168,19 @@ fn default_adamw_wd() -> f64 {
     1e-2
 }
 
+/// The kind in `all` called `s`; the error lists every valid name.
+fn kind_from_name<K: Copy>(
+    all: &[K],
+    name: fn(K) -> &'static str,
+    s: &str,
+    what: &str,
+) -> Result<K, String> {
+    all.iter().copied().find(|k| name(*k) == s).ok_or_else(|| {
+        let valid: Vec<&str> = all.iter().map(|k| name(*k)).collect();
+        format!("unknown {what} {s:?}: expected one of {}", valid.join(", "))
+    })
+}
+
 /// clap's possible values for a kind's list: the names in the list's order, each with its
 /// description as help (CLI value lists come from the kinds' `ALL`, never written by hand).
 pub fn possible_values(
@@ -274,15 +287,7 @@ impl std::str::FromStr for OptimizerKind {
     type Err = String;
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        Self::ALL
-            .into_iter()
-            .find(|k| k.name() == s)
-            .ok_or_else(|| {
-                format!(
-                    "unknown optimizer {s:?}: expected one of {}",
-                    Self::ALL.map(|k| k.name()).join(", ")
-                )
-            })
+        kind_from_name(&Self::ALL, Self::name, s, "optimizer")
     }
 }
 
@@ -404,15 +409,7 @@ impl std::str::FromStr for PrecisionMode {
     type Err = String;
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        Self::ALL
-            .into_iter()
-            .find(|k| k.name() == s)
-            .ok_or_else(|| {
-                format!(
-                    "unknown precision mode {s:?}: expected one of {}",
-                    Self::ALL.map(|k| k.name()).join(", ")
-                )
-            })
+        kind_from_name(&Self::ALL, Self::name, s, "precision mode")
     }
 }
 
