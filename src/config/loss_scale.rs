@@ -1,6 +1,7 @@
 //! `[precision.loss_scale]`: fp16 loss-scaling settings with DeepSpeed's `fp16` keys and
 //! defaults, and their validation. The scaler itself (runtime state) is
 //! `engine::loss_scale::LossScaler`, which reads this.
+use super::{invalid, ConfigError};
 use serde::{Deserialize, Serialize};
 
 /// The `[precision.loss_scale]` settings, DeepSpeed's `fp16` keys and defaults.
@@ -40,34 +41,35 @@ impl LossScaleConfig {
         self.loss_scale == 0.0
     }
 
-    /// Checks the values; messages name the key (under `prefix`, e.g. `precision.loss_scale`).
-    pub fn validate(&self, prefix: &str) -> Result<(), String> {
+    /// Checks the values; errors name the key (under `prefix`, e.g. `precision.loss_scale`),
+    /// the value and what was expected, like the rest of `RunConfig::validate`.
+    pub fn validate(&self, prefix: &str) -> Result<(), ConfigError> {
         let key = |k: &str| format!("{prefix}.{k}");
         if !(self.loss_scale.is_finite() && self.loss_scale >= 0.0) {
-            return Err(format!(
-                "{}: must be 0 (dynamic) or a positive finite static scale, got {}",
-                key("loss_scale"),
-                self.loss_scale
+            return Err(invalid(
+                &key("loss_scale"),
+                self.loss_scale,
+                "0 (dynamic) or a positive finite static scale",
             ));
         }
         if self.initial_scale_power > 127 {
-            return Err(format!(
-                "{}: must be ≤ 127 (2^power must fit in f32), got {}",
-                key("initial_scale_power"),
-                self.initial_scale_power
+            return Err(invalid(
+                &key("initial_scale_power"),
+                self.initial_scale_power,
+                "at most 127 (2^power must fit in f32)",
             ));
         }
         if self.loss_scale_window == 0 {
-            return Err(format!("{}: must be ≥ 1, got 0", key("loss_scale_window")));
+            return Err(invalid(&key("loss_scale_window"), 0, "at least 1"));
         }
         if self.hysteresis == 0 {
-            return Err(format!("{}: must be ≥ 1, got 0", key("hysteresis")));
+            return Err(invalid(&key("hysteresis"), 0, "at least 1"));
         }
         if !(self.min_loss_scale.is_finite() && self.min_loss_scale > 0.0) {
-            return Err(format!(
-                "{}: must be a positive finite number, got {}",
-                key("min_loss_scale"),
-                self.min_loss_scale
+            return Err(invalid(
+                &key("min_loss_scale"),
+                self.min_loss_scale,
+                "a positive finite number",
             ));
         }
         Ok(())
@@ -91,12 +93,22 @@ mod tests {
             hysteresis: 0,
             ..Default::default()
         };
-        let e = bad.validate("precision.loss_scale").unwrap_err();
-        assert!(e.starts_with("precision.loss_scale.hysteresis"), "{e}");
+        let e = bad
+            .validate("precision.loss_scale")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.starts_with("invalid precision.loss_scale.hysteresis = 0"),
+            "{e}"
+        );
         let bad = LossScaleConfig {
             loss_scale: -1.0,
             ..Default::default()
         };
-        assert!(bad.validate("p").unwrap_err().contains("p.loss_scale"));
+        assert!(bad
+            .validate("p")
+            .unwrap_err()
+            .to_string()
+            .contains("p.loss_scale"));
     }
 }

@@ -578,10 +578,7 @@ impl RunConfig {
             model::validate_vit(&self.model.vit)
                 .map_err(|e| invalid("model.vit", format!("{:?}", self.model.vit), &e))?;
         }
-        self.precision
-            .loss_scale
-            .validate("precision.loss_scale")
-            .map_err(ConfigError::Other)?;
+        self.precision.loss_scale.validate("precision.loss_scale")?;
         if let Some(0) = self.devices.threads {
             return Err(invalid(
                 "devices.threads",

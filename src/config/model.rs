@@ -12,23 +12,23 @@ pub enum ModelKind {
     /// LeNet-5 of the PyTorch CIFAR-10 tutorial / DeepSpeed CIFAR example (32×32 input only).
     #[value(name = "lenet")]
     Lenet,
-    /// torchvision `alexnet`.
+    /// AlexNet as torchvision builds it (alexnet).
     #[value(name = "alexnet")]
     Alexnet,
-    /// torchvision `vgg11_bn`.
+    /// VGG-11 with BatchNorm as torchvision builds it (vgg11_bn).
     #[value(name = "vgg11_bn")]
     Vgg11Bn,
-    /// torchvision `resnet18`.
+    /// ResNet-18 as torchvision builds it (resnet18).
     #[value(name = "resnet18")]
     Resnet18,
-    /// torchvision `densenet121`.
+    /// DenseNet-121 as torchvision builds it (densenet121).
     #[value(name = "densenet121")]
     Densenet121,
-    /// torchvision `squeezenet1_0`.
+    /// SqueezeNet 1.0 as torchvision builds it (squeezenet1_0).
     #[serde(rename = "squeezenet1_0")]
     #[value(name = "squeezenet1_0")]
     Squeezenet1_0,
-    /// Small pre-norm vision transformer sized by [`VitConfig`].
+    /// Small pre-norm vision transformer, shaped by the model.vit table.
     #[value(name = "vit")]
     Vit,
     /// CIFAR ResNet-20 (He et al. 2016, option-A shortcuts).

@@ -13,6 +13,7 @@ pub mod recorder;
 pub mod rendezvous;
 pub mod torch_error;
 pub mod trainer;
+pub mod worker;
 pub mod zero;
 
 pub use job::{Job, JobSpec};

@@ -12,7 +12,7 @@ use super::control::Control;
 use super::flat::FlatParams;
 use super::loss_scale::{LossScaleError, LossScaler};
 use super::recorder::Recorder;
-use super::zero::{DataParallelOptimizer, ShardLayout, ZeroStage};
+use super::zero::{DataParallelOptimizer, ShardLayout};
 use crate::config::{PrecisionMode, RunConfig};
 use crate::data::{epoch_permutation, fill_batch, Augment, Dataset, ShardPlan};
 use crate::models::{self, Classifier};
@@ -137,8 +137,7 @@ impl Trainer {
         let master = (dtype != Kind::Float).then(|| flat.master_copy());
         let segments = flat.segments();
         let scaler = (p.mode == PrecisionMode::Fp16).then(|| LossScaler::new(p.loss_scale.clone()));
-        let stage =
-            ZeroStage::from_level(cfg.devices.zero.level()).map_err(|e| anyhow::anyhow!(e))?;
+        let stage = cfg.devices.zero;
         let layout = ShardLayout::for_flat(&flat, world, rank)?;
         let dp = DataParallelOptimizer::new(stage, &cfg.optimizer, layout, collective, device)?;
         let info = kind.info();

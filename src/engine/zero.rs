@@ -24,7 +24,6 @@ use std::ops::Range;
 use std::time::Instant;
 
 use anyhow::{ensure, Result};
-use serde::{Deserialize, Serialize};
 use tch::{Device, Tensor};
 
 use super::collective::{all_reduce_scalars, AbortHandle, Collective, ReduceOp};
@@ -32,40 +31,9 @@ use super::flat::FlatParams;
 use super::optim::FlatOptimizer;
 use crate::config::OptimizerConfig;
 
-/// `--zero 0` or `--zero 1`.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
-pub enum ZeroStage {
-    /// Replicated optimizer state, gradients all-reduced.
-    #[default]
-    Zero0,
-    /// Optimizer state sharded, gradients reduce-scattered, parameters all-gathered.
-    Zero1,
-}
-
-impl ZeroStage {
-    pub fn from_level(level: u8) -> std::result::Result<ZeroStage, String> {
-        match level {
-            0 => Ok(ZeroStage::Zero0),
-            1 => Ok(ZeroStage::Zero1),
-            n => Err(format!(
-                "ZeRO stage {n} is not implemented: use 0 (replicated optimizer state) or 1 (optimizer state sharded over the workers)"
-            )),
-        }
-    }
-
-    pub fn level(self) -> u8 {
-        match self {
-            ZeroStage::Zero0 => 0,
-            ZeroStage::Zero1 => 1,
-        }
-    }
-}
-
-impl std::fmt::Display for ZeroStage {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "zero{}", self.level())
-    }
-}
+/// The stage is the config's (`devices.zero`, parsed at deserialization): one type from the
+/// TOML to the sharding.
+pub use crate::config::ZeroStage;
 
 /// How the flat buffer splits over the ranks.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -615,10 +583,6 @@ mod tests {
             }
             assert_eq!(covered, ShardLayout::new(N, world, 0).padded);
         }
-        assert_eq!(ZeroStage::from_level(1), Ok(ZeroStage::Zero1));
-        assert!(ZeroStage::from_level(2)
-            .unwrap_err()
-            .contains("not implemented"));
     }
 
     #[test]
