@@ -69,6 +69,8 @@ fn listings(run: &str) -> Vec<Vec<String>> {
         v(&["runs", "show", run]),
         v(&["runs", "show", run, "--json"]),
         v(&["runs", "export", run, "--csv"]),
+        v(&["runs", "export", run, "--format", "jsonl"]),
+        v(&["runs", "diff", run, run]),
         v(&["presets", "list"]),
         v(&["presets", "show", "quickstart"]),
         v(&["doctor"]),
@@ -209,4 +211,69 @@ fn a_run_writing_to_a_full_disk_goes_on_and_says_so() {
     );
     let summary = read_json(&home.run_dirs()[0].join("summary.json"));
     assert_eq!(summary["status"], "finished");
+}
+
+/// `runs diff` names exactly the fields that differ, with both values; `export --format jsonl`
+/// gives back the recorded events, parsed and re-written from their types.
+#[test]
+fn runs_diff_and_jsonl_export() {
+    let (home, first) = home_with_a_run();
+    common::run_ok(
+        &home,
+        &[
+            "run",
+            "--data",
+            "synthetic:256:64",
+            "--batch-size",
+            "32",
+            "--max-steps",
+            "3",
+            "--threads",
+            "1",
+            "--lr",
+            "0.125",
+            "--seed",
+            "9",
+            "--name",
+            "other",
+            "--json",
+        ],
+    );
+    let second = home
+        .run_dirs()
+        .into_iter()
+        .map(|d| d.file_name().unwrap().to_str().unwrap().to_string())
+        .find(|n| *n != first)
+        .unwrap();
+    let out = home
+        .cmd()
+        .args(["runs", "diff", &first, &second, "--json"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let rows = common::events(&out.stdout);
+    let keys: Vec<&str> = rows.iter().map(|r| r["key"].as_str().unwrap()).collect();
+    assert_eq!(keys, ["optimizer.lr", "seed"], "{rows:?}");
+    assert_eq!(rows[0]["b"], "0.125");
+    let text = home
+        .cmd()
+        .args(["runs", "diff", &first, &second])
+        .output()
+        .unwrap();
+    let text = String::from_utf8(text.stdout).unwrap();
+    assert!(text.lines().any(|l| l.starts_with("seed") && l.ends_with('9')), "{text}");
+    let same = home.cmd().args(["runs", "diff", &first, &first]).output().unwrap();
+    assert!(String::from_utf8_lossy(&same.stdout).contains("the same config"));
+
+    let out = home
+        .cmd()
+        .args(["runs", "export", &first, "--format", "jsonl"])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let exported = common::events(&out.stdout);
+    let recorded = std::fs::read_to_string(home.runs().join(&first).join("metrics.jsonl")).unwrap();
+    let recorded = common::events(recorded.as_bytes());
+    assert_eq!(exported, recorded);
+    assert!(!common::of_kind(&exported, "step").is_empty());
 }

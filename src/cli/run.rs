@@ -21,12 +21,6 @@ pub(super) fn count() -> RangedU64ValueParser<u64> {
     RangedU64ValueParser::new().range(0..=i64::MAX as u64)
 }
 
-/// The precision schedule kinds, from their list.
-fn cpt_names() -> clap::builder::PossibleValuesParser {
-    use crate::schedule::precision::PrecisionScheduleKind;
-    crate::config::possible_values(PrecisionScheduleKind::ALL.map(|k| (k.name(), k.describe())))
-}
-
 fn count_usize() -> RangedU64ValueParser<usize> {
     RangedU64ValueParser::new().range(0..=i64::MAX as u64)
 }
@@ -76,6 +70,11 @@ pub struct BaseArgs {
     /// Override any config field: --set optimizer.momentum=0.9 (repeatable)
     #[arg(long = "set", value_name = "KEY=VALUE")]
     pub set: Vec<String>,
+    /// DeepSpeed JSON config (ds_config.json) applied over the preset or config: batch sizes,
+    /// optimizer, scheduler, fp16/bf16, ZeRO stage 0 or 1, gradient clipping; the other flags
+    /// and --set still override it. Keys without meaning here are listed as warnings
+    #[arg(long, value_name = "FILE")]
+    pub deepspeed: Option<PathBuf>,
 }
 
 #[derive(Debug, Args, Default)]
@@ -116,7 +115,7 @@ pub struct PrecisionArgs {
     #[arg(long, value_parser = crate::config::PrecisionMode::value_parser())]
     pub precision: Option<String>,
     /// Cyclic precision schedule (case-insensitive)
-    #[arg(long, value_parser = cpt_names(), ignore_case = true)]
+    #[arg(long, value_parser = super::schedule::precision_names(), ignore_case = true)]
     pub cpt: Option<String>,
     /// Lowest forward bits of the precision schedule
     #[arg(long, allow_negative_numbers = true)]
@@ -160,6 +159,10 @@ pub fn build_config(args: &ConfigArgs, paths: &Paths) -> Result<RunConfig> {
         (Some(file), _) => RunConfig::from_file(file)?,
         (None, Some(name)) => presets.load(name)?,
         (None, None) => presets.load(DEFAULT_PRESET)?,
+    };
+    let base = match &args.base.deepspeed {
+        Some(file) => apply_deepspeed(base, file, &args.devices)?,
+        None => base,
     };
     let mut o: Vec<Override> = Vec::new();
     if let Some(n) = &args.base.name {
@@ -224,6 +227,17 @@ pub fn build_config(args: &ConfigArgs, paths: &Paths) -> Result<RunConfig> {
     let config = base.with_overrides(&o)?;
     config.validate()?;
     Ok(config)
+}
+
+/// `--deepspeed FILE` over `base`: the world size of its batch rule is that of the devices the
+/// run will use (`--devices` included); ignored and unknown keys are printed as warnings.
+pub fn apply_deepspeed(base: RunConfig, file: &Path, devices: &DeviceArgs) -> Result<RunConfig> {
+    let placed = base.with_overrides(&device_overrides(devices)?)?;
+    let ds = crate::config::deepspeed::read(file, &placed)?;
+    for w in &ds.warnings {
+        let _ = super::output::errln!("warning: {w}");
+    }
+    Ok(ds.apply(&base)?)
 }
 
 fn parse_set(s: &str) -> Result<Override> {

@@ -6,6 +6,7 @@ use clap::{Args, Subcommand, ValueEnum};
 
 use super::follow::print_summary;
 use super::output::{self, outln};
+use crate::config::diff::differing_fields;
 use crate::config::paths::Paths;
 use crate::telemetry::store;
 
@@ -27,6 +28,16 @@ pub enum RunsCommand {
     },
     /// A run's metrics in another format (CSV of the steps or the evaluations, JSON lines)
     Export(ExportArgs),
+    /// The config fields that differ between two runs
+    Diff {
+        /// A run directory or a run name
+        a: String,
+        /// A run directory or a run name
+        b: String,
+        /// One JSON object per differing field
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, ValueEnum)]
@@ -146,6 +157,56 @@ pub fn run(c: RunsCommand, paths: &Paths) -> Result<()> {
             }
         }
         RunsCommand::Export(args) => export(args, paths)?,
+        RunsCommand::Diff { a, b, json } => diff(&a, &b, json, paths)?,
+    }
+    Ok(())
+}
+
+/// `runs diff A B`: the differing fields, a row each (`-` where a run has no such field).
+fn diff(a: &str, b: &str, json: bool, paths: &Paths) -> Result<()> {
+    let dirs = [
+        store::resolve_run_dir(&paths.runs, a)?,
+        store::resolve_run_dir(&paths.runs, b)?,
+    ];
+    let configs = [store::read_config(&dirs[0])?, store::read_config(&dirs[1])?];
+    let fields = differing_fields(&[&configs[0], &configs[1]]);
+    if json {
+        for f in &fields {
+            output::stdout().json_line(&serde_json::json!({
+                "key": f.key, "a": f.values[0], "b": f.values[1],
+            }))?;
+        }
+        return Ok(());
+    }
+    let name = |d: &std::path::Path| {
+        d.file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default()
+    };
+    if fields.is_empty() {
+        outln!(
+            "{} and {}: the same config (apart from the name)",
+            name(&dirs[0]),
+            name(&dirs[1])
+        )?;
+        return Ok(());
+    }
+    let width = fields.iter().map(|f| f.key.len()).max().unwrap_or(0).max(5);
+    let value = |v: &Option<String>| v.clone().unwrap_or_else(|| "-".into());
+    let col = fields
+        .iter()
+        .map(|f| value(&f.values[0]).chars().count())
+        .max()
+        .unwrap_or(0)
+        .max(name(&dirs[0]).chars().count());
+    outln!("{:<width$}  {:<col$}  {}", "FIELD", name(&dirs[0]), name(&dirs[1]))?;
+    for f in &fields {
+        outln!(
+            "{:<width$}  {:<col$}  {}",
+            f.key,
+            value(&f.values[0]),
+            value(&f.values[1])
+        )?;
     }
     Ok(())
 }

@@ -33,9 +33,15 @@ pub struct OutputArgs {
     pub height: u16,
 }
 
+/// The precision schedule kinds, from their list (also `run --cpt`).
+pub(crate) fn precision_names() -> clap::builder::PossibleValuesParser {
+    crate::config::possible_values(PrecisionScheduleKind::ALL.map(|k| (k.name(), k.describe())))
+}
+
 #[derive(Debug, Args)]
 pub struct PrecisionArgs {
-    /// Schedule: static, cpt, CR, CT, LR, LT, ER, ETV, ETH, RR, RTV, RTH (any case)
+    /// Schedule (any case)
+    #[arg(value_parser = precision_names(), ignore_case = true)]
     pub name: String,
     /// Lowest forward bits
     #[arg(long, default_value_t = 3)]
@@ -55,6 +61,12 @@ pub struct PrecisionArgs {
     /// Steps at q_max before cycling starts
     #[arg(long, default_value_t = 0)]
     pub delay: u64,
+    /// window: the first step at q_min
+    #[arg(long, default_value_t = 0)]
+    pub window_start: u64,
+    /// window: the first step after the window (exclusive)
+    #[arg(long)]
+    pub window_end: Option<u64>,
     #[command(flatten)]
     pub output: OutputArgs,
 }
@@ -139,6 +151,8 @@ pub fn render_precision(a: &PrecisionArgs) -> Result<Rendered> {
         cycles: a.cycles,
         q_bwd: a.q_bwd,
         delay_steps: a.delay,
+        window_start: a.window_start,
+        window_end: a.window_end,
     };
     s.validate(a.steps).map_err(|e| {
         flag_error(
@@ -149,6 +163,7 @@ pub fn render_precision(a: &PrecisionArgs) -> Result<Rendered> {
                 ("precision_schedule.cycles", "--cycles"),
                 ("precision_schedule.q_bwd", "--q-bwd"),
                 ("precision_schedule.delay_steps", "--delay"),
+                ("precision_schedule.window_end", "--window-end"),
                 ("total_steps", "--steps"),
             ],
         )

@@ -4,6 +4,7 @@
 //! TOML tree (so `--set a.b=c` and a preset file go through the same deserializer and give the
 //! same errors), then `validate` checks what serde cannot.
 mod devices;
+pub mod diff;
 mod loss_scale;
 pub mod model;
 mod overrides;

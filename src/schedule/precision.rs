@@ -86,6 +86,10 @@ pub enum PrecisionScheduleKind {
     Rtv,
     #[serde(rename = "RTH", alias = "rth")]
     Rth,
+    /// Static `q_min` inside the step window `[window_start, window_end)`, `q_max` elsewhere:
+    /// Wolfe & Kyrillidis's critical-period (deficit) experiment, Table 1.
+    #[serde(rename = "window", alias = "WINDOW")]
+    Window,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -107,10 +111,12 @@ enum Shape {
     Static,
     Repeated(Profile),
     Triangular(Profile, Flip),
+    /// Not cyclic: `q_min` inside a step window.
+    Window,
 }
 
 impl PrecisionScheduleKind {
-    pub const ALL: [PrecisionScheduleKind; 12] = [
+    pub const ALL: [PrecisionScheduleKind; 13] = [
         PrecisionScheduleKind::Static,
         PrecisionScheduleKind::Cpt,
         PrecisionScheduleKind::Cr,
@@ -123,6 +129,7 @@ impl PrecisionScheduleKind {
         PrecisionScheduleKind::Rr,
         PrecisionScheduleKind::Rtv,
         PrecisionScheduleKind::Rth,
+        PrecisionScheduleKind::Window,
     ];
 
     /// The config name.
@@ -141,6 +148,7 @@ impl PrecisionScheduleKind {
             Rr => "RR",
             Rtv => "RTV",
             Rth => "RTH",
+            Window => "window",
         }
     }
 
@@ -148,7 +156,8 @@ impl PrecisionScheduleKind {
     pub fn group(&self) -> SavingsGroup {
         use PrecisionScheduleKind::*;
         match self {
-            Static => SavingsGroup::Baseline,
+            // A window saves in proportion to its length, not by its shape.
+            Static | Window => SavingsGroup::Baseline,
             Rr | Rth => SavingsGroup::Large,
             Cpt | Lr | Lt | Cr | Ct | Rtv | Etv => SavingsGroup::Medium,
             Er | Eth => SavingsGroup::Small,
@@ -171,6 +180,7 @@ impl PrecisionScheduleKind {
             Rr => "REX growth every cycle (slow rise, mostly low precision)",
             Rtv => "REX, triangular; decay is growth flipped vertically",
             Rth => "REX, triangular; decay is growth flipped horizontally",
+            Window => "q_min inside [window_start, window_end), q_max elsewhere (deficit windows)",
         }
     }
 
@@ -190,6 +200,7 @@ impl PrecisionScheduleKind {
             Eth => Shape::Triangular(Exponential, Flip::Horizontal),
             Rtv => Shape::Triangular(Rex, Flip::Vertical),
             Rth => Shape::Triangular(Rex, Flip::Horizontal),
+            Window => Shape::Window,
         }
     }
 
@@ -239,6 +250,16 @@ pub struct PrecisionSchedule {
     /// at step `delay_steps`, so it still runs all its cycles.
     #[serde(default)]
     pub delay_steps: u64,
+    /// `window`: the first step at `q_min`.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub window_start: u64,
+    /// `window`: the first step after the window (exclusive); required for `window`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub window_end: Option<u64>,
+}
+
+fn is_zero(x: &u64) -> bool {
+    *x == 0
 }
 
 fn default_q_min() -> u32 {
@@ -261,6 +282,8 @@ impl PrecisionSchedule {
             cycles: default_cycles(),
             q_bwd: None,
             delay_steps: 0,
+            window_start: 0,
+            window_end: None,
         }
     }
 
@@ -272,6 +295,12 @@ impl PrecisionSchedule {
     /// The unrounded schedule value `S(t)`; None where the step runs at `q_max` unconditionally.
     fn raw_at(&self, t: u64, total_steps: u64) -> Option<f64> {
         let shape = self.kind.shape();
+        if shape == Shape::Window {
+            let end = self.window_end.unwrap_or(0);
+            return (self.window_start..end)
+                .contains(&t)
+                .then_some(f64::from(self.q_min));
+        }
         if shape == Shape::Static || t < self.delay_steps {
             return None;
         }
@@ -285,7 +314,7 @@ impl PrecisionSchedule {
         let (k, m) = (t / period, t % period);
         let (lo, hi) = (f64::from(self.q_min), f64::from(self.q_max));
         Some(match shape {
-            Shape::Static => unreachable!("handled above"),
+            Shape::Static | Shape::Window => unreachable!("handled above"),
             Shape::Repeated(p) => growth(p, m, period, lo, hi),
             Shape::Triangular(p, _) if k % 2 == 1 => growth(p, m, period, lo, hi),
             Shape::Triangular(p, flip) => decay(p, flip, m, period, lo, hi),
@@ -381,6 +410,26 @@ impl PrecisionSchedule {
                 self.delay_steps,
             ));
         }
+        if self.kind == PrecisionScheduleKind::Window {
+            let Some(end) = self.window_end else {
+                return Err(ScheduleError::invalid(
+                    field("window_end"),
+                    "set for a window schedule: the first step after the window",
+                    "nothing",
+                ));
+            };
+            if end <= self.window_start || end > total_steps {
+                return Err(ScheduleError::invalid(
+                    field("window_end"),
+                    format!(
+                        "in window_start + 1 ({}) ..= the run's total steps ({total_steps})",
+                        self.window_start + 1
+                    ),
+                    end,
+                ));
+            }
+            return Ok(());
+        }
         if self.kind != PrecisionScheduleKind::Static {
             let span = total_steps - self.delay_steps;
             if self.cycles == 0 {
@@ -467,6 +516,8 @@ mod tests {
             cycles: 2,
             q_bwd: None,
             delay_steps: 0,
+            window_start: 0,
+            window_end: None,
         }
     }
 
@@ -665,9 +716,53 @@ mod tests {
         }
     }
 
+    /// `window` against its definition: q_min exactly on `[start, end)`, q_max elsewhere, its
+    /// cost ratio the window's share of the run, and a window that does not fit is refused.
+    #[test]
+    fn window_is_q_min_inside_and_q_max_outside() {
+        for (start, end, n) in [(0u64, 25u64, 100u64), (40, 60, 100), (99, 100, 100), (0, 7, 7)] {
+            let s = PrecisionSchedule {
+                window_start: start,
+                window_end: Some(end),
+                ..sched(K::Window)
+            };
+            s.validate(n).unwrap();
+            for (t, q) in s.curve(n).into_iter().enumerate() {
+                let inside = (start..end).contains(&(t as u64));
+                assert_eq!(q, if inside { 3 } else { 8 }, "[{start}, {end}) t={t}");
+            }
+            let qb = 8.0;
+            let cost = |q: f64| q * q + 2.0 * q * qb;
+            let share = (end - start) as f64 / n as f64;
+            let want = share * cost(3.0) / cost(8.0) + (1.0 - share);
+            assert!((s.cost_ratio_vs_static(n) - want).abs() < 1e-12);
+        }
+        let bad = |start, end: Option<u64>| PrecisionSchedule {
+            window_start: start,
+            window_end: end,
+            ..sched(K::Window)
+        };
+        let e = bad(0, None).validate(100).unwrap_err().to_string();
+        assert!(e.contains("precision_schedule.window_end"), "{e}");
+        assert!(bad(10, Some(10)).validate(100).is_err());
+        assert!(bad(0, Some(101)).validate(100).is_err());
+        // The window fields round-trip and stay out of other kinds' TOML.
+        let w = Wrapper {
+            precision_schedule: bad(5, Some(9)),
+        };
+        let text = toml::to_string(&w).unwrap();
+        assert!(text.contains("window_start = 5") && text.contains("window_end = 9"));
+        assert_eq!(toml::from_str::<Wrapper>(&text).unwrap(), w);
+        let cr = toml::to_string(&Wrapper {
+            precision_schedule: sched(K::Cr),
+        })
+        .unwrap();
+        assert!(!cr.contains("window"), "{cr}");
+    }
+
     #[test]
     fn groups_names_and_descriptions() {
-        assert_eq!(K::ALL.len(), 12);
+        assert_eq!(K::ALL.len(), 13);
         for k in K::ALL {
             assert_eq!(k.name().parse::<K>().unwrap(), k);
             assert_eq!(k.name().to_lowercase().parse::<K>().unwrap(), k);
@@ -825,6 +920,8 @@ mod tests {
                 cycles,
                 q_bwd: None,
                 delay_steps: delay,
+                window_start: 0,
+                window_end: None,
             };
             prop_assert!(s.validate(total).is_ok());
             for (t, q) in s.curve(total).into_iter().enumerate() {
