@@ -6,6 +6,7 @@
 // `cli::output`, which treats EPIPE and ENOSPC as outcomes. Tests may print (clippy.toml).
 #![warn(clippy::print_stdout, clippy::print_stderr)]
 pub mod cli;
+pub mod comparison;
 pub mod config;
 pub mod data;
 pub mod engine;
@@ -13,5 +14,7 @@ pub mod files;
 pub mod models;
 pub mod quant;
 pub mod schedule;
+pub mod stats;
+pub mod sweep;
 pub mod telemetry;
 pub mod tui;

@@ -1,0 +1,65 @@
+//! `cptlab compare`: runs grouped by what varies between them, means with 95% intervals over
+//! seeds, seed-paired differences to a baseline group.
+use std::path::PathBuf;
+
+use anyhow::{Context, Result};
+use clap::Args;
+
+use super::output::{self, errln};
+use crate::comparison;
+use crate::config::paths::Paths;
+use crate::telemetry::store;
+
+#[derive(Debug, Args)]
+pub struct CompareArgs {
+    /// Runs (directories or names) and folders of runs (a sweep)
+    #[arg(required = true, value_name = "RUN|SWEEP")]
+    pub runs: Vec<String>,
+    /// Group by this config field (dotted key, repeatable; default: every field that varies
+    /// between the runs, the seed aside)
+    #[arg(long, value_name = "KEY")]
+    pub by: Vec<String>,
+    /// The group the others are compared with, seed by seed (its label or part of it; default:
+    /// the first group)
+    #[arg(long, value_name = "GROUP")]
+    pub baseline: Option<String>,
+    /// Also report the training seconds to reach this test accuracy (a fraction, e.g. 0.6)
+    #[arg(long, value_name = "ACC")]
+    pub target_acc: Option<f64>,
+    /// A Markdown table
+    #[arg(long, conflicts_with = "csv")]
+    pub md: bool,
+    /// CSV
+    #[arg(long)]
+    pub csv: bool,
+    /// Write to this file (atomically) instead of stdout
+    #[arg(short, long)]
+    pub output: Option<PathBuf>,
+}
+
+pub fn run(args: CompareArgs, paths: &Paths) -> Result<()> {
+    if let Some(t) = args.target_acc {
+        anyhow::ensure!(
+            (0.0..=1.0).contains(&t),
+            "--target-acc {t}: expected a fraction of the test set in 0..=1 (e.g. 0.6 for 60%)"
+        );
+    }
+    let (runs, warnings) = comparison::load(&paths.runs, &args.runs)?;
+    for w in &warnings {
+        errln!("warning: {w}")?;
+    }
+    let c = comparison::compare(&runs, &args.by, args.baseline.as_deref(), args.target_acc)?;
+    let text = if args.md {
+        c.markdown()
+    } else if args.csv {
+        c.csv()
+    } else {
+        c.text()
+    };
+    match args.output {
+        Some(p) => store::write_atomic(&p, text.as_bytes())
+            .with_context(|| format!("cannot write {}", p.display()))?,
+        None => output::stdout().write_str(&text)?,
+    }
+    Ok(())
+}
