@@ -35,6 +35,9 @@ pub struct CompareArgs {
     /// Write to this file (atomically) instead of stdout
     #[arg(short, long)]
     pub output: Option<PathBuf>,
+    /// Also draw final accuracy against GBitOps per group, with intervals, into this SVG file
+    #[arg(long, value_name = "FILE.svg")]
+    pub plot: Option<PathBuf>,
 }
 
 pub fn run(args: CompareArgs, paths: &Paths) -> Result<()> {
@@ -56,6 +59,11 @@ pub fn run(args: CompareArgs, paths: &Paths) -> Result<()> {
     } else {
         c.text()
     };
+    if let Some(p) = &args.plot {
+        let svg = comparison::plot::accuracy_vs_gbitops_svg(&c)?;
+        store::write_atomic(p, svg.as_bytes())
+            .with_context(|| format!("cannot write {}", p.display()))?;
+    }
     match args.output {
         Some(p) => store::write_atomic(&p, text.as_bytes())
             .with_context(|| format!("cannot write {}", p.display()))?,

@@ -6,6 +6,8 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
 
+pub mod plot;
+
 use crate::config::diff::{differing_fields, fields};
 use crate::config::RunConfig;
 use crate::stats::{mean_ci, paired_difference, Estimate};
@@ -534,6 +536,22 @@ mod tests {
         let c = compare(&runs, &["seed".into()], None, None).unwrap();
         assert_eq!(c.groups.len(), 3);
         assert!(c.groups.iter().all(|g| g.runs.len() == 2));
+    }
+
+    #[test]
+    fn the_plot_is_an_svg_with_a_point_and_a_label_per_group() {
+        let mut runs = runs();
+        for (i, r) in runs.iter_mut().enumerate() {
+            r.summary.gbitops = Some(100.0 + i as f64);
+        }
+        let c = compare(&runs, &[], None, None).unwrap();
+        let svg = plot::accuracy_vs_gbitops_svg(&c).unwrap();
+        assert!(svg.starts_with("<svg"), "{}", &svg[..80.min(svg.len())]);
+        assert!(svg.contains("optimizer.lr=0.1") && svg.contains("optimizer.lr=0.2"));
+        assert!(svg.contains("GBitOps"));
+        // Without a cost figure there is nothing to plot, and it says so.
+        let c = compare(&self::runs(), &[], None, None).unwrap();
+        assert!(plot::accuracy_vs_gbitops_svg(&c).is_err());
     }
 
     #[test]
