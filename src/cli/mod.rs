@@ -19,6 +19,8 @@ use crate::config::paths::{PathOverrides, Paths};
 use crate::telemetry::{Event, RunStatus};
 
 pub mod bench;
+pub mod compare;
+pub mod completions;
 pub mod doctor;
 pub mod follow;
 pub mod output;
@@ -27,6 +29,7 @@ pub mod range_test;
 pub mod run;
 pub mod runs;
 pub mod schedule;
+pub mod sweep;
 pub mod worker;
 
 use output::{errln, OutputError};
@@ -67,10 +70,10 @@ pub(crate) fn usage(msg: impl Into<String>) -> anyhow::Error {
 pub struct Cli {
     #[command(flatten)]
     pub global: GlobalArgs,
-    /// Preset loaded into the workbench's Setup view (TUI only; `run` has its own --preset)
+    /// Preset loaded into the workbench's Setup view (TUI only; run has its own --preset)
     #[arg(long)]
     pub preset: Option<String>,
-    /// Data for runs started from the workbench (TUI only; `run` has its own --data)
+    /// Data for runs started from the workbench (TUI only; run has its own --data)
     #[arg(long, env = "CPTLAB_DATA", hide_env_values = true)]
     pub data: Option<String>,
     #[command(subcommand)]
@@ -125,8 +128,18 @@ pub enum Command {
     /// Print an LR or precision schedule's curve (terminal plot, or CSV)
     #[command(subcommand)]
     Schedule(schedule::ScheduleCommand),
+    /// A sweep: runs over the product of config values and seeds, resumable
+    Sweep(sweep::SweepArgs),
+    /// Runs grouped by what varies between them: means with 95% intervals over seeds, and
+    /// seed-paired differences to a baseline group
+    Compare(compare::CompareArgs),
     /// Seconds per epoch beside a PyTorch eager reference (see docs/BENCHMARKS.md)
     Bench(bench::BenchArgs),
+    /// Shell completions (bash, zsh, fish) on stdout
+    Completions(completions::CompletionsArgs),
+    /// The man page (roff) on stdout
+    #[command(hide = true)]
+    Man,
 }
 
 /// The `tracing` subscriber: `CPTLAB_LOG` filters, stderr, never a panic on a closed stderr.
@@ -264,7 +277,14 @@ pub fn main(cli: Cli) -> Result<i32> {
         Some(Command::Runs(c)) => runs::run(c, &paths).map(|()| EXIT_OK),
         Some(Command::Presets(c)) => presets::run(c, &paths).map(|()| EXIT_OK),
         Some(Command::Doctor) => doctor::run(&paths).map(|()| EXIT_OK),
+        Some(Command::Sweep(args)) => {
+            let json = args.json;
+            with_failed_event(json, sweep::run(args, &paths))
+        }
+        Some(Command::Compare(args)) => compare::run(args, &paths).map(|()| EXIT_OK),
         Some(Command::Bench(args)) => bench::run(args, &paths).map(|()| EXIT_OK),
+        Some(Command::Completions(args)) => completions::run(args).map(|()| EXIT_OK),
+        Some(Command::Man) => completions::man().map(|()| EXIT_OK),
         Some(Command::RangeTest(args)) => {
             let json = args.json;
             with_failed_event(json, range_test::run(args, &paths)).map(|()| EXIT_OK)

@@ -15,6 +15,19 @@ pub enum PresetsCommand {
         /// The preset's name
         name: String,
     },
+    /// Save a DeepSpeed JSON config (ds_config.json) as a user preset
+    Import {
+        /// The DeepSpeed JSON config
+        file: std::path::PathBuf,
+        /// The new preset's name
+        name: String,
+        /// Preset supplying what the JSON does not say (model, data, epochs)
+        #[arg(long, default_value = crate::config::presets::DEFAULT_PRESET)]
+        from: String,
+        /// Replace an existing user preset of that name
+        #[arg(long)]
+        force: bool,
+    },
 }
 
 pub fn run(c: PresetsCommand, paths: &Paths) -> Result<()> {
@@ -40,6 +53,23 @@ pub fn run(c: PresetsCommand, paths: &Paths) -> Result<()> {
             )?;
         }
         PresetsCommand::Show { name } => output::stdout().write_str(&store.text(&name)?)?,
+        PresetsCommand::Import {
+            file,
+            name,
+            from,
+            force,
+        } => {
+            let base = store.load(&from)?;
+            let ds = crate::config::deepspeed::read(&file, &base)?;
+            for w in &ds.warnings {
+                let _ = output::errln!("warning: {w}");
+            }
+            let mut config = ds.apply(&base)?;
+            config.description = format!("Imported from DeepSpeed config {}", file.display());
+            config.validate()?;
+            let path = store.save(&name, &config, force)?;
+            outln!("saved preset {name:?} to {}", path.display())?;
+        }
     }
     Ok(())
 }

@@ -58,7 +58,7 @@ pub struct ConfigArgs {
 #[derive(Debug, Args, Default)]
 #[command(next_help_heading = "Config")]
 pub struct BaseArgs {
-    /// Preset to start from (default: quickstart; `cptlab presets list`)
+    /// Preset to start from (default: quickstart; see: cptlab presets list)
     #[arg(long, conflicts_with = "config")]
     pub preset: Option<String>,
     /// TOML config file to start from
@@ -160,6 +160,12 @@ pub fn build_config(args: &ConfigArgs, paths: &Paths) -> Result<RunConfig> {
         (None, Some(name)) => presets.load(name)?,
         (None, None) => presets.load(DEFAULT_PRESET)?,
     };
+    build_config_on(base, args)
+}
+
+/// The config `args` make of `base` (a preset's or a file's): the DeepSpeed overlay, the flags,
+/// then `--set`; validated.
+pub fn build_config_on(base: RunConfig, args: &ConfigArgs) -> Result<RunConfig> {
     let base = match &args.base.deepspeed {
         Some(file) => apply_deepspeed(base, file, &args.devices)?,
         None => base,
