@@ -38,6 +38,7 @@ fn main() {
         println!("cargo:rustc-link-arg=-Wl,--as-needed");
     }
     compile_shim(&lib);
+    compile_c10d(&lib);
 }
 
 /// Builds the C++ shim as a static library linked into the crate. Includes: `<torch>/include`
@@ -45,6 +46,7 @@ fn main() {
 /// layout of both the pip wheel and the libtorch archive); flags as torch-sys uses them.
 fn compile_shim(lib: &str) {
     println!("cargo:rerun-if-changed=csrc/grad_quant.cpp");
+    println!("cargo:rerun-if-changed=csrc/autocast.cpp");
     println!("cargo:rerun-if-env-changed=LIBTORCH_CXX11_ABI");
     let root = Path::new(lib).join("..");
     let abi = std::env::var("LIBTORCH_CXX11_ABI").unwrap_or_else(|_| "1".into());
@@ -62,5 +64,53 @@ fn compile_shim(lib: &str) {
         .flag(format!("-D_GLIBCXX_USE_CXX11_ABI={abi}"))
         .flag("-DGLOG_USE_GLOG_EXPORT")
         .file("csrc/grad_quant.cpp")
+        .file("csrc/autocast.cpp")
         .compile("cptlab_grad_quant");
+}
+
+/// Compiles `csrc/c10d.cpp` (TCPStore, PrefixStore and ProcessGroupGloo from libtorch's c10d).
+/// torch's wheel ships `ProcessGroupGloo.hpp` but not gloo's own headers; Debian's `libgloo-dev`
+/// provides them (`/usr/include/gloo`, or `GLOO_INCLUDE_DIR`). Without them the Gloo backend is
+/// left out (the `cptlab_gloo` cfg is unset) and the binary says so when asked for CPU
+/// multi-process. The gloo code itself is torch's, in `libtorch_cpu`: nothing else is linked.
+fn compile_c10d(lib: &str) {
+    println!("cargo:rerun-if-changed=csrc/c10d.cpp");
+    println!("cargo:rerun-if-env-changed=GLOO_INCLUDE_DIR");
+    println!("cargo::rustc-check-cfg=cfg(cptlab_gloo)");
+    let root = Path::new(lib).join("..");
+    let abi = std::env::var("LIBTORCH_CXX11_ABI").unwrap_or_else(|_| "1".into());
+    let gloo_dir = std::env::var("GLOO_INCLUDE_DIR").unwrap_or_else(|_| "/usr/include".into());
+    let gloo = Path::new(&gloo_dir).join("gloo/config.h").exists();
+    // A path that does not exist would rerun this script on every build: watch the directory
+    // the headers would appear in instead.
+    if gloo {
+        println!("cargo:rerun-if-changed={gloo_dir}/gloo/config.h");
+    } else {
+        println!("cargo:rerun-if-changed={gloo_dir}");
+    }
+    let mut build = cc::Build::new();
+    build
+        .cpp(true)
+        .pic(true)
+        .warnings(false)
+        .opt_level(2)
+        .debug(false)
+        .include(root.join("include"))
+        .include(root.join("include/torch/csrc/api/include"))
+        .flag("-std=c++17")
+        .flag(format!("-D_GLIBCXX_USE_CXX11_ABI={abi}"))
+        .flag("-DGLOG_USE_GLOG_EXPORT");
+    if gloo {
+        // `-I/usr/include` would break libstdc++'s `#include_next`: the default path has it.
+        if gloo_dir != "/usr/include" {
+            build.include(&gloo_dir);
+        }
+        build.flag("-DUSE_C10D_GLOO");
+        println!("cargo:rustc-cfg=cptlab_gloo");
+    } else {
+        println!(
+            "cargo:warning=gloo headers not found ({gloo_dir}/gloo): built without the Gloo backend (install libgloo-dev)"
+        );
+    }
+    build.file("csrc/c10d.cpp").compile("cptlab_c10d");
 }

@@ -18,6 +18,7 @@
 // `cpt_free_error`).
 #include <ATen/CPUGeneratorImpl.h>
 #include <ATen/Parallel.h>
+#include <ATen/autocast_mode.h>
 #include <ATen/ops/addcmul.h>
 #include <ATen/ops/aminmax.h>
 #include <ATen/ops/convolution.h>
@@ -64,6 +65,26 @@ inline uint32_t fmix32(uint32_t h) {
   return h;
 }
 
+inline bool is_half(const at::Tensor& t) {
+  return t.scalar_type() == at::kHalf || t.scalar_type() == at::kBFloat16;
+}
+
+// Under autocast (the thread's state for t's device) a floating tensor in the autocast dtype,
+// as autocast's own lower-precision ops cast their inputs; otherwise t itself. A plain cast,
+// not autocast's weight cache: these casts run with autograd off inside a custom Function, and
+// a cached copy without history must not be handed to an op outside it.
+at::Tensor autocast_input(const at::Tensor& t) {
+  if (!t.defined() || !t.is_floating_point() || t.scalar_type() == at::kDouble) {
+    return t;
+  }
+  const auto dt = t.device().type();
+  if (!at::autocast::is_autocast_available(dt) || !at::autocast::is_autocast_enabled(dt)) {
+    return t;
+  }
+  const auto to = at::autocast::get_autocast_dtype(dt);
+  return t.scalar_type() == to ? t : t.to(to);
+}
+
 // Compiled twice on x86-64 (AVX2 and baseline SSE2), picked at load time: the 32-bit multiplies
 // of the hash are emulated on SSE2.
 #if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
@@ -103,6 +124,14 @@ void sr_cpu_float(const float* in, float* out, int64_t n, float mn, float scale,
 at::Tensor sr_quantize(const at::Tensor& g, int64_t bits, bool inplace, bool generic = false) {
   if (bits >= 32 || !g.defined() || g.numel() == 0) {
     return g;
+  }
+  if (is_half(g)) {
+    // Range, scale and the rounding itself in fp32: in fp16 the scale of a constant tensor
+    // (1e-30 floor) is 0 and 0·inf gives NaN; in bf16 `t + u` rounds to the 8-bit mantissa
+    // before the floor, which biases the rounding. Only the grid values are rounded to g's type.
+    at::Tensor f = g.to(at::kFloat).contiguous();
+    at::Tensor q = sr_quantize(f, bits, true, generic);
+    return inplace ? g.copy_(q) : q.to(g.scalar_type());
   }
   const double levels = std::ldexp(1.0, static_cast<int>(bits)) - 1.0;
   if (!generic && bits <= 24 && g.device().is_cpu() && g.scalar_type() == at::kFloat &&
@@ -152,6 +181,10 @@ CPT_CLONES void fq_span(const float* in, float* out, int64_t n, float inv, float
 // fused path reads them from host memory (no sync there), the generic path hands them to
 // libtorch's kernel with a float zero point (an int32 one makes it sync to check the range).
 at::Tensor fake_quant_channels(const at::Tensor& w, int64_t bits, bool generic) {
+  if (is_half(w)) {
+    // Quantizer parameters and the quantization in fp32; only the result is rounded back.
+    return fake_quant_channels(w.to(at::kFloat).contiguous(), bits, generic).to(w.scalar_type());
+  }
   const double levels = std::ldexp(1.0, static_cast<int>(bits)) - 1.0;
   const double eps = std::numeric_limits<float>::epsilon();
   const int64_t channels = w.size(0);
@@ -187,6 +220,10 @@ at::Tensor fake_quant_channels(const at::Tensor& w, int64_t bits, bool generic) 
 // zero_point = clamp(-round(lo/scale), 0, L), out = (clamp(round(x/scale) + zp, 0, L) - zp)·scale.
 at::Tensor fake_quant_tensor(const at::Tensor& x, const at::Tensor& lo, const at::Tensor& hi,
                              int64_t bits, bool generic) {
+  if (is_half(x)) {
+    return fake_quant_tensor(x.to(at::kFloat).contiguous(), lo, hi, bits, generic)
+        .to(x.scalar_type());
+  }
   const double levels = std::ldexp(1.0, static_cast<int>(bits)) - 1.0;
   const float eps = std::numeric_limits<float>::epsilon();
   if (!generic && bits <= 22 && x.device().is_cpu() && x.scalar_type() == at::kFloat &&
@@ -215,20 +252,40 @@ at::Tensor fake_quant_tensor(const at::Tensor& x, const at::Tensor& lo, const at
                                              static_cast<int64_t>(levels));
 }
 
+// `t` in the scalar type recorded under `key` (a gradient in its input's type).
+at::Tensor as_type(const at::Tensor& t, AutogradContext* ctx, const char* key) {
+  if (!t.defined()) {
+    return t;
+  }
+  const auto st = static_cast<at::ScalarType>(ctx->saved_data[key].toInt());
+  return t.scalar_type() == st ? t : t.to(st);
+}
+
 struct QConv2dFn : public torch::autograd::Function<QConv2dFn> {
   static at::Tensor forward(AutogradContext* ctx, const at::Tensor& x, const at::Tensor& w,
                             const std::optional<at::Tensor>& bias, std::vector<int64_t> stride,
                             std::vector<int64_t> padding, std::vector<int64_t> dilation,
                             int64_t groups, int64_t bwd_bits) {
-    ctx->save_for_backward({x, w});
+    // Under autocast the op runs in the autocast dtype, as `conv2d` would (torch's
+    // `custom_fwd`); backward then works on the cast tensors it saved and returns gradients in
+    // the inputs' own types.
+    const at::Tensor xc = autocast_input(x);
+    const at::Tensor wc = autocast_input(w);
     const bool has_bias = bias.has_value() && bias->defined();
+    std::optional<at::Tensor> bc = has_bias ? std::optional<at::Tensor>(autocast_input(*bias))
+                                            : std::nullopt;
+    ctx->save_for_backward({xc, wc});
     ctx->saved_data["bias"] = has_bias;
     ctx->saved_data["stride"] = stride;
     ctx->saved_data["padding"] = padding;
     ctx->saved_data["dilation"] = dilation;
     ctx->saved_data["groups"] = groups;
     ctx->saved_data["bits"] = bwd_bits;
-    return at::convolution(x, w, bias, stride, padding, dilation, false, {0, 0}, groups);
+    ctx->saved_data["x_type"] = static_cast<int64_t>(x.scalar_type());
+    ctx->saved_data["w_type"] = static_cast<int64_t>(w.scalar_type());
+    ctx->saved_data["b_type"] =
+        static_cast<int64_t>(has_bias ? bias->scalar_type() : w.scalar_type());
+    return at::convolution(xc, wc, bc, stride, padding, dilation, false, {0, 0}, groups);
   }
 
   static variable_list backward(AutogradContext* ctx, variable_list grads) {
@@ -245,9 +302,11 @@ struct QConv2dFn : public torch::autograd::Function<QConv2dFn> {
     auto dilation = ctx->saved_data["dilation"].toIntVector();
     std::vector<int64_t> output_padding = {0, 0};
     auto r = at::convolution_backward(
-        g, x, w, has_bias ? at::OptionalIntArrayRef(bias_sizes) : std::nullopt, stride, padding,
-        dilation, false, output_padding, ctx->saved_data["groups"].toInt(), mask);
-    return {std::get<0>(r), std::get<1>(r), has_bias ? std::get<2>(r) : at::Tensor(),
+        g.to(x.scalar_type()), x, w, has_bias ? at::OptionalIntArrayRef(bias_sizes) : std::nullopt,
+        stride, padding, dilation, false, output_padding, ctx->saved_data["groups"].toInt(),
+        mask);
+    return {as_type(std::get<0>(r), ctx, "x_type"), as_type(std::get<1>(r), ctx, "w_type"),
+            has_bias ? as_type(std::get<2>(r), ctx, "b_type") : at::Tensor(),
             at::Tensor(), at::Tensor(), at::Tensor(), at::Tensor(), at::Tensor()};
   }
 };
@@ -255,11 +314,20 @@ struct QConv2dFn : public torch::autograd::Function<QConv2dFn> {
 struct QLinearFn : public torch::autograd::Function<QLinearFn> {
   static at::Tensor forward(AutogradContext* ctx, const at::Tensor& x, const at::Tensor& w,
                             const std::optional<at::Tensor>& bias, int64_t bwd_bits) {
-    ctx->save_for_backward({x, w});
+    // Autocast as in QConv2dFn.
+    const at::Tensor xc = autocast_input(x);
+    const at::Tensor wc = autocast_input(w);
     const bool has_bias = bias.has_value() && bias->defined();
+    std::optional<at::Tensor> bc = has_bias ? std::optional<at::Tensor>(autocast_input(*bias))
+                                            : std::nullopt;
+    ctx->save_for_backward({xc, wc});
     ctx->saved_data["bias"] = has_bias;
     ctx->saved_data["bits"] = bwd_bits;
-    return at::linear(x, w, bias);
+    ctx->saved_data["x_type"] = static_cast<int64_t>(x.scalar_type());
+    ctx->saved_data["w_type"] = static_cast<int64_t>(w.scalar_type());
+    ctx->saved_data["b_type"] =
+        static_cast<int64_t>(has_bias ? bias->scalar_type() : w.scalar_type());
+    return at::linear(xc, wc, bc);
   }
 
   static variable_list backward(AutogradContext* ctx, variable_list grads) {
@@ -267,7 +335,8 @@ struct QLinearFn : public torch::autograd::Function<QLinearFn> {
     const at::Tensor& x = saved[0];
     const at::Tensor& w = saved[1];
     const bool has_bias = ctx->saved_data["bias"].toBool();
-    at::Tensor g = sr_quantize(grads[0], ctx->saved_data["bits"].toInt(), false);
+    at::Tensor g =
+        sr_quantize(grads[0], ctx->saved_data["bits"].toInt(), false).to(x.scalar_type());
     const int64_t out_features = w.size(0);
     at::Tensor g2 = g.reshape({-1, out_features});
     at::Tensor gx, gw, gb;
@@ -280,7 +349,8 @@ struct QLinearFn : public torch::autograd::Function<QLinearFn> {
     if (has_bias && ctx->needs_input_grad(2)) {
       gb = g2.sum(0);
     }
-    return {gx, gw, gb, at::Tensor()};
+    return {as_type(gx, ctx, "x_type"), as_type(gw, ctx, "w_type"), as_type(gb, ctx, "b_type"),
+            at::Tensor()};
   }
 };
 

@@ -250,7 +250,11 @@ fn runs_diff_and_jsonl_export() {
         .args(["runs", "diff", &first, &second, "--json"])
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let rows = common::events(&out.stdout);
     let keys: Vec<&str> = rows.iter().map(|r| r["key"].as_str().unwrap()).collect();
     assert_eq!(keys, ["optimizer.lr", "seed"], "{rows:?}");
@@ -261,8 +265,16 @@ fn runs_diff_and_jsonl_export() {
         .output()
         .unwrap();
     let text = String::from_utf8(text.stdout).unwrap();
-    assert!(text.lines().any(|l| l.starts_with("seed") && l.ends_with('9')), "{text}");
-    let same = home.cmd().args(["runs", "diff", &first, &first]).output().unwrap();
+    assert!(
+        text.lines()
+            .any(|l| l.starts_with("seed") && l.ends_with('9')),
+        "{text}"
+    );
+    let same = home
+        .cmd()
+        .args(["runs", "diff", &first, &first])
+        .output()
+        .unwrap();
     assert!(String::from_utf8_lossy(&same.stdout).contains("the same config"));
 
     let out = home

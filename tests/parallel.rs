@@ -16,6 +16,8 @@ fn run(home: &Home, extra: &[&str]) -> (Vec<f64>, Value) {
         "50",
         "--threads",
         "1",
+        "--set",
+        "train.log_every=1",
         "--json",
     ];
     args.extend_from_slice(extra);
@@ -97,6 +99,8 @@ fn a_run_killed_on_one_worker_resumes_on_two_with_zero1() {
         "2",
         "--threads",
         "1",
+        "--set",
+        "train.log_every=1",
         "--json",
     ];
     let reference = Home::new();

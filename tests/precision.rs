@@ -20,6 +20,9 @@ fn run(home: &Home, env: &[(&str, &str)], args: &[&str]) -> Vec<Value> {
             "--threads",
             "1",
             "--json",
+            // Every step's event: these tests read each step's bits, scale and loss.
+            "--set",
+            "train.log_every=1",
         ])
         .args(args)
         .output()

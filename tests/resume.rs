@@ -24,6 +24,8 @@ const ARGS: &[&str] = &[
     "data.random_crop_padding=4",
     "--set",
     "data.horizontal_flip=true",
+    "--set",
+    "train.log_every=1",
     "--json",
 ];
 
@@ -136,6 +138,8 @@ const SHORT: &[&str] = &[
     "20",
     "--threads",
     "1",
+    "--set",
+    "train.log_every=1",
     "--json",
 ];
 
@@ -258,6 +262,8 @@ fn resume_honours_more_epochs() {
         "1",
         "--threads",
         "1",
+        "--set",
+        "train.log_every=1",
         "--json",
     ];
     common::run_ok(&home, &args);

@@ -67,10 +67,18 @@ fn a_sweep_runs_every_point_once_and_a_rerun_redoes_nothing() {
     // Two groups (the lr), two seeds each; the table names both.
     let out = home
         .cmd()
-        .args(["compare", home.runs().join("tiny").to_str().unwrap(), "--md"])
+        .args([
+            "compare",
+            home.runs().join("tiny").to_str().unwrap(),
+            "--md",
+        ])
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let md = String::from_utf8(out.stdout).unwrap();
     assert!(md.contains("| optimizer.lr=0.05 | 2 |"), "{md}");
     assert!(md.contains("| optimizer.lr=0.1 | 2 |"), "{md}");
@@ -112,14 +120,23 @@ fn kill_9_mid_sweep_then_a_rerun_finishes_the_rest() {
     assert_eq!(skipped[0]["point"], 0);
     assert!(!common::of_kind(&events, "point_resumed").is_empty());
     // Point 0 untouched; points 1–3 finished now.
-    assert_eq!(std::fs::read(first.join("summary.json")).unwrap(), first_summary);
+    assert_eq!(
+        std::fs::read(first.join("summary.json")).unwrap(),
+        first_summary
+    );
     let ended = common::of_kind(&events, "point_ended");
     let points: Vec<u64> = ended.iter().map(|e| e["point"].as_u64().unwrap()).collect();
     assert_eq!(points, [1, 2, 3]);
     assert!(ended.iter().all(|e| e["status"] == "finished"));
     // Progress is recorded across both invocations.
     let progress = std::fs::read_to_string(home.runs().join("tiny/sweep.jsonl")).unwrap();
-    assert!(progress.lines().filter(|l| l.contains("sweep_ended")).count() == 1);
+    assert!(
+        progress
+            .lines()
+            .filter(|l| l.contains("sweep_ended"))
+            .count()
+            == 1
+    );
 }
 
 #[test]
@@ -141,10 +158,21 @@ fn vary_flags_and_dry_run() {
         ])
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let text = String::from_utf8(out.stdout).unwrap();
-    assert_eq!(text.lines().filter(|l| l.contains("cr-p")).count(), 4, "{text}");
-    assert!(text.contains("precision.schedule.kind=static, seed="), "{text}");
+    assert_eq!(
+        text.lines().filter(|l| l.contains("cr-p")).count(),
+        4,
+        "{text}"
+    );
+    assert!(
+        text.contains("precision.schedule.kind=static, seed="),
+        "{text}"
+    );
     assert!(!home.runs().join("cr").exists(), "a dry run writes nothing");
     let bad = home
         .cmd()

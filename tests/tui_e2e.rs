@@ -1,6 +1,10 @@
 //! The real binary in tmux: start a short run from Setup, watch the Dashboard show a finished
-//! epoch, quit; and a hang-up that leaves the run training headless for a later workbench to
-//! attach to. Needs tmux: skipped with a message when it is missing, unless CI is set.
+//! epoch, quit; a hang-up that leaves the run training headless for a later workbench to
+//! attach to; Esc that never quits, a Setup remembered across launches, and runs picked with
+//! the mouse for a three-way Compare. Needs tmux: skipped with a message when it is missing,
+//! unless CI is set.
+mod tui_common;
+
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -42,6 +46,21 @@ impl Tmux {
             assert!(ok, "tmux send-keys {k}");
             std::thread::sleep(Duration::from_millis(150));
         }
+    }
+
+    /// A left click at 1-based (`x`, `y`), as the terminal reports it to a program that asked
+    /// for SGR mouse reports (which the workbench does).
+    fn click(&self, x: u16, y: u16) {
+        for end in ['M', 'm'] {
+            let seq = format!("\x1b[<0;{x};{y}{end}");
+            let ok = Command::new("tmux")
+                .args(["send-keys", "-t", &self.session, "-l", &seq])
+                .status()
+                .unwrap()
+                .success();
+            assert!(ok, "tmux send-keys (mouse)");
+        }
+        std::thread::sleep(Duration::from_millis(150));
     }
 
     /// Waits until the pane shows `text`; returns the pane.
@@ -133,6 +152,7 @@ kind = "cosine_annealing"
 [train]
 batch_size = 64
 epochs = {epochs}
+log_every = 1
 [devices]
 threads = 1
 "#
@@ -149,14 +169,19 @@ threads = 1
         self.dir.path().join(format!("exit-{n}"))
     }
 
-    /// A script that runs the workbench and records its exit code.
+    /// A script that runs the workbench (`--preset e2e`) and records its exit code.
     fn script(&self, n: usize, data: &str) -> PathBuf {
+        self.script_with(n, &format!("--preset e2e --data {data}"))
+    }
+
+    /// A script that runs the workbench with `args` and records its exit code.
+    fn script_with(&self, n: usize, args: &str) -> PathBuf {
         let bin = assert_cmd::cargo::cargo_bin("cptlab");
         let d = self.dir.path();
         let text = format!(
             "export CPTLAB_RUNS_DIR='{runs}' CPTLAB_PRESETS_DIR='{presets}' CPTLAB_CACHE_DIR='{cache}'\n\
              unset CPTLAB_DATA\n\
-             '{bin}' --preset e2e --data {data}\n\
+             '{bin}' {args}\n\
              echo $? > '{exit}'\n",
             runs = self.runs().display(),
             presets = d.join("presets").display(),
@@ -216,12 +241,17 @@ fn a_short_run_shows_a_finished_epoch_then_quits() {
         &home.script(1, "synthetic:2048:512"),
     );
     tmux.wait_for("Setup · preset e2e", Duration::from_secs(30));
+    // s shows what will start and asks.
     tmux.keys(&["s"]);
+    tmux.wait_for("Start this run?", Duration::from_secs(10));
+    tmux.keys(&["y"]);
     let pane = tmux.wait_for("epoch 1 done", Duration::from_secs(120));
     println!("{pane}");
     assert!(pane.contains("Dashboard"), "{pane}");
     // Back to Setup, then quit; if the run is still going, stop it.
-    tmux.keys(&["q", "q"]);
+    tmux.keys(&["Escape"]);
+    tmux.wait_for("Setup · preset e2e", Duration::from_secs(10));
+    tmux.keys(&["q"]);
     if tmux.capture().contains("Leave the workbench?") {
         tmux.keys(&["x"]);
     }
@@ -247,7 +277,7 @@ fn a_hangup_leaves_the_run_training_and_a_new_workbench_attaches() {
         &home.script(1, "synthetic:1024:256"),
     );
     first.wait_for("Setup · preset e2e", Duration::from_secs(30));
-    first.keys(&["s"]);
+    first.keys(&["s", "y"]);
     first.wait_for("TRAINING", Duration::from_secs(120));
     // The terminal goes away (as with a dropped SSH connection): SIGHUP to the workbench.
     first.kill();
@@ -258,6 +288,17 @@ fn a_hangup_leaves_the_run_training_and_a_new_workbench_attaches() {
         pid.is_some(),
         "the run died with its workbench (does `cptlab run --json` stop when its stdout closes?)"
     );
+    // In `top` and `ps` the run is `cptlab run …`, not `exe`.
+    let pid = pid.unwrap();
+    let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
+    assert_eq!(comm.trim(), "cptlab");
+    let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+    let args: Vec<String> = cmdline
+        .split(|b| *b == 0)
+        .map(|a| String::from_utf8_lossy(a).into_owned())
+        .collect();
+    assert!(args[0].ends_with("cptlab"), "{args:?}");
+    assert_eq!(args.get(1).map(String::as_str), Some("run"), "{args:?}");
     let steps = || {
         std::fs::read_to_string(dir.join("metrics.jsonl"))
             .unwrap_or_default()
@@ -286,7 +327,7 @@ fn a_hangup_leaves_the_run_training_and_a_new_workbench_attaches() {
     second.keys(&["y"]);
     second.wait_for("STOPPED", Duration::from_secs(60));
     assert_eq!(summary_status(&dir).as_deref(), Some("stopped"));
-    second.keys(&["q", "q"]);
+    second.keys(&["q"]);
     assert_eq!(home.exit_code(2, Duration::from_secs(30)), "0");
     assert!(!dir.join("tui.lock").exists());
 }
@@ -361,4 +402,72 @@ fn a_run_paused_by_the_workbench_does_not_count_the_pause() {
         .map(|e| 64.0 / e["images_per_sec"].as_f64().unwrap())
         .fold(0.0, f64::max);
     assert!(slowest < stood_still * 0.5, "a step of {slowest:.3}s");
+}
+
+#[test]
+fn esc_is_safe_setup_is_remembered_and_the_mouse_picks_three_runs_to_compare() {
+    if !have_tmux() {
+        return;
+    }
+    let home = Home::new(2);
+    // Three finished runs, recorded as the engine records them.
+    for (i, name) in [
+        "20250101-090000-a",
+        "20250101-091000-b",
+        "20250101-092000-c",
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let mut cfg = tui_common::config(name, None);
+        cfg.seed = i as u64;
+        let dir = home.runs().join(name);
+        let ev = tui_common::events(&dir, &cfg, u64::MAX, true, 0.01 * i as f64);
+        tui_common::write_run(&home.runs(), name, &cfg, &ev, None);
+    }
+    let tmux = Tmux::start(
+        &format!("cptlab-e2e-{}-c1", std::process::id()),
+        &home.script(1, "synthetic:2048:512"),
+    );
+    tmux.wait_for("Setup · preset e2e", Duration::from_secs(30));
+    // Esc never leaves.
+    tmux.keys(&["Escape", "Escape", "Escape"]);
+    let pane = tmux.wait_for("Esc goes back; q quits", Duration::from_secs(10));
+    assert!(pane.contains("Setup · preset e2e"), "{pane}");
+    assert!(!home.exit_file(1).exists(), "Esc quit the workbench");
+    // One more epoch: Setup is now modified.
+    tmux.keys(&["Down", "Down", "Down", "Down", "Right"]);
+    tmux.wait_for("Setup · preset e2e · modified", Duration::from_secs(10));
+    // The mouse: the Runs tab (columns 50–55 of row 1), then each run's row, marked with space.
+    tmux.click(52, 1);
+    tmux.wait_for("Runs · 3", Duration::from_secs(10));
+    for row in 0..3 {
+        tmux.click(12, 4 + row);
+        tmux.keys(&["Space"]);
+    }
+    tmux.keys(&["c"]);
+    let pane = tmux.wait_for("runs against A", Duration::from_secs(20));
+    for name in ["092000-c", "091000-b", "090000-a"] {
+        assert!(pane.contains(name), "{name} not compared:\n{pane}");
+    }
+    assert!(pane.contains("config that differs"), "{pane}");
+    // Esc goes back to Runs; q asks, since Setup has changes no preset holds.
+    tmux.keys(&["Escape"]);
+    tmux.wait_for("Runs · 3", Duration::from_secs(10));
+    tmux.keys(&["q"]);
+    tmux.wait_for("Quit with unsaved Setup changes?", Duration::from_secs(10));
+    tmux.keys(&["y"]);
+    assert_eq!(home.exit_code(1, Duration::from_secs(30)), "0");
+
+    // The next start, with no preset asked for, brings the change back.
+    let again = Tmux::start(
+        &format!("cptlab-e2e-{}-c2", std::process::id()),
+        &home.script_with(2, "--data synthetic:2048:512"),
+    );
+    let pane = again.wait_for("Setup · preset e2e · modified", Duration::from_secs(30));
+    assert!(pane.contains("epochs        3"), "{pane}");
+    again.keys(&["q"]);
+    again.wait_for("Quit with unsaved Setup changes?", Duration::from_secs(10));
+    again.keys(&["q"]);
+    assert_eq!(home.exit_code(2, Duration::from_secs(30)), "0");
 }

@@ -45,9 +45,9 @@ fn focus(app: &mut App, f: Field) {
     panic!("{f:?} not reachable");
 }
 
-/// Starts the form's run and reports its process as spawned.
+/// Starts the form's run (s, then y to the question) and reports its process as spawned.
 fn start(app: &mut App) -> u64 {
-    keys(app, "s");
+    keys(app, "sy");
     let l = launches(&app.take_commands());
     assert_eq!(l.len(), 1, "one launch");
     let run = l[0].0;
@@ -56,7 +56,7 @@ fn start(app: &mut App) -> u64 {
 }
 
 #[test]
-fn number_keys_switch_views_and_q_goes_back_then_quits() {
+fn number_keys_switch_views_and_q_quits() {
     let home = Home::new();
     let mut app = home.app();
     assert_eq!(app.view, View::Setup);
@@ -74,8 +74,15 @@ fn number_keys_switch_views_and_q_goes_back_then_quits() {
     assert_eq!(app.overlay, Some(Overlay::Help));
     key(&mut app, KeyCode::Esc);
     assert_eq!(app.overlay, None);
+    // q closes help like a pager, and quits from a view.
+    keys(&mut app, "?q");
+    assert_eq!((app.overlay.clone(), app.exit), (None, None));
     keys(&mut app, "q");
-    assert_eq!(app.exit, Some(0), "nothing live: q quits without asking");
+    assert_eq!(
+        app.exit,
+        Some(0),
+        "nothing live, Setup as loaded: q quits without asking"
+    );
 }
 
 #[test]
@@ -118,6 +125,7 @@ fn start_is_refused_until_the_form_is_valid_then_launches_what_it_shows() {
     key(&mut app, KeyCode::Enter);
     keys(&mut app, "s");
     assert!(app.take_commands().is_empty());
+    assert_eq!(app.overlay, None, "nothing to confirm");
     assert!(app.status.as_ref().unwrap().warn);
     assert_eq!(app.view, View::Setup);
     key(&mut app, KeyCode::Enter);
@@ -128,6 +136,12 @@ fn start_is_refused_until_the_form_is_valid_then_launches_what_it_shows() {
     key(&mut app, KeyCode::Enter);
     app.setup.set(Field::Cpt, "RR");
     keys(&mut app, "s");
+    assert!(
+        matches!(app.overlay, Some(Overlay::Dialog(Dialog::ConfirmStart(_)))),
+        "s asks first"
+    );
+    assert!(app.take_commands().is_empty());
+    key(&mut app, KeyCode::Enter);
     let l = launches(&app.take_commands());
     assert_eq!(l.len(), 1);
     let cfg = &l[0].1;
@@ -138,8 +152,8 @@ fn start_is_refused_until_the_form_is_valid_then_launches_what_it_shows() {
         Some("RR")
     );
     assert_eq!(app.view, View::Dashboard);
-    // q goes back to Setup, where s was pressed.
-    keys(&mut app, "q");
+    // Esc goes back to Setup, where s was pressed.
+    key(&mut app, KeyCode::Esc);
     assert_eq!(app.view, View::Setup);
 }
 
@@ -275,7 +289,7 @@ fn ab_pair_side_by_side_splits_the_cpu_with_one_seed() {
     assert!(a.precision.schedule.is_none());
     assert_eq!(b.precision.schedule.as_ref().unwrap().kind.name(), "CR");
     assert_eq!(app.view, View::Compare);
-    assert_eq!(app.pair, Some((l[0].0, l[1].0)));
+    assert_eq!(app.compared, vec![l[0].0, l[1].0]);
 }
 
 #[test]
@@ -288,7 +302,7 @@ fn ab_pair_one_after_the_other_queues_b_until_a_ends() {
     let l = launches(&app.take_commands());
     assert_eq!(l.len(), 1, "only A starts");
     let a = l[0].0;
-    let (_, b) = app.pair.unwrap();
+    let b = app.compared[1];
     assert!(matches!(app.slot(b).unwrap().control, Control::Queued(_)));
     app.on_msg(Msg::Spawned { run: a, pid: 4242 });
     app.slot_mut(a).unwrap().data.status = RunStatus::Training;
@@ -339,7 +353,9 @@ fn runs_view_marks_compares_exports_and_deletes() {
     keys(&mut app, "j ");
     keys(&mut app, "c");
     assert_eq!(app.view, View::Compare);
-    let (a, b) = app.pair.unwrap();
+    let [a, b] = app.compared[..] else {
+        panic!("{:?}", app.compared)
+    };
     let follows: Vec<_> = app
         .take_commands()
         .into_iter()
@@ -348,7 +364,7 @@ fn runs_view_marks_compares_exports_and_deletes() {
     assert_eq!(follows.len(), 2, "finished runs replay from metrics.jsonl");
     assert_ne!(a, b);
     // Export CSV into the run directory.
-    keys(&mut app, "q");
+    key(&mut app, KeyCode::Esc);
     assert_eq!(app.view, View::Runs);
     keys(&mut app, "e");
     let csv = std::fs::read_to_string(dirs[0].join("steps.csv")).unwrap();
@@ -506,7 +522,7 @@ fn dashboard_keys_move_focus_zoom_and_switch_runs() {
     // c with two runs open compares them.
     keys(&mut app, "c");
     assert_eq!(app.view, View::Compare);
-    assert_eq!(app.pair, Some((a, b)));
+    assert_eq!(app.compared, vec![a, b]);
     // p on a run that is not live says so and signals nothing.
     keys(&mut app, "p");
     assert!(app.take_commands().is_empty());
@@ -537,7 +553,7 @@ use cptlab::tui::keys::{self, Binding, Hint, Key};
 /// runs of single keys such as `↑↓←→` or `hjkl`; ranges such as `1–5`.
 fn names_in(shown: &str) -> Vec<String> {
     const WORDS: &[&str] = &[
-        "Tab", "S-Tab", "Enter", "Esc", "PgUp", "PgDn", "space", "Ctrl-C",
+        "Tab", "S-Tab", "Enter", "Esc", "PgUp", "PgDn", "Home", "End", "space", "Ctrl-C", "Ctrl-Z",
     ];
     let mut out = Vec::new();
     for w in shown.split_whitespace() {
@@ -649,7 +665,16 @@ fn a_key_sends_one_action_in_every_table() {
 fn every_action() -> Vec<Action> {
     let mut v = vec![
         Action::Back,
+        Action::Quit,
         Action::Interrupt,
+        Action::Suspend,
+        Action::First,
+        Action::Last,
+        Action::Pick(0),
+        Action::Pick(1),
+        Action::Wheel(0, 1),
+        Action::Wheel(1, -1),
+        Action::Wheel(5, 1),
         Action::Help,
         Action::FocusNext,
         Action::FocusPrev,
@@ -702,7 +727,7 @@ fn every_action_a_view_answers_is_in_its_help_and_back() {
                 let ida = app.open_dir(&a);
                 let idb = app.open_dir(&b);
                 app.current = Some(ida);
-                app.pair = Some((ida, idb));
+                app.compared = vec![ida, idb];
                 app.show(v);
                 app.dash.focus = if focused {
                     cptlab::tui::dashboard::PANELS.len() - 1
@@ -759,7 +784,10 @@ fn help_and_footer_show_the_tables() {
             let row = keys::GLOBAL
                 .iter()
                 .chain(keys::of(v).bindings)
-                .find(|b| b.hint != Hint::None && piece.ends_with(hint_label(v, b)))
+                .find(|b| {
+                    let l = hint_label(v, b);
+                    b.hint != Hint::None && !l.is_empty() && piece.ends_with(l)
+                })
                 .unwrap_or_else(|| panic!("{v:?}: footer {piece:?} has no row"));
             for n in names_in(k) {
                 assert!(names_of(row).contains(&n), "{v:?}: footer {piece:?}");
@@ -778,7 +806,646 @@ fn hint_label(v: View, b: &Binding) -> &'static str {
     match b.hint {
         Hint::None => "",
         Hint::Label(l) => l,
-        Hint::Keys(_, _) if b.keys.iter().any(|(_, a)| *a == Action::Back) => keys::of(v).back,
+        Hint::Keys(_, _) if b.keys.iter().any(|(_, a)| *a == Action::Back) => {
+            keys::of(v).back.unwrap_or("")
+        }
         Hint::Keys(_, l) => l,
     }
+}
+
+// ---- Keys that never lose work. ----
+
+fn esc(app: &mut App) {
+    key(app, KeyCode::Esc);
+}
+
+fn ctrl_z(app: &mut App) {
+    app.on_key(KeyEvent::new(KeyCode::Char('z'), KeyModifiers::CONTROL));
+}
+
+#[test]
+fn esc_never_quits_on_any_view() {
+    let home = Home::new();
+    for v in View::ALL {
+        let mut app = home.app();
+        app.setup.set(Field::Epochs, "7");
+        app.show(v);
+        for _ in 0..5 {
+            esc(&mut app);
+        }
+        assert_eq!(app.exit, None, "{v:?}: Esc quit");
+        assert_eq!(app.view, v, "{v:?}: nowhere to go back to");
+        assert_eq!(
+            app.setup.value(Field::Epochs),
+            "7",
+            "{v:?}: Esc lost an edit"
+        );
+        // Nor in help, a prompt or a dialog: Esc closes them.
+        keys(&mut app, "?");
+        esc(&mut app);
+        assert_eq!((app.overlay.clone(), app.exit), (None, None), "{v:?} help");
+    }
+    // Esc goes back where Enter or s came from, and cancels a stored A.
+    let mut app = home.app();
+    keys(&mut app, "c");
+    assert!(app.setup.ab_first.is_some());
+    esc(&mut app);
+    assert!(app.setup.ab_first.is_none(), "Esc forgets A");
+    let run = start(&mut app);
+    assert_eq!(app.current, Some(run));
+    assert_eq!(app.view, View::Dashboard);
+    key(&mut app, KeyCode::Enter);
+    assert!(app.dash.zoom);
+    esc(&mut app);
+    assert!(!app.dash.zoom, "Esc restores a zoomed panel first");
+    assert_eq!(app.view, View::Dashboard);
+    esc(&mut app);
+    assert_eq!(app.view, View::Setup);
+    esc(&mut app);
+    assert_eq!(app.exit, None);
+}
+
+#[test]
+fn q_asks_when_setup_has_unsaved_changes() {
+    let home = Home::new();
+    let mut app = home.app();
+    assert!(!app.setup.modified());
+    focus(&mut app, Field::Epochs);
+    keys(&mut app, "l");
+    assert!(app.setup.modified());
+    assert_eq!(app.setup.changed_fields(), vec![Field::Epochs]);
+    keys(&mut app, "q");
+    assert_eq!(app.overlay, Some(Overlay::Dialog(Dialog::QuitUnsaved)));
+    let frame = render(&app, 80, 24);
+    assert!(
+        frame.contains("Setup differs from preset demo (epochs)"),
+        "{frame}"
+    );
+    esc(&mut app);
+    assert_eq!((app.overlay.clone(), app.exit), (None, None));
+    // s saves them as a preset first; then q quits without asking.
+    keys(&mut app, "qs");
+    assert!(matches!(app.overlay, Some(Overlay::Prompt(_))));
+    for _ in 0..10 {
+        key(&mut app, KeyCode::Backspace);
+    }
+    keys(&mut app, "four-epochs");
+    key(&mut app, KeyCode::Enter);
+    assert!(home.paths().presets.join("four-epochs.toml").is_file());
+    assert_eq!(app.setup.preset, "four-epochs");
+    assert!(!app.setup.modified(), "saved as a preset: nothing unsaved");
+    keys(&mut app, "l");
+    keys(&mut app, "q");
+    // A second q in the question quits.
+    keys(&mut app, "q");
+    assert_eq!(app.exit, Some(0));
+}
+
+#[test]
+fn ctrl_z_asks_the_loop_to_suspend_from_any_mode() {
+    let home = Home::new();
+    let mut app = home.app();
+    ctrl_z(&mut app);
+    assert!(app.suspend);
+    app.suspend = false;
+    // While a field is edited: the edit stays open, nothing typed.
+    focus(&mut app, Field::Name);
+    key(&mut app, KeyCode::Enter);
+    keys(&mut app, "x");
+    ctrl_z(&mut app);
+    assert!(app.suspend);
+    assert_eq!(app.setup.editing.as_deref(), Some("demox"));
+    key(&mut app, KeyCode::Enter);
+    app.suspend = false;
+    // In a dialog: it stays open.
+    keys(&mut app, "s");
+    ctrl_z(&mut app);
+    assert!(app.suspend);
+    assert!(matches!(
+        app.overlay,
+        Some(Overlay::Dialog(Dialog::ConfirmStart(_)))
+    ));
+    assert!(app.take_commands().is_empty());
+    assert_eq!(app.exit, None);
+}
+
+#[test]
+fn s_shows_what_will_start_and_asks_once() {
+    let home = Home::new();
+    let mut app = home.app();
+    app.setup.set(Field::Cpt, "CR");
+    app.setup.set(Field::Devices, "cpu:2");
+    keys(&mut app, "s");
+    let Some(Overlay::Dialog(Dialog::ConfirmStart(cfg))) = app.overlay.clone() else {
+        panic!("{:?}", app.overlay)
+    };
+    assert_eq!(cfg.name, "demo");
+    let frame = render(&app, 80, 24);
+    for want in [
+        "Start this run?",
+        "demo",
+        "lenet",
+        "fp32 · CPT CR 3–8 bits",
+        "cpu:2",
+        "3 epochs × 32 steps = 96 steps",
+    ] {
+        assert!(frame.contains(want), "no {want:?} in\n{frame}");
+    }
+    // n (or Esc) starts nothing.
+    keys(&mut app, "n");
+    assert_eq!(app.overlay, None);
+    assert!(app.take_commands().is_empty());
+    assert_eq!(app.view, View::Setup);
+    // y starts exactly that config, once.
+    keys(&mut app, "sy");
+    let l = launches(&app.take_commands());
+    assert_eq!(l.len(), 1);
+    assert_eq!(l[0].1, *cfg);
+    assert_eq!(app.view, View::Dashboard);
+}
+
+// ---- The remembered Setup. ----
+
+/// The test setup as a user preset, so a remembered Setup can name it.
+fn with_demo_preset(home: &Home) {
+    std::fs::create_dir_all(home.paths().presets).unwrap();
+    std::fs::write(home.paths().presets.join("demo.toml"), BASE).unwrap();
+}
+
+fn launch(home: &Home, preset: Option<&str>) -> App {
+    App::new(
+        home.paths(),
+        &cptlab::tui::TuiOptions {
+            preset: preset.map(str::to_string),
+            data: Some("synthetic:2048:512".into()),
+        },
+    )
+}
+
+#[test]
+fn the_last_setup_is_remembered_across_launches() {
+    let home = Home::new();
+    with_demo_preset(&home);
+    let mut app = launch(&home, Some("demo"));
+    assert_eq!(app.setup.preset, "demo");
+    app.setup.set(Field::Epochs, "5");
+    app.setup.set(Field::Cpt, "RR");
+    // Invalid text is remembered as typed.
+    app.setup.set(Field::Seed, "forty-two");
+    app.persist_state(false);
+    let state = cptlab::tui::state::state_path(&home.paths());
+    assert!(state.is_file(), "written on change");
+    assert_eq!(state.parent(), home.runs().parent());
+    keys(&mut app, "q");
+    keys(&mut app, "y");
+    app.persist_state(true);
+    assert_eq!(app.exit, Some(0));
+
+    let app = launch(&home, None);
+    assert_eq!(app.setup.preset, "demo");
+    assert_eq!(app.setup.value(Field::Epochs), "5");
+    assert_eq!(app.setup.value(Field::Cpt), "RR");
+    assert_eq!(app.setup.value(Field::Seed), "forty-two");
+    assert!(app.setup.check.error(Field::Seed).is_some());
+    assert!(app.setup.modified(), "still differs from preset demo");
+    assert_eq!(
+        app.setup.changed_fields(),
+        vec![Field::Epochs, Field::Seed, Field::Cpt]
+    );
+    assert!(render(&app, 80, 24).contains("Setup · preset demo · modified"));
+    assert_eq!(app.status, None);
+
+    // --preset asks for a preset: that is what Setup shows.
+    let app = launch(&home, Some("demo"));
+    assert_eq!(app.setup.value(Field::Epochs), "3");
+    assert!(!app.setup.modified());
+    assert!(!render(&app, 80, 24).contains("modified"));
+}
+
+#[test]
+fn a_corrupt_state_file_is_reported_and_ignored() {
+    let home = Home::new();
+    let state = cptlab::tui::state::state_path(&home.paths());
+    for bad in [
+        "version = 1\npreset = [",
+        "version = 99\npreset = \"x\"\n",
+        "\u{0}\u{1}",
+    ] {
+        std::fs::write(&state, bad).unwrap();
+        let app = launch(&home, None);
+        let s = app.status.clone().expect("a status line");
+        assert!(s.warn, "{s:?}");
+        assert!(s.text.contains("remembered Setup ignored"), "{s:?}");
+        assert!(s.text.contains("tui-state.toml"), "{s:?}");
+        assert!(app.setup.check.ok(), "the default preset instead");
+        assert_eq!(app.exit, None);
+    }
+    // A state file that cannot be written is said, once, and never stops anything.
+    std::fs::remove_file(&state).unwrap();
+    std::fs::create_dir_all(state.join("in-the-way")).unwrap();
+    let mut app = home.app();
+    app.setup.set(Field::Epochs, "4");
+    app.persist_state(false);
+    let s = app.status.clone().unwrap();
+    assert!(
+        s.warn && s.text.contains("cannot remember the Setup"),
+        "{s:?}"
+    );
+    assert!(app.state_unsaved());
+}
+
+#[test]
+fn loading_a_preset_over_edits_asks_first() {
+    let home = Home::new();
+    let mut app = home.app();
+    app.setup.set(Field::Epochs, "9");
+    keys(&mut app, "4");
+    let idx = app
+        .presets
+        .rows
+        .iter()
+        .position(|p| p.name == "lenet-sgd")
+        .unwrap();
+    app.presets.cursor = idx;
+    key(&mut app, KeyCode::Enter);
+    assert!(matches!(
+        app.overlay,
+        Some(Overlay::Dialog(Dialog::LoadOverEdits { ref name, .. })) if name == "lenet-sgd"
+    ));
+    keys(&mut app, "n");
+    assert_eq!(app.setup.value(Field::Epochs), "9", "n keeps the edits");
+    assert_eq!(app.view, View::Presets);
+    key(&mut app, KeyCode::Enter);
+    keys(&mut app, "y");
+    assert_eq!(app.view, View::Setup);
+    assert_eq!(app.setup.preset, "lenet-sgd");
+    assert!(!app.setup.modified());
+    // Without edits it loads at once.
+    keys(&mut app, "4");
+    key(&mut app, KeyCode::Enter);
+    assert_eq!(app.overlay, None);
+    assert_eq!(app.view, View::Setup);
+}
+
+#[test]
+fn every_invalid_field_is_marked_at_once() {
+    let home = Home::new();
+    let mut app = home.app();
+    app.setup.set(Field::Lr, "-1");
+    app.setup.set(Field::Momentum, "-0.5");
+    app.setup.set(Field::WeightDecay, "-1");
+    app.setup.set(Field::Threads, "none");
+    let c = &app.setup.check;
+    for f in [
+        Field::Lr,
+        Field::Momentum,
+        Field::WeightDecay,
+        Field::Threads,
+    ] {
+        assert!(c.error(f).is_some(), "{f:?} unmarked: {:?}", c.errors);
+    }
+    keys(&mut app, "s");
+    assert!(app
+        .status
+        .as_ref()
+        .unwrap()
+        .text
+        .contains("fix the 4 marked field(s)"));
+}
+
+// ---- Runs: filter, sort, first and last. ----
+
+fn runs_home() -> (Home, Vec<std::path::PathBuf>) {
+    let home = Home::new();
+    let mut dirs = Vec::new();
+    for (i, (name, better)) in [
+        ("20250101-090000-static-8b", 0.0),
+        ("20250101-093000-cr-3-8", 0.05),
+        ("20250101-100000-rr-2-8", 0.02),
+        ("20250101-103000-adam", 0.0),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let cpt = (i % 2 == 1).then(cr);
+        let cfg = config(name, cpt);
+        let dir = home.runs().join(name);
+        let ev = events(&dir, &cfg, u64::MAX, true, better);
+        dirs.push(write_run(&home.runs(), name, &cfg, &ev, None));
+    }
+    (home, dirs)
+}
+
+fn shown(app: &App) -> Vec<String> {
+    app.history
+        .rows
+        .iter()
+        .map(|r| cptlab::tui::runs::short_name(&r.name).to_string())
+        .collect()
+}
+
+#[test]
+fn runs_filter_sort_and_jump() {
+    let (home, _) = runs_home();
+    let mut app = home.app();
+    keys(&mut app, "5");
+    assert_eq!(shown(&app), ["adam", "rr-2-8", "cr-3-8", "static-8b"]);
+    // G / End: the last run; g / Home: the first.
+    keys(&mut app, "G");
+    assert_eq!(app.history.cursor, 3);
+    key(&mut app, KeyCode::Home);
+    assert_eq!(app.history.cursor, 0);
+    key(&mut app, KeyCode::End);
+    assert_eq!(app.history.cursor, 3);
+    // / filters as it is typed; Enter keeps it; Esc in the list clears it.
+    keys(&mut app, "/");
+    assert_eq!(app.input_mode(), cptlab::tui::action::InputMode::Text);
+    keys(&mut app, "-8");
+    assert_eq!(shown(&app), ["rr-2-8", "cr-3-8", "static-8b"]);
+    keys(&mut app, "b");
+    assert_eq!(shown(&app), ["static-8b"]);
+    key(&mut app, KeyCode::Enter);
+    assert_eq!(app.history.filter, "-8b");
+    assert!(render(&app, 80, 24).contains("Runs · 1 of 4 · /-8b"));
+    // Esc while typing undoes the typing, not the filter before it.
+    keys(&mut app, "/");
+    key(&mut app, KeyCode::Backspace);
+    key(&mut app, KeyCode::Backspace);
+    assert_eq!(shown(&app).len(), 4, "applied as typed");
+    esc(&mut app);
+    assert_eq!(app.history.filter, "-8b");
+    assert_eq!(shown(&app), ["static-8b"]);
+    esc(&mut app);
+    assert_eq!(app.history.filter, "");
+    assert_eq!(shown(&app).len(), 4);
+    assert_eq!(
+        app.view,
+        View::Runs,
+        "the first Esc only cleared the filter"
+    );
+    // Several words all have to match (name, config, status).
+    app.history.set_filter("cpt finished");
+    assert_eq!(shown(&app), ["adam", "cr-3-8"], "the CR runs");
+    app.history.set_filter("");
+    // o: newest, name, status, accuracy, time.
+    keys(&mut app, "o");
+    assert_eq!(shown(&app), ["adam", "cr-3-8", "rr-2-8", "static-8b"]);
+    keys(&mut app, "oo");
+    assert_eq!(shown(&app)[0], "cr-3-8", "best accuracy first");
+    assert!(app.status.as_ref().unwrap().text.contains("accuracy"));
+    // The cursor stays on its run through a sort.
+    let on = app.history.selected().unwrap().dir.clone();
+    keys(&mut app, "o");
+    assert_eq!(app.history.selected().unwrap().dir, on);
+}
+
+#[test]
+fn up_to_eight_runs_are_compared_in_the_order_marked() {
+    let (home, dirs) = runs_home();
+    let mut app = home.app();
+    keys(&mut app, "5");
+    // Mark three: adam (row 0), cr-3-8 (row 2), static-8b (row 3).
+    keys(&mut app, " jj j ");
+    assert_eq!(app.history.marked.len(), 3);
+    assert_eq!(app.history.mark_of(&dirs[3]), Some('A'));
+    assert_eq!(app.history.mark_of(&dirs[1]), Some('B'));
+    assert_eq!(app.history.mark_of(&dirs[0]), Some('C'));
+    keys(&mut app, "c");
+    assert_eq!(app.view, View::Compare);
+    assert_eq!(app.compared.len(), 3);
+    let labels: Vec<String> = app
+        .compared_slots()
+        .iter()
+        .map(|s| s.data.label.clone())
+        .collect();
+    assert_eq!(
+        labels,
+        [
+            "20250101-103000-adam",
+            "20250101-093000-cr-3-8",
+            "20250101-090000-static-8b"
+        ]
+    );
+    // → highlights B; w makes it the baseline; o opens it.
+    key(&mut app, KeyCode::Right);
+    assert_eq!(app.cmp.sel, 1);
+    let b = app.compared[1];
+    keys(&mut app, "w");
+    assert_eq!(app.compared[0], b);
+    keys(&mut app, "o");
+    assert_eq!((app.view, app.current), (View::Dashboard, Some(b)));
+    // At most eight marks.
+    let mut app = home.app();
+    keys(&mut app, "5");
+    app.history.marked = (0..8).map(|i| home.runs().join(format!("x{i}"))).collect();
+    keys(&mut app, " ");
+    assert_eq!(app.history.marked.len(), 8);
+    assert!(app.status.as_ref().unwrap().warn);
+}
+
+#[test]
+fn m_steps_the_loss_smoothing() {
+    let home = Home::new();
+    let mut app = home.app();
+    let a = app.add_run(RunData::new("a"), Control::None, None);
+    app.current = Some(a);
+    keys(&mut app, "2");
+    assert_eq!(app.smoothing_weight(), 0.6, "TensorBoard's default");
+    keys(&mut app, "m");
+    assert_eq!(app.smoothing_weight(), 0.8);
+    for _ in 0..4 {
+        keys(&mut app, "m");
+    }
+    assert_eq!(app.smoothing_weight(), 0.0, "round to off");
+}
+
+// ---- The mouse, through the same Action path (synthetic events on a given layout). ----
+
+use cptlab::tui::mouse;
+use crossterm::event::{MouseButton, MouseEvent, MouseEventKind};
+use ratatui::layout::Rect;
+
+fn mouse_at(app: &App, kind: MouseEventKind, (x, y): (u16, u16)) -> Option<Action> {
+    let ev = MouseEvent {
+        kind,
+        column: x,
+        row: y,
+        modifiers: KeyModifiers::NONE,
+    };
+    mouse::action(app, Rect::new(0, 0, 80, 24), &ev)
+}
+
+fn click(app: &App, at: (u16, u16)) -> Option<Action> {
+    mouse_at(app, MouseEventKind::Down(MouseButton::Left), at)
+}
+
+fn wheel(app: &App, at: (u16, u16), down: bool) -> Option<Action> {
+    let kind = if down {
+        MouseEventKind::ScrollDown
+    } else {
+        MouseEventKind::ScrollUp
+    };
+    mouse_at(app, kind, at)
+}
+
+/// Where `text` is drawn at 80×24.
+fn spot(app: &App, text: &str) -> (u16, u16) {
+    let frame = render(app, 80, 24);
+    find(&frame, text).unwrap_or_else(|| panic!("no {text:?} in\n{frame}"))
+}
+
+/// Clicks `text` and applies what it sends.
+fn click_on(app: &mut App, text: &str) -> Option<Action> {
+    let a = click(app, spot(app, text));
+    if let Some(a) = a.clone() {
+        app.update(a);
+    }
+    a
+}
+
+#[test]
+fn mouse_clicks_tabs_rows_fields_and_panels() {
+    let (home, _) = runs_home();
+    let mut app = home.app();
+    // Tabs.
+    for (label, v) in [
+        ("5 Runs", View::Runs),
+        ("2 Dashboard", View::Dashboard),
+        ("1 Setup", View::Setup),
+    ] {
+        assert_eq!(click_on(&mut app, label), Some(Action::Show(v)));
+        assert_eq!(app.view, v);
+    }
+    assert_eq!(click(&app, (0, 0)), None, "the badge is no tab");
+    // A Setup field: its label or its error line focuses it.
+    assert_eq!(
+        click_on(&mut app, "weight decay"),
+        Some(Action::Pick(
+            app.setup
+                .visible()
+                .iter()
+                .position(|f| *f == Field::WeightDecay)
+                .unwrap()
+        ))
+    );
+    assert_eq!(app.setup.focus(), Field::WeightDecay);
+    app.setup.set(Field::Batch, "0");
+    click_on(&mut app, "a whole number ≥ 1");
+    assert_eq!(app.setup.focus(), Field::Batch);
+    assert_eq!(
+        click(&app, spot(&app, "lr(t)")),
+        None,
+        "the previews pick nothing"
+    );
+    // A row of Runs; the wheel moves the cursor; below the rows nothing.
+    keys(&mut app, "5");
+    assert_eq!(click_on(&mut app, "cr-3-8"), Some(Action::Pick(2)));
+    assert_eq!(shown(&app)[app.history.cursor], "cr-3-8");
+    let at = spot(&app, "cr-3-8");
+    let a = wheel(&app, at, true).unwrap();
+    app.update(a);
+    assert_eq!(shown(&app)[app.history.cursor], "static-8b");
+    assert_eq!(click(&app, (at.0, at.1 + 5)), None);
+    // A panel of the Dashboard; the wheel over the log scrolls it.
+    let a = app.add_run(RunData::new("a"), Control::None, None);
+    for i in 0..40 {
+        app.slot_mut(a)
+            .unwrap()
+            .data
+            .note(cptlab::tui::run_data::LogKind::Info, format!("line {i}"));
+    }
+    app.current = Some(a);
+    keys(&mut app, "2");
+    assert_eq!(click_on(&mut app, "step time"), Some(Action::Pick(4)));
+    assert_eq!(app.dash.focus, 4);
+    let log = spot(&app, "line 39");
+    let up = wheel(&app, log, false).unwrap();
+    assert_eq!(up, Action::Wheel(cptlab::tui::dashboard::LOG, -3));
+    app.update(up);
+    assert_eq!(app.dash.log_scroll, 3);
+    assert!(render(&app, 80, 24).contains("line 36"));
+    assert!(!render(&app, 80, 24).contains("line 39"));
+    assert_eq!(wheel(&app, spot(&app, "step time"), false), None);
+    // Presets: a row.
+    keys(&mut app, "4");
+    click_on(&mut app, "quickstart");
+    assert_eq!(app.presets.selected().unwrap().name, "quickstart");
+    // Nothing while a dialog or prompt has the keyboard.
+    keys(&mut app, "u");
+    assert!(matches!(app.overlay, Some(Overlay::Prompt(_))));
+    assert_eq!(click(&app, spot(&app, "1 Setup")), None);
+}
+
+#[test]
+fn a_click_on_a_scrolled_list_picks_the_row_drawn_there() {
+    let home = Home::new();
+    for i in 0..30 {
+        let name = format!("20250101-{:06}-run{i:02}", 100000 + i);
+        let cfg = config(&name, None);
+        write_run(&home.runs(), &name, &cfg, &[], Some(DEAD_PID));
+    }
+    let mut app = home.app();
+    keys(&mut app, "5G");
+    assert_eq!(app.history.cursor, 29);
+    // The first row on screen is not the first run: what is drawn there is what is picked.
+    // Row 3: under the tabs, the border and the header.
+    let frame = render(&app, 80, 24);
+    let drawn = frame.lines().nth(3).unwrap().to_string();
+    let Some(Action::Pick(i)) = click(&app, (10, 3)) else {
+        panic!("no pick")
+    };
+    assert!(i > 0, "the list is scrolled");
+    assert!(drawn.contains(&app.history.rows[i].name), "{drawn}");
+    app.update(Action::Pick(i));
+    assert_eq!(app.history.cursor, i);
+}
+
+#[test]
+fn the_wheel_scrolls_a_long_setup_form_within_its_length() {
+    let home = Home::new();
+    let mut app = home.app();
+    app.setup.check.general = Some((0..20).map(|i| format!("problem {i}\n")).collect());
+    let form = (10, 10);
+    assert_eq!(wheel(&app, form, false), None, "at the top already");
+    let mut n = 0;
+    while let Some(a) = wheel(&app, form, true) {
+        app.update(a);
+        n += 1;
+        assert!(n < 50, "the wheel never stops");
+    }
+    assert!(render(&app, 80, 24).contains("problem 19"));
+    assert!(
+        !render(&app, 80, 24).contains(" name "),
+        "scrolled past the top"
+    );
+    // A key brings the focus back into view.
+    key(&mut app, KeyCode::Down);
+    assert!(render(&app, 80, 24).contains("model"));
+}
+
+#[test]
+fn help_scrolls_when_it_is_longer_than_the_terminal() {
+    let home = Home::new();
+    let mut app = home.app();
+    keys(&mut app, "5?");
+    let frame = render(&app, 80, 24);
+    assert!(!frame.contains("Ctrl-Z"), "{frame}");
+    assert!(frame.contains("↑↓ scroll"), "{frame}");
+    for _ in 0..30 {
+        key(&mut app, KeyCode::Down);
+    }
+    let frame = render(&app, 80, 24);
+    assert!(frame.contains("Ctrl-Z"), "{frame}");
+    assert!(frame.contains("wheel"), "{frame}");
+    assert_eq!(
+        app.overlay,
+        Some(Overlay::Help),
+        "arrows scroll, they do not close"
+    );
+    // The wheel too.
+    let up = wheel(&app, (40, 12), false).unwrap();
+    for _ in 0..20 {
+        app.update(up.clone());
+    }
+    assert!(!render(&app, 80, 24).contains("Ctrl-Z"));
 }

@@ -118,7 +118,7 @@ fn an_older_builds_recording_draws_the_same_epochs() {
             ids.push(id);
         }
         app.current = Some(ids[0]);
-        app.pair = Some((ids[0], ids[1]));
+        app.compared = ids.clone();
         app.show(view);
         SIZES.iter().map(|&(w, h)| render(&app, w, h)).collect()
     };
@@ -165,7 +165,7 @@ fn compare_view() {
         }
         ids.push(id);
     }
-    app.pair = Some((ids[0], ids[1]));
+    app.compared = ids;
     app.show(View::Compare);
     snap(&app, "compare");
 }
@@ -229,9 +229,164 @@ fn help_overlay() {
 fn quit_while_live_asks() {
     let home = Home::new();
     let mut app = live_app(&home);
-    app.update(Action::Back);
+    app.update(Action::Quit);
     assert!(app.exit.is_none());
     snap(&app, "quit_dialog");
+}
+
+#[test]
+fn quit_with_unsaved_setup_asks() {
+    let home = Home::new();
+    let mut app = home.app();
+    app.setup.set(Field::Epochs, "5");
+    app.setup.set(Field::Cpt, "CR");
+    app.update(Action::Quit);
+    assert!(app.exit.is_none());
+    snap(&app, "quit_unsaved");
+}
+
+#[test]
+fn start_shows_what_will_start() {
+    let home = Home::new();
+    let mut app = home.app();
+    app.setup.set(Field::Cpt, "CR");
+    app.setup.set(Field::Cycles, "4");
+    app.update(Action::Start);
+    assert!(
+        app.take_commands().is_empty(),
+        "nothing starts before the yes"
+    );
+    snap(&app, "setup_confirm_start");
+}
+
+/// A long error wraps at word boundaries under its field; one that names no field is listed
+/// below the form with its line breaks; the form scrolls to what is focused, and the wheel
+/// scrolls it further.
+#[test]
+fn setup_errors_wrap_and_scroll() {
+    let home = Home::new();
+    let mut app = home.app();
+    app.setup
+        .set(Field::Devices, "gpu:0,1 on the second node of the cluster");
+    app.setup.set(Field::Lr, "-1");
+    app.setup.set(Field::Momentum, "-0.5");
+    app.setup.set(Field::WeightDecay, "-1");
+    app.setup.check.general = Some(
+        "train.label_smoothing = 1.5: a value in [0, 1)\ndata.eval_batch_size = 0: at least 1 \
+         (the evaluation batch is separate from the training batch)"
+            .into(),
+    );
+    // Devices focused: its whole error shows.
+    while app.setup.focus() != Field::Devices {
+        app.update(Action::Down);
+    }
+    snap(&app, "setup_long_errors");
+    let err = app.setup.check.error(Field::Devices).unwrap().to_string();
+    let wrapped = cptlab::tui::setup::wrap(&err, 41);
+    assert!(wrapped.len() >= 2, "{wrapped:?}");
+    for w in &wrapped {
+        assert!(
+            err.contains(w.as_str()),
+            "{w:?} is not a run of whole words"
+        );
+    }
+}
+
+#[test]
+fn compare_three_runs() {
+    let home = Home::new();
+    let mut app = home.app();
+    let mut ids = Vec::new();
+    for (name, cpt, better, lr) in [
+        ("20250101-100000-static-8b", static8(), 0.0, 0.05),
+        ("20250101-100500-cr-3-8", cr(), 0.03, 0.05),
+        ("20250101-101000-cr-lr-0.1", cr(), 0.05, 0.1),
+    ] {
+        let mut cfg = config(name, Some(cpt));
+        if let cptlab::config::OptimizerConfig::Sgd { lr: l, .. } = &mut cfg.optimizer {
+            *l = lr;
+        }
+        let dir = home.runs().join(name);
+        let ev = events(&dir, &cfg, u64::MAX, true, better);
+        write_run(&home.runs(), name, &cfg, &ev, None);
+        let id = app.open_dir(&dir);
+        for e in ev {
+            app.ingest(id, e);
+        }
+        ids.push(id);
+    }
+    app.compared = ids;
+    app.show(View::Compare);
+    // The config diff lists only what differs: beside the figures when there is room, under
+    // them otherwise (the table enlarged with Enter).
+    let wide = render(&app, 160, 48);
+    snap(&app, "compare_three");
+    app.update(Action::Pick(3));
+    app.update(Action::Select);
+    let narrow = render(&app, 80, 24);
+    for (frame, heading) in [(&wide, "config that differs"), (&narrow, "config differs")] {
+        assert!(frame.contains(heading), "{frame}");
+        assert!(frame.contains("optimizer.lr"), "{frame}");
+        assert!(frame.contains("precision.schedule.kind"), "{frame}");
+        assert!(!frame.contains("train.batch_size"), "{frame}");
+    }
+    snap(&app, "compare_three_table");
+}
+
+#[test]
+fn runs_filtered() {
+    let home = Home::new();
+    for (name, cpt) in [
+        ("20250101-090000-static-8b", Some(static8())),
+        ("20250101-093000-cr-3-8", Some(cr())),
+        ("20250101-100000-fp32", None),
+    ] {
+        let cfg = config(name, cpt);
+        let dir = home.runs().join(name);
+        let ev = events(&dir, &cfg, u64::MAX, true, 0.0);
+        write_run(&home.runs(), name, &cfg, &ev, None);
+    }
+    let mut app = home.app();
+    app.show(View::Runs);
+    app.history.set_filter("8");
+    app.update(Action::Key('o'));
+    app.status = None;
+    snap(&app, "runs_filtered");
+}
+
+/// No text is drawn in colour 8 (bright black: `Color::DarkGray`), which many dark palettes
+/// make the background: only borders, axes and faint curves may use it.
+#[test]
+fn no_text_in_bright_black() {
+    use ratatui::style::Color;
+    let home = Home::new();
+    let live = live_app(&home);
+    let mut apps = vec![("dashboard", live)];
+    for v in View::ALL {
+        let mut app = home.app();
+        app.setup.set(Field::Batch, "0");
+        app.show(v);
+        apps.push((v.title(), app));
+    }
+    let mut help = home.app();
+    help.update(Action::Help);
+    apps.push(("help", help));
+    for (name, app) in apps {
+        for (w, h) in SIZES {
+            let buf = render_buffer(&app, w, h);
+            for y in 0..h {
+                for x in 0..w {
+                    let c = &buf[(x, y)];
+                    let text = c.symbol().chars().any(|ch| ch.is_alphanumeric());
+                    assert!(
+                        !(text && c.fg == Color::DarkGray),
+                        "{name} {w}x{h}: {:?} at ({x}, {y}) is bright black",
+                        c.symbol()
+                    );
+                }
+            }
+        }
+    }
 }
 
 #[test]

@@ -30,7 +30,7 @@ pub struct BenchArgs {
     /// Repetitions per measurement (the median is reported)
     #[arg(long, default_value_t = 3)]
     pub reps: usize,
-    /// Timed steps per repetition (default: per case, see `Case::default_steps`)
+    /// Timed steps per repetition (default: each case's own count)
     #[arg(long)]
     pub steps: Option<u64>,
     /// Data (default: CPTLAB_DATA, else synthetic). Seconds per epoch are always for 50,000 images.
@@ -72,11 +72,14 @@ const CASES: &[Case] = &[
         preset: "resnet18-sgd",
         model: "resnet18",
         batch: 128,
-        default_steps: 15,
+        default_steps: 20,
     },
 ];
 
-const WARMUP_STEPS: u64 = 5;
+/// Step events come every `train.log_every` steps (the default here): warm-up and timed steps
+/// are multiples of it.
+const LOG_EVERY: u64 = crate::config::DEFAULT_LOG_EVERY;
+const WARMUP_STEPS: u64 = LOG_EVERY;
 const EPOCH_IMAGES: f64 = 50_000.0;
 
 fn median(mut v: Vec<f64>) -> f64 {
@@ -118,7 +121,12 @@ pub fn run(args: BenchArgs, paths: &Paths) -> Result<()> {
         let case = CASES.iter().find(|c| c.name == name).ok_or_else(|| {
             anyhow::anyhow!("unknown bench case {name:?}; cases: lenet16, lenet128, resnet18")
         })?;
-        let steps = args.steps.unwrap_or(case.default_steps);
+        let steps = args
+            .steps
+            .unwrap_or(case.default_steps)
+            .div_ceil(LOG_EVERY)
+            .max(1)
+            * LOG_EVERY;
         for &threads in &args.threads {
             let ours: Vec<f64> = (0..args.reps)
                 .map(|_| ours_seconds_per_step(case, threads, steps, &data, &bench_paths))

@@ -122,8 +122,8 @@ pub enum Command {
     Doctor,
     /// CPT's precision range test: the lowest precision at which training makes progress
     RangeTest(range_test::RangeTestArgs),
-    /// One rank of a multi-machine job, started like torchrun (RANK, WORLD_SIZE, LOCAL_RANK,
-    /// MASTER_ADDR, MASTER_PORT, and CPTLAB_RDZV_TOKEN)
+    /// One rank of a multi-process job, started by torchrun, srun or DeepSpeed's launcher (or
+    /// RANK, WORLD_SIZE, MASTER_ADDR, MASTER_PORT), with CPTLAB_RDZV_TOKEN (docs/MULTINODE.md)
     Worker(worker::WorkerArgs),
     /// Print an LR or precision schedule's curve (terminal plot, or CSV)
     #[command(subcommand)]
@@ -356,7 +356,10 @@ mod tests {
         let Some(Command::Run(run)) = cli.command else {
             panic!()
         };
-        assert_eq!(run.given, ["max-steps", "set", "json"]);
+        // The order is the flags' declaration order, not the command line's.
+        let mut given = run.given.clone();
+        given.sort();
+        assert_eq!(given, ["json", "max-steps", "set"]);
         // Negative numbers are values, for validation to judge.
         let cli = parse(&v(&["cptlab", "run", "--lr", "-0.1"])).unwrap();
         let Some(Command::Run(run)) = cli.command else {

@@ -199,7 +199,12 @@ fn diff(a: &str, b: &str, json: bool, paths: &Paths) -> Result<()> {
         .max()
         .unwrap_or(0)
         .max(name(&dirs[0]).chars().count());
-    outln!("{:<width$}  {:<col$}  {}", "FIELD", name(&dirs[0]), name(&dirs[1]))?;
+    outln!(
+        "{:<width$}  {:<col$}  {}",
+        "FIELD",
+        name(&dirs[0]),
+        name(&dirs[1])
+    )?;
     for f in &fields {
         outln!(
             "{:<width$}  {:<col$}  {}",

@@ -3,6 +3,7 @@
 //! A `RunConfig` is built from a preset (TOML), then command-line overrides are applied to the
 //! TOML tree (so `--set a.b=c` and a preset file go through the same deserializer and give the
 //! same errors), then `validate` checks what serde cannot.
+pub mod deepspeed;
 mod devices;
 pub mod diff;
 mod loss_scale;
@@ -319,10 +320,21 @@ pub struct TrainConfig {
     /// Evaluate on the test split at every epoch end.
     #[serde(default = "default_true")]
     pub eval: bool,
+    /// A step event (the mean over these steps) every this many steps, and the one host read
+    /// of the training loop (loss, stop/pause agreement) that comes with it.
+    #[serde(default = "default_log_every")]
+    pub log_every: u64,
 }
 
 fn default_one() -> usize {
     1
+}
+
+/// `train.log_every`'s default: one device→host read per 10 steps.
+pub const DEFAULT_LOG_EVERY: u64 = 10;
+
+fn default_log_every() -> u64 {
+    DEFAULT_LOG_EVERY
 }
 
 /// Numeric precision of training: the number format (`mode`) and an optional cyclic precision
@@ -348,6 +360,10 @@ pub struct PrecisionConfig {
     /// fp16 loss scaling, with DeepSpeed's keys and defaults (`loss_scale = 0`: dynamic).
     #[serde(default)]
     pub loss_scale: LossScaleConfig,
+    /// TF32 on CUDA: absent follows PyTorch's defaults (convolutions in TF32, matmuls in
+    /// IEEE fp32); `true` allows it for both, `false` for neither.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tf32: Option<bool>,
 }
 
 impl Default for PrecisionConfig {
@@ -359,6 +375,7 @@ impl Default for PrecisionConfig {
             last_layer_full_precision: true,
             quantize_weight_grads: false,
             loss_scale: LossScaleConfig::default(),
+            tf32: None,
         }
     }
 }
@@ -372,12 +389,18 @@ pub enum PrecisionMode {
     Fp16,
     /// bf16 replica with fp32 master weights, no loss scaling.
     Bf16,
+    /// fp32 weights, ops in bf16 where `torch.autocast` casts them (no loss scaling).
+    AmpBf16,
+    /// fp32 weights, ops in fp16 where `torch.autocast` casts them, dynamic loss scaling.
+    AmpFp16,
 }
 
 impl PrecisionMode {
     /// Every mode, in the order the CLI and the TUI list them.
-    pub const ALL: [PrecisionMode; 3] = [
+    pub const ALL: [PrecisionMode; 5] = [
         PrecisionMode::Fp32,
+        PrecisionMode::AmpBf16,
+        PrecisionMode::AmpFp16,
         PrecisionMode::Fp16,
         PrecisionMode::Bf16,
     ];
@@ -388,6 +411,8 @@ impl PrecisionMode {
             PrecisionMode::Fp32 => "fp32",
             PrecisionMode::Fp16 => "fp16",
             PrecisionMode::Bf16 => "bf16",
+            PrecisionMode::AmpBf16 => "amp_bf16",
+            PrecisionMode::AmpFp16 => "amp_fp16",
         }
     }
 
@@ -395,8 +420,12 @@ impl PrecisionMode {
     pub fn describe(self) -> &'static str {
         match self {
             PrecisionMode::Fp32 => "fp32 throughout",
-            PrecisionMode::Fp16 => "fp16 replica, fp32 master weights, loss scaling",
-            PrecisionMode::Bf16 => "bf16 replica, fp32 master weights",
+            PrecisionMode::Fp16 => "DeepSpeed-style: fp16 weights, fp32 master copy, loss scaling",
+            PrecisionMode::Bf16 => "DeepSpeed-style: bf16 weights, fp32 master copy",
+            PrecisionMode::AmpBf16 => "torch.autocast to bf16: fp32 weights, loss in fp32",
+            PrecisionMode::AmpFp16 => {
+                "torch.autocast to fp16: fp32 weights, loss in fp32, loss scaling"
+            }
         }
     }
 
@@ -547,6 +576,13 @@ impl RunConfig {
                 return Err(invalid("train.grad_clip", c, "a positive finite norm"));
             }
         }
+        if t.log_every == 0 {
+            return Err(invalid(
+                "train.log_every",
+                0,
+                "at least 1 (steps per step event)",
+            ));
+        }
         if !(0.0..1.0).contains(&t.label_smoothing) {
             return Err(invalid(
                 "train.label_smoothing",
@@ -644,6 +680,7 @@ impl RunConfig {
             ),
             ("train.epochs", Some(t.epochs), MAX_EPOCHS, " epochs"),
             ("train.max_steps", t.max_steps, MAX_STEPS, " steps"),
+            ("train.log_every", Some(t.log_every), MAX_STEPS, " steps"),
             (
                 "data.eval_batch_size",
                 n(d.eval_batch_size),

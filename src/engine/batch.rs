@@ -1,10 +1,131 @@
 //! u8 batches (from `data`) to normalized float tensors on the worker's device.
 //! Pixels travel as u8 (4× less to copy than f32, also to a GPU) and are normalized per batch
 //! with one fused multiply-add.
+//!
+//! Training batches come from a [`Prefetcher`]: a thread that gathers and augments the next
+//! micro-batches (a ring of [`PREFETCH_DEPTH`] in flight) while the current one trains, and
+//! hands them over as host tensors, page-locked for a CUDA device so that the copy to the device
+//! is non-blocking. On the CPU it is the same path without pinning. Batches are pure functions
+//! of (indices, positions, seed, epoch), so prefetching changes no number.
+use std::sync::mpsc::{sync_channel, Receiver};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+
+use anyhow::Result;
 use tch::{Device, Kind, Tensor};
 
 use crate::config::Normalize;
-use crate::data::ImageShape;
+use crate::data::{fill_batch, Augment, Dataset, ImageShape};
+
+/// Micro-batches prepared ahead of the one training (plus the one being filled).
+pub const PREFETCH_DEPTH: usize = 2;
+
+/// One micro-batch on the host: `pixels` N×C×H×W u8, `labels` N i64.
+pub struct HostBatch {
+    pub pixels: Tensor,
+    pub labels: Tensor,
+}
+
+/// What the prefetch thread fills: one entry per micro-batch, in training order.
+pub struct BatchPlan {
+    /// Dataset indices of each micro-batch.
+    pub indices: Vec<Vec<u32>>,
+    /// Their positions in the epoch's order (augmentation is a hash of them).
+    pub positions: Vec<Vec<u64>>,
+}
+
+/// The thread that fills the next micro-batches of an epoch while the current one trains.
+pub struct Prefetcher {
+    rx: Option<Receiver<Result<HostBatch, String>>>,
+    handle: Option<JoinHandle<()>>,
+}
+
+impl Prefetcher {
+    /// Starts filling `plan`'s micro-batches of the training split for `epoch`. `pin` makes
+    /// page-locked host tensors (for a CUDA device).
+    pub fn spawn(
+        dataset: Arc<Dataset>,
+        plan: BatchPlan,
+        aug: Augment,
+        seed: u64,
+        epoch: u64,
+        pin: bool,
+    ) -> Prefetcher {
+        let (tx, rx) = sync_channel(PREFETCH_DEPTH);
+        let handle = std::thread::Builder::new()
+            .name("cptlab-prefetch".into())
+            .spawn(move || {
+                let shape = dataset.shape;
+                let (mut pixels, mut labels) = (Vec::new(), Vec::new());
+                for (idx, pos) in plan.indices.iter().zip(&plan.positions) {
+                    fill_batch(
+                        &dataset.train,
+                        &shape,
+                        idx,
+                        pos,
+                        &aug,
+                        seed,
+                        epoch,
+                        &mut pixels,
+                        &mut labels,
+                    );
+                    let batch = host_batch(&pixels, &labels, &shape, pin);
+                    // The trainer went away (a stop, an error): nothing more to fill.
+                    if tx.send(batch).is_err() {
+                        return;
+                    }
+                }
+            })
+            .expect("spawning the prefetch thread");
+        Prefetcher {
+            rx: Some(rx),
+            handle: Some(handle),
+        }
+    }
+
+    /// The next micro-batch, in plan order.
+    pub fn next(&self) -> Result<HostBatch> {
+        let rx = self.rx.as_ref().expect("receiver until drop");
+        match rx.recv() {
+            Ok(Ok(b)) => Ok(b),
+            Ok(Err(e)) => anyhow::bail!("preparing a batch: {e}"),
+            Err(_) => anyhow::bail!("internal: the prefetch thread ended before the epoch did"),
+        }
+    }
+}
+
+impl Drop for Prefetcher {
+    fn drop(&mut self) {
+        // Closing the channel first ends a thread blocked on a full ring.
+        drop(self.rx.take());
+        if let Some(h) = self.handle.take() {
+            let _ = h.join();
+        }
+    }
+}
+
+fn host_batch(
+    pixels: &[u8],
+    labels: &[i64],
+    s: &ImageShape,
+    pin: bool,
+) -> Result<HostBatch, String> {
+    let n = labels.len() as i64;
+    let x =
+        Tensor::from_slice(pixels).view([n, s.channels as i64, s.height as i64, s.width as i64]);
+    let y = Tensor::from_slice(labels);
+    if !pin {
+        return Ok(HostBatch {
+            pixels: x,
+            labels: y,
+        });
+    }
+    let pinned = |t: &Tensor| crate::quant::pin_memory(t).map_err(|e| e.to_string());
+    Ok(HostBatch {
+        pixels: pinned(&x)?,
+        labels: pinned(&y)?,
+    })
+}
 
 pub struct BatchConverter {
     device: Device,
@@ -63,11 +184,15 @@ impl BatchConverter {
 
     /// `pixels`: N×C×H×W u8; `labels`: N class indices.
     pub fn convert(&self, pixels: &[u8], labels: &[i64]) -> (Tensor, Tensor) {
-        let n = labels.len() as i64;
-        let s = &self.shape;
-        let x = Tensor::from_slice(pixels)
-            .view([n, s.channels as i64, s.height as i64, s.width as i64])
-            .to_device(self.device)
+        let batch = host_batch(pixels, labels, &self.shape, false).expect("unpinned batch");
+        self.convert_batch(&batch)
+    }
+
+    /// A prepared micro-batch to the device (non-blocking from pinned memory), normalized.
+    pub fn convert_batch(&self, batch: &HostBatch) -> (Tensor, Tensor) {
+        let x = batch
+            .pixels
+            .to_device_(self.device, Kind::Uint8, true, false)
             .to_kind(Kind::Float);
         let mut x = self.shift.addcmul(&x, &self.scale);
         if let Some(r) = self.resize {
@@ -76,8 +201,14 @@ impl BatchConverter {
         if self.kind != Kind::Float {
             x = x.to_kind(self.kind);
         }
-        let y = Tensor::from_slice(labels).to_device(self.device);
+        let y = batch
+            .labels
+            .to_device_(self.device, Kind::Int64, true, false);
         (x, y)
+    }
+
+    pub fn device(&self) -> Device {
+        self.device
     }
 }
 

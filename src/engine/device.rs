@@ -1,6 +1,9 @@
 //! Devices for the engine: a config's [`DeviceSpec`] (parsed when the config was read) resolved
-//! into the libtorch devices of this machine, and a precision mode's tensor type.
-use tch::{Device, Kind};
+//! into the libtorch devices of this machine, a precision mode's tensor types, the CUDA math
+//! switches, and the one counted way to read the device from the host ([`read_to_host`]).
+use std::cell::Cell;
+
+use tch::{Device, Kind, Tensor};
 
 use crate::config::PrecisionMode;
 pub use crate::config::{DeviceSpec, ZeroStage};
@@ -37,13 +40,64 @@ pub fn resolve(spec: &DeviceSpec) -> Result<Vec<Device>, String> {
     }
 }
 
-/// The replica's tensor type for a precision mode.
+/// The replica's tensor type for a precision mode: half for DeepSpeed-style replicas, fp32
+/// for fp32 and autocast.
 pub fn replica_kind(mode: PrecisionMode) -> Kind {
     match mode {
-        PrecisionMode::Fp32 => Kind::Float,
+        PrecisionMode::Fp32 | PrecisionMode::AmpBf16 | PrecisionMode::AmpFp16 => Kind::Float,
         PrecisionMode::Fp16 => Kind::Half,
         PrecisionMode::Bf16 => Kind::BFloat16,
     }
+}
+
+/// The autocast dtype of a precision mode (None: no autocast).
+pub fn autocast_kind(mode: PrecisionMode) -> Option<Kind> {
+    match mode {
+        PrecisionMode::AmpBf16 => Some(Kind::BFloat16),
+        PrecisionMode::AmpFp16 => Some(Kind::Half),
+        PrecisionMode::Fp32 | PrecisionMode::Fp16 | PrecisionMode::Bf16 => None,
+    }
+}
+
+/// Whether a mode scales the loss (fp16 in either form).
+pub fn scales_loss(mode: PrecisionMode) -> bool {
+    matches!(mode, PrecisionMode::Fp16 | PrecisionMode::AmpFp16)
+}
+
+/// The CUDA math switches for a run: cudnn.benchmark on (inputs keep one size per run, so the
+/// timing pays once), TF32 as `precision.tf32` says (absent: PyTorch's defaults, convolutions
+/// in TF32 and matmuls in IEEE fp32).
+pub fn cuda_math_for(tf32: Option<bool>) -> crate::quant::CudaMath {
+    crate::quant::CudaMath {
+        cudnn_benchmark: true,
+        tf32_matmul: tf32.unwrap_or(false),
+        tf32_conv: tf32.unwrap_or(true),
+    }
+}
+
+thread_local! {
+    static HOST_READS: Cell<u64> = const { Cell::new(0) };
+}
+
+/// Copies `t` to the host as f64 values. Every read of the device in the training loop goes
+/// through here (each one makes the host wait for the queued work), and each call counts one
+/// read on the calling thread ([`host_reads`]); on the CPU the counting is the same, so tests
+/// hold it.
+pub fn read_to_host(t: &Tensor) -> Result<Vec<f64>, tch::TchError> {
+    HOST_READS.with(|c| c.set(c.get() + 1));
+    let host = t.f_to_kind(Kind::Double)?.f_to_device(Device::Cpu)?;
+    Vec::<f64>::try_from(host.f_flatten(0, -1)?)
+}
+
+/// Counts `n` reads that code outside [`read_to_host`] made on this thread (a collective's or
+/// the optimizer's own host reads), so the count stays complete.
+pub fn count_host_reads(n: u64) {
+    HOST_READS.with(|c| c.set(c.get() + n));
+}
+
+/// Device→host reads counted on the calling thread so far.
+pub fn host_reads() -> u64 {
+    HOST_READS.with(Cell::get)
 }
 
 pub fn device_name(d: Device) -> String {
@@ -83,5 +137,30 @@ mod tests {
         assert_eq!(replica_kind(PrecisionMode::Fp32), Kind::Float);
         assert_eq!(replica_kind(PrecisionMode::Fp16), Kind::Half);
         assert_eq!(replica_kind(PrecisionMode::Bf16), Kind::BFloat16);
+        for mode in PrecisionMode::ALL {
+            // Autocast keeps fp32 weights; half replicas never autocast.
+            let amp = autocast_kind(mode).is_some();
+            assert!(!amp || replica_kind(mode) == Kind::Float, "{mode:?}");
+            assert!(amp || replica_kind(mode) != Kind::Float || mode == PrecisionMode::Fp32);
+        }
+        assert_eq!(autocast_kind(PrecisionMode::AmpBf16), Some(Kind::BFloat16));
+        assert_eq!(autocast_kind(PrecisionMode::AmpFp16), Some(Kind::Half));
+    }
+
+    #[test]
+    fn host_reads_are_counted_per_thread() {
+        let before = host_reads();
+        let t = Tensor::from_slice(&[1.5f32, -2.0]);
+        assert_eq!(read_to_host(&t).unwrap(), vec![1.5, -2.0]);
+        assert_eq!(host_reads(), before + 1);
+        // Another thread's reads are its own.
+        std::thread::spawn(move || {
+            assert_eq!(host_reads(), 0);
+            read_to_host(&t).unwrap();
+            assert_eq!(host_reads(), 1);
+        })
+        .join()
+        .unwrap();
+        assert_eq!(host_reads(), before + 1);
     }
 }

@@ -10,6 +10,11 @@
 //! For sharding, the buffers can be padded ([`FlatParams::with_padding`]) to a multiple of the
 //! world size: the tail belongs to no parameter and stays zero in both buffers (its gradient is
 //! zero, so SGD, Adam and AdamW leave it at zero).
+//!
+//! The buffers take the type of the first parameter. A parameter of another type (BatchNorm's
+//! fp32 weight and bias in a half-precision replica) keeps its own storage and gradient; its
+//! segment of the buffers is a copy: [`FlatParams::copy_apart_grads`] brings its gradient into
+//! an fp32 master gradient, [`FlatParams::load_apart_params`] its value back from the master.
 use tch::{nn::VarStore, Device, Kind, Tensor};
 
 pub struct FlatParams {
@@ -20,6 +25,8 @@ pub struct FlatParams {
     /// The model's parameter tensors, in creation order (deterministic for a given model).
     vars: Vec<Tensor>,
     numels: Vec<i64>,
+    /// Indices into `vars` of the parameters whose type differs from the buffers' (kept apart).
+    apart: Vec<usize>,
 }
 
 impl FlatParams {
@@ -36,8 +43,19 @@ impl FlatParams {
         let numels: Vec<i64> = vars.iter().map(|v| v.numel() as i64).collect();
         let total: i64 = numels.iter().sum();
         let padded = (total + multiple - 1) / multiple * multiple;
-        // The buffers take the parameters' type: fp32, or fp16/bf16 for a half-precision replica.
-        let kind = vars.first().map_or(Kind::Float, |v| v.kind());
+        // The buffers take the type that holds most parameter elements: fp32, or fp16/bf16 for
+        // a half-precision replica (whose BatchNorm parameters stay fp32, apart).
+        let mut by_kind: Vec<(Kind, i64)> = Vec::new();
+        for (v, &n) in vars.iter().zip(&numels) {
+            match by_kind.iter_mut().find(|(k, _)| *k == v.kind()) {
+                Some((_, total)) => *total += n,
+                None => by_kind.push((v.kind(), n)),
+            }
+        }
+        let kind = by_kind
+            .iter()
+            .max_by_key(|(_, n)| *n)
+            .map_or(Kind::Float, |(k, _)| *k);
         let params = Tensor::zeros([padded], (kind, device));
         let grads = Tensor::zeros([padded], (kind, device));
         // Materialize every gradient (zeros) with one backward pass, then re-point it.
@@ -46,15 +64,20 @@ impl FlatParams {
             .map(|v| v.sum(Kind::Float))
             .fold(Tensor::zeros([], (Kind::Float, device)), |a, b| a + b);
         (probe * 0.0).backward();
+        let mut apart = Vec::new();
         tch::no_grad(|| {
             let mut offset = 0;
-            for (v, &n) in vars.iter_mut().zip(&numels) {
+            for (i, (v, &n)) in vars.iter_mut().zip(&numels).enumerate() {
                 let shape = v.size();
                 let mut p_view = params.narrow(0, offset, n).view(shape.as_slice());
                 p_view.copy_(v);
-                v.set_data(&p_view);
-                let mut g = v.grad();
-                g.set_data(&grads.narrow(0, offset, n).view(shape.as_slice()));
+                if v.kind() == kind {
+                    v.set_data(&p_view);
+                    let mut g = v.grad();
+                    g.set_data(&grads.narrow(0, offset, n).view(shape.as_slice()));
+                } else {
+                    apart.push(i);
+                }
                 offset += n;
             }
         });
@@ -63,6 +86,7 @@ impl FlatParams {
             grads,
             vars,
             numels,
+            apart,
         };
         flat.zero_grads();
         flat
@@ -72,12 +96,55 @@ impl FlatParams {
     /// half-precision replica (DeepSpeed's fp16 design). The optimizer steps these; the replica
     /// is refreshed from them.
     pub fn master_copy(&self) -> FlatParams {
+        let params = self.params.to_kind(Kind::Float);
+        // Parameters kept apart contribute their own values, not the buffers' rounded copy.
+        let segments = self.segments();
+        tch::no_grad(|| {
+            for &i in &self.apart {
+                let (offset, n) = segments[i];
+                params
+                    .narrow(0, offset, n)
+                    .copy_(&self.vars[i].detach().flatten(0, -1));
+            }
+        });
         FlatParams {
-            params: self.params.to_kind(Kind::Float),
+            params,
             grads: Tensor::zeros([self.len()], (Kind::Float, self.device())),
             vars: Vec::new(),
             numels: self.numels.clone(),
+            apart: Vec::new(),
         }
+    }
+
+    /// Parameters kept apart from the buffers (another type): how many.
+    pub fn apart_len(&self) -> usize {
+        self.apart.len()
+    }
+
+    /// Writes the gradients of the parameters kept apart into their segments of `into` (a
+    /// master gradient of the same layout); the buffers' own segments there hold zeros.
+    pub fn copy_apart_grads(&self, into: &Tensor) {
+        let segments = self.segments();
+        tch::no_grad(|| {
+            for &i in &self.apart {
+                let (offset, n) = segments[i];
+                into.narrow(0, offset, n)
+                    .copy_(&self.vars[i].grad().flatten(0, -1));
+            }
+        });
+    }
+
+    /// Sets the parameters kept apart from their segments of `from` (the master weights).
+    pub fn load_apart_params(&mut self, from: &Tensor) {
+        let segments = self.segments();
+        tch::no_grad(|| {
+            for &i in &self.apart {
+                let (offset, n) = segments[i];
+                let shape = self.vars[i].size();
+                let src = from.narrow(0, offset, n).view(shape.as_slice());
+                self.vars[i].copy_(&src);
+            }
+        });
     }
 
     /// (offset, length) of every parameter in the buffers.
@@ -113,6 +180,9 @@ impl FlatParams {
 
     pub fn zero_grads(&mut self) {
         let _ = self.grads.zero_();
+        for &i in &self.apart {
+            let _ = self.vars[i].grad().zero_();
+        }
     }
 
     /// True when every parameter still shares storage with the flat buffers (nothing in the
@@ -121,12 +191,19 @@ impl FlatParams {
         let base_p = self.params.data_ptr() as usize;
         let base_g = self.grads.data_ptr() as usize;
         let mut offset = 0usize;
-        for (v, &n) in self.vars.iter().zip(&self.numels) {
+        for (i, (v, &n)) in self.vars.iter().zip(&self.numels).enumerate() {
             let at = offset * self.params.kind().elt_size_in_bytes();
+            offset += n as usize;
+            if self.apart.contains(&i) {
+                // Kept apart: still a parameter of its own type with a gradient.
+                if v.kind() == self.params.kind() || !v.grad().defined() {
+                    return false;
+                }
+                continue;
+            }
             if v.data_ptr() as usize != base_p + at || v.grad().data_ptr() as usize != base_g + at {
                 return false;
             }
-            offset += n as usize;
         }
         true
     }
@@ -178,6 +255,71 @@ mod tests {
         });
         let y = net.forward(&x);
         assert_eq!(y.abs().sum(Kind::Float).double_value(&[]), 0.0);
+    }
+
+    /// A half replica whose last layer stays fp32 (as BatchNorm does): that parameter keeps its
+    /// own storage and gradient, the master copy takes its exact values, and the master's
+    /// update reaches it.
+    #[test]
+    fn parameters_of_another_type_are_kept_apart() {
+        tch::manual_seed(0);
+        let mut vs = VarStore::new(Device::Cpu);
+        let _net = small_net(&vs.root());
+        vs.set_kind(Kind::Half);
+        let mut kept = vs.root().sub("b");
+        kept.set_kind(Kind::Float);
+        let mut flat = FlatParams::new(&vs);
+        assert_eq!(flat.params.kind(), Kind::Half);
+        assert_eq!(flat.apart_len(), 2, "b.weight and b.bias");
+        assert!(flat.is_intact());
+        let b_weight = vs.variables()["b.weight"].shallow_clone();
+        // Its segment, by its place among the trainable variables.
+        let i = vs
+            .trainable_variables()
+            .iter()
+            .position(|t| t.data_ptr() == b_weight.data_ptr())
+            .unwrap();
+        let (offset, n) = flat.segments()[i];
+        let master = flat.master_copy();
+        let seg = |t: &Tensor| t.narrow(0, offset, n).view([3, 4]);
+        assert!(
+            seg(&master.params).equal(&b_weight.detach()),
+            "exact in the master"
+        );
+        // (A toy net cannot feed half activations to an fp32 layer: gradients by hand.)
+        let vars = vs.variables();
+        let loss = vars["a.weight"].sum(Kind::Float)
+            + (&b_weight * 3.0).sum(Kind::Float)
+            + vars["b.bias"].sum(Kind::Float);
+        loss.backward();
+        assert!(b_weight.grad().eq(3.0).all().int64_value(&[]) == 1);
+        let g = Tensor::zeros([flat.len()], (Kind::Float, Device::Cpu));
+        flat.copy_apart_grads(&g);
+        assert!(seg(&g).equal(&b_weight.grad()));
+        // The buffers' own parameters (a.weight, a.bias) are not touched there.
+        let a_len: i64 = vs
+            .trainable_variables()
+            .iter()
+            .filter(|t| t.kind() == Kind::Half)
+            .map(|t| t.numel() as i64)
+            .sum();
+        assert_eq!(
+            g.count_nonzero(None).int64_value(&[]),
+            b_weight.grad().count_nonzero(None).int64_value(&[])
+                + vs.variables()["b.bias"]
+                    .grad()
+                    .count_nonzero(None)
+                    .int64_value(&[])
+        );
+        assert_eq!(a_len, 24);
+        let update = Tensor::full([flat.len()], 0.5, (Kind::Float, Device::Cpu));
+        flat.load_apart_params(&update);
+        assert!(b_weight.detach().eq(0.5).all().int64_value(&[]) == 1);
+        flat.zero_grads();
+        assert_eq!(
+            b_weight.grad().abs().sum(Kind::Float).double_value(&[]),
+            0.0
+        );
     }
 
     #[test]

@@ -12,6 +12,9 @@
 //! SGD's `momentum` or Adam/AdamW's β1, read afresh every step as torch reads its param group.
 //! The override is not optimizer state (it is a pure function of the step) and is not saved.
 //! Results agree with libtorch's own optimizers to float rounding (see the tests).
+//!
+//! The 0-dim scalars live on the buffer's device, made once and refilled each step (`fill_`
+//! passes the value as a kernel argument): no host→device copy and no synchronisation per step.
 use tch::{Device, Kind, Tensor};
 
 use crate::config::OptimizerConfig;
@@ -29,11 +32,22 @@ pub struct FlatOptimizer {
     v: Option<Tensor>,
     /// Reused work space the size of the buffer (Adam's denominator).
     scratch: Option<Tensor>,
+    /// The update's 0-dim fp32 scalars on the device, by role (see [`Scalar`]).
+    scalars: Vec<Option<Tensor>>,
 }
 
-fn scalar(x: f64, device: Device) -> Tensor {
-    Tensor::from(x as f32).to_device(device)
+/// The roles of the 0-dim scalars an update multiplies by.
+#[derive(Clone, Copy)]
+enum Scalar {
+    WeightDecay,
+    OneMinusDampening,
+    Momentum,
+    NegLr,
+    OneMinusBeta2,
+    NegStepSize,
 }
+
+const SCALARS: usize = 6;
 
 impl FlatOptimizer {
     pub fn new(config: &OptimizerConfig, len: i64, device: Device) -> FlatOptimizer {
@@ -52,7 +66,16 @@ impl FlatOptimizer {
             m,
             v,
             scratch,
+            scalars: (0..SCALARS).map(|_| None).collect(),
         }
+    }
+
+    /// The device scalar for `role`, set to `x` (as f32, like `Tensor::from(x as f32)`).
+    fn scalar(&mut self, role: Scalar, x: f64, device: Device) -> Tensor {
+        let slot = &mut self.scalars[role as usize];
+        let t = slot.get_or_insert_with(|| Tensor::zeros([], (Kind::Float, device)));
+        let _ = t.fill_(x);
+        t.shallow_clone()
     }
 
     pub fn steps_taken(&self) -> u64 {
@@ -96,8 +119,13 @@ impl FlatOptimizer {
                 ..
             } => {
                 let momentum = momentum.unwrap_or(configured);
+                let neg_lr = self.scalar(Scalar::NegLr, -lr, dev);
+                let damp = (momentum != 0.0 && dampening != 0.0)
+                    .then(|| self.scalar(Scalar::OneMinusDampening, 1.0 - dampening, dev));
+                let mom = (momentum != 0.0 && nesterov)
+                    .then(|| self.scalar(Scalar::Momentum, momentum, dev));
                 if weight_decay != 0.0 {
-                    let _ = g.addcmul_(p, &scalar(weight_decay, dev));
+                    let _ = g.addcmul_(p, &self.scalar(Scalar::WeightDecay, weight_decay, dev));
                 }
                 if momentum != 0.0 {
                     match self.m.as_mut() {
@@ -105,22 +133,25 @@ impl FlatOptimizer {
                         None => self.m = Some(g.copy()),
                         Some(buf) => {
                             let _ = buf.g_mul_scalar_(momentum);
-                            if dampening == 0.0 {
-                                let _ = buf.g_add_(g);
-                            } else {
-                                let _ = buf.addcmul_(g, &scalar(1.0 - dampening, dev));
+                            match &damp {
+                                None => {
+                                    let _ = buf.g_add_(g);
+                                }
+                                Some(d) => {
+                                    let _ = buf.addcmul_(g, d);
+                                }
                             }
                         }
                     }
                     let buf = self.m.as_ref().expect("momentum buffer");
-                    if nesterov {
-                        let _ = g.addcmul_(buf, &scalar(momentum, dev));
-                        let _ = p.addcmul_(g, &scalar(-lr, dev));
+                    if let Some(mom) = &mom {
+                        let _ = g.addcmul_(buf, mom);
+                        let _ = p.addcmul_(g, &neg_lr);
                     } else {
-                        let _ = p.addcmul_(buf, &scalar(-lr, dev));
+                        let _ = p.addcmul_(buf, &neg_lr);
                     }
                 } else {
-                    let _ = p.addcmul_(g, &scalar(-lr, dev));
+                    let _ = p.addcmul_(g, &neg_lr);
                 }
             }
             OptimizerConfig::Adam {
@@ -130,7 +161,7 @@ impl FlatOptimizer {
                 ..
             } => {
                 if weight_decay != 0.0 {
-                    let _ = g.addcmul_(p, &scalar(weight_decay, dev));
+                    let _ = g.addcmul_(p, &self.scalar(Scalar::WeightDecay, weight_decay, dev));
                 }
                 let b1 = momentum.unwrap_or(betas[0]);
                 self.adam_update(p, g, lr, [b1, betas[1]], eps);
@@ -156,17 +187,19 @@ impl FlatOptimizer {
     fn adam_update(&mut self, p: &mut Tensor, g: &mut Tensor, lr: f64, betas: [f64; 2], eps: f64) {
         let (b1, b2) = (betas[0], betas[1]);
         let dev = p.device();
-        let m = self.m.as_mut().expect("first moment");
-        let v = self.v.as_mut().expect("second moment");
-        let s = self.scratch.as_mut().expect("scratch");
         // Python: `1 - beta1 ** step`, `bias_correction2 ** 0.5` (C `pow`).
         let t = self.step as f64;
         let bc1 = 1.0 - b1.powf(t);
         let bc2_sqrt = (1.0 - b2.powf(t)).powf(0.5);
         let step_size = lr / bc1;
+        let one_minus_b2 = self.scalar(Scalar::OneMinusBeta2, 1.0 - b2, dev);
+        let neg_step_size = self.scalar(Scalar::NegStepSize, -step_size, dev);
+        let m = self.m.as_mut().expect("first moment");
+        let v = self.v.as_mut().expect("second moment");
+        let s = self.scratch.as_mut().expect("scratch");
         let _ = m.lerp_(&*g, 1.0 - b1);
         // v·β2 + ((1 - β2)·g)·g, the products of torch's addcmul kernel.
-        let _ = g.mul_out(s, &scalar(1.0 - b2, dev));
+        let _ = g.mul_out(s, &one_minus_b2);
         let _ = v.g_mul_scalar_(b2);
         let _ = v.addcmul_(&*s, &*g);
         // denom = sqrt(v)/bc2_sqrt + eps ≥ eps.
@@ -174,7 +207,7 @@ impl FlatOptimizer {
         let _ = s.g_div_scalar_(bc2_sqrt);
         let _ = s.g_add_scalar_(eps);
         // p += (-step_size·m)/denom. The gradient is no longer needed: it holds -step_size·m.
-        let _ = m.mul_out(g, &scalar(-step_size, dev));
+        let _ = m.mul_out(g, &neg_step_size);
         let _ = p.addcdiv_(&*g, &*s);
     }
 

@@ -1,24 +1,33 @@
 //! One worker's training loop on one device: batches, forward, backward, flat optimizer step,
 //! evaluation each epoch, checkpoints. Reports only through the `Recorder`.
+//!
+//! The host never waits for the device inside a step: the loss is summed on the device, and
+//! every `train.log_every` steps (and at an epoch's or the run's end) one read
+//! ([`read_to_host`](super::device::read_to_host), counted) brings the window's loss sum — with
+//! the ranks' stop and pause requests, all-reduced together — for one step event carrying the
+//! means over the window. Only fp16's overflow decision reads the device every step (as
+//! PyTorch's `GradScaler` does), and clipping reads the norm (in `zero`).
 use std::sync::Arc;
+use std::time::Duration;
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 use tch::{nn::VarStore, Device, Kind, Reduction, Tensor};
 
-use super::batch::BatchConverter;
+use super::batch::{BatchConverter, BatchPlan, Prefetcher};
 use super::checkpoint::{self, Meta};
 use super::collective::{Collective, CollectiveError, ReduceOp};
 use super::control::Control;
+use super::device::{count_host_reads, host_reads, read_to_host};
 use super::flat::FlatParams;
 use super::loss_scale::{LossScaleError, LossScaler};
 use super::recorder::Recorder;
 use super::zero::{DataParallelOptimizer, ShardLayout};
-use crate::config::{PrecisionMode, RunConfig};
+use crate::config::RunConfig;
 use crate::data::{epoch_permutation, fill_batch, Augment, Dataset, ShardPlan};
 use crate::models::{self, Classifier};
 use crate::quant::cost::CostModel;
 use crate::quant::grad::quantize_grads_;
-use crate::quant::Bits;
+use crate::quant::{AutocastGuard, Bits};
 use crate::schedule::lr::LrContext;
 use crate::telemetry::event::{ClassAccuracy, EvalEvent, Event, StartedEvent, StepEvent};
 use crate::telemetry::{RunStatus, Summary};
@@ -62,9 +71,71 @@ pub struct Trainer {
     params: u64,
     fault: Option<(usize, u64)>,
     injected_overflows: Vec<u64>,
-    // Reused batch buffers: no per-step allocation on the data path once warm.
-    pixels: Vec<u8>,
-    labels: Vec<i64>,
+    /// Autocast dtype (amp_bf16, amp_fp16); None without autocast.
+    amp: Option<Kind>,
+    log_every: u64,
+    /// Device→host reads in this session's training steps, and those steps.
+    step_reads: u64,
+    session_steps: u64,
+}
+
+/// The steps since the last step event: the loss summed on the device, the rest on the host.
+struct Window {
+    steps: u64,
+    /// Sum of this rank's step losses (f64 on the device).
+    loss: Option<Tensor>,
+    started: Duration,
+    t_data: f64,
+    t_fwd: f64,
+    t_bwd: f64,
+    t_comm: f64,
+    t_opt: f64,
+    grad_norm_sum: f64,
+    grad_norms: u64,
+    gbitops: f64,
+    skipped: u64,
+}
+
+impl Window {
+    fn new(started: Duration) -> Window {
+        Window {
+            steps: 0,
+            loss: None,
+            started,
+            t_data: 0.0,
+            t_fwd: 0.0,
+            t_bwd: 0.0,
+            t_comm: 0.0,
+            t_opt: 0.0,
+            grad_norm_sum: 0.0,
+            grad_norms: 0,
+            gbitops: 0.0,
+            skipped: 0,
+        }
+    }
+}
+
+/// Keeps BatchNorm's parameters and running statistics in fp32 in a half-precision replica
+/// (apex's `keep_batchnorm_fp32`): a BatchNorm module is a path with `running_mean`.
+fn keep_norms_fp32(vs: &VarStore) {
+    let vars = vs.variables();
+    let norms: Vec<&str> = vars
+        .keys()
+        .filter_map(|n| n.strip_suffix("running_mean"))
+        .collect();
+    tch::no_grad(|| {
+        for (name, t) in &vars {
+            let in_norm = norms.iter().any(|p| {
+                name.strip_prefix(p).is_some_and(|rest| {
+                    ["weight", "bias", "running_mean", "running_var"].contains(&rest)
+                })
+            });
+            if in_norm && t.kind() != Kind::Float {
+                let mut t = t.shallow_clone();
+                t.set_data(&t.to_kind(Kind::Float));
+            }
+        }
+    });
 }
 
 /// Seeds libtorch's generator for `epoch`, so dropout draws are reproducible after a resume.
@@ -125,6 +196,12 @@ impl Trainer {
         if dtype != Kind::Float {
             // The replica runs in half precision; the optimizer keeps fp32 master weights.
             vs.set_kind(dtype);
+            keep_norms_fp32(&vs);
+        }
+        if let Device::Cuda(_) = device {
+            // Process-wide, as in PyTorch; every rank sets the same.
+            crate::quant::set_cuda_math(super::device::cuda_math_for(p.tf32))
+                .map_err(|e| anyhow::anyhow!("setting cudnn.benchmark and TF32: {e}"))?;
         }
         let params: u64 = vs
             .trainable_variables()
@@ -136,7 +213,9 @@ impl Trainer {
         let flat = FlatParams::with_padding(&vs, ShardLayout::pad_multiple(world));
         let master = (dtype != Kind::Float).then(|| flat.master_copy());
         let segments = flat.segments();
-        let scaler = (p.mode == PrecisionMode::Fp16).then(|| LossScaler::new(p.loss_scale.clone()));
+        let scaler =
+            super::device::scales_loss(p.mode).then(|| LossScaler::new(p.loss_scale.clone()));
+        let amp = super::device::autocast_kind(p.mode);
         let stage = cfg.devices.zero;
         let layout = ShardLayout::for_flat(&flat, world, rank)?;
         let dp = DataParallelOptimizer::new(stage, &cfg.optimizer, layout, collective, device)?;
@@ -194,6 +273,7 @@ impl Trainer {
             s.validate(total_steps)
                 .map_err(|e| anyhow::anyhow!("precision.schedule: {e}"))?;
         }
+        let log_every = cfg.train.log_every.max(1);
         Ok(Trainer {
             cfg,
             device,
@@ -216,9 +296,19 @@ impl Trainer {
             params,
             fault: injected_fault(),
             injected_overflows: injected_overflows(),
-            pixels: Vec::new(),
-            labels: Vec::new(),
+            amp,
+            log_every,
+            step_reads: 0,
+            session_steps: 0,
         })
+    }
+
+    /// Autocast for this worker's thread while the guard lives (amp modes; None otherwise).
+    fn autocast(&self) -> Result<Option<AutocastGuard>> {
+        self.amp
+            .map(|k| AutocastGuard::enter(self.device, k))
+            .transpose()
+            .map_err(|e| anyhow::anyhow!("entering autocast: {e}"))
     }
 
     /// Bits of optimizer step `step` (0-based): the precision schedule's, else full precision.
@@ -288,6 +378,7 @@ impl Trainer {
                 master.params.narrow(0, 0, len).copy_(saved);
                 self.flat.params.copy_(&master.params);
             });
+            self.flat.load_apart_params(&master.params);
         }
         if let Some(scaler) = &mut self.scaler {
             if let Some(state) = &loaded.meta.loss_scaler {
@@ -348,6 +439,8 @@ impl Trainer {
         }
         summary.per_class_acc = per_class;
         summary.skipped_steps = self.meta.skipped_steps;
+        summary.host_reads_per_step =
+            (self.session_steps > 0).then(|| self.step_reads as f64 / self.session_steps as f64);
         summary.gbitops = Some(self.meta.gbitops);
         summary.gbitops_ratio_vs_static = Some(match &self.cfg.precision.schedule {
             Some(s) => {
@@ -501,8 +594,18 @@ impl Trainer {
         let clip = self.cfg.train.grad_clip;
         let quantize = self.cfg.precision.quantize_weight_grads && bits.bwd < 32;
         let check_overflow = self.scaler.is_some();
+        if clip.is_some() || check_overflow {
+            // `DataParallelOptimizer::step` reads the gradient norm on the host (and, sharded
+            // over several ranks, the all-reduced square of it): counted here.
+            let sharded = self.dp.stage() == super::zero::ZeroStage::Zero1 && self.world > 1;
+            count_host_reads(1 + u64::from(sharded));
+        }
         let outcome = match &mut self.master {
             None => {
+                if loss_scale != 1.0 {
+                    // Autocast fp16: fp32 gradients of the scaled loss, unscaled in place.
+                    let _ = tch::no_grad(|| self.flat.grads.g_mul_scalar_(1.0 / loss_scale));
+                }
                 if quantize {
                     quantize_grads_(&mut self.flat.grads, &self.segments, bits.bwd)?;
                 }
@@ -510,18 +613,19 @@ impl Trainer {
                     .step(&mut self.flat, lr, momentum, clip, check_overflow)?
             }
             Some(master) => {
-                tch::no_grad(|| {
-                    master.grads.copy_(&self.flat.grads);
-                    if loss_scale != 1.0 {
-                        let _ = master.grads.g_mul_scalar_(1.0 / loss_scale);
-                    }
-                });
+                tch::no_grad(|| master.grads.copy_(&self.flat.grads));
+                // BatchNorm's fp32 gradients, kept apart from the half buffer.
+                self.flat.copy_apart_grads(&master.grads);
+                if loss_scale != 1.0 {
+                    let _ = tch::no_grad(|| master.grads.g_mul_scalar_(1.0 / loss_scale));
+                }
                 if quantize {
                     quantize_grads_(&mut master.grads, &self.segments, bits.bwd)?;
                 }
                 let out = self.dp.step(master, lr, momentum, clip, check_overflow)?;
                 if !out.overflow {
                     tch::no_grad(|| self.flat.params.copy_(&master.params));
+                    self.flat.load_apart_params(&master.params);
                 }
                 out
             }
@@ -555,6 +659,29 @@ impl Trainer {
     /// One epoch (or what is left of the step budget); returns the mean training loss.
     fn train_epoch(&mut self, epoch: u64, rec: &mut Recorder, control: &Control) -> Result<f64> {
         tch::manual_seed(epoch_seed(self.cfg.seed, epoch));
+        let reads = host_reads();
+        let (mut loss_sum, mut loss_count) = (0.0, 0u64);
+        let out = self.train_steps(epoch, rec, control, &mut loss_sum, &mut loss_count);
+        self.step_reads += host_reads() - reads;
+        self.session_steps += loss_count;
+        out?;
+        Ok(if loss_count > 0 {
+            loss_sum / loss_count as f64
+        } else {
+            f64::NAN
+        })
+    }
+
+    /// The steps of [`Trainer::train_epoch`]; adds each step event's loss sum (the mean over
+    /// the global batch, summed over its steps) to `loss_sum` and its steps to `loss_count`.
+    fn train_steps(
+        &mut self,
+        epoch: u64,
+        rec: &mut Recorder,
+        control: &Control,
+        loss_sum: &mut f64,
+        loss_count: &mut u64,
+    ) -> Result<()> {
         let n = self.dataset.train.len();
         let perm = epoch_permutation(n, self.cfg.seed, epoch);
         let spe = self.lr_ctx.steps_per_epoch;
@@ -565,44 +692,54 @@ impl Trainer {
             random_crop_padding: self.cfg.data.random_crop_padding,
             horizontal_flip: self.cfg.data.horizontal_flip,
         };
-        let (mut loss_sum, mut loss_count) = (0.0, 0u64);
         // Every timing below is training time: pauses and a stopped process are not in it.
         let clock = control.clock();
         let first_step_in_epoch = self.meta.global_step - epoch * spe;
-        for s in first_step_in_epoch..spe {
-            if self.meta.global_step >= self.total_steps {
-                break;
-            }
-            let t_step = clock.now();
+        let end = spe
+            .min(self.total_steps.saturating_sub(epoch * spe))
+            .max(first_step_in_epoch);
+        // The epoch's micro-batches in training order, filled ahead by the prefetch thread.
+        let mut plan = BatchPlan {
+            indices: Vec::new(),
+            positions: Vec::new(),
+        };
+        for s in first_step_in_epoch..end {
             let indices = self.plan.rank_indices(&perm, s);
             let positions = self.plan.rank_positions(n, s);
-            let (mut t_data, mut t_fwd, mut t_bwd) = (0.0, 0.0, 0.0);
-            let mut step_loss = 0.0;
+            for m in 0..accum {
+                plan.indices
+                    .push(indices[m * micro..(m + 1) * micro].to_vec());
+                plan.positions
+                    .push(positions[m * micro..(m + 1) * micro].to_vec());
+            }
+        }
+        let prefetch = Prefetcher::spawn(
+            self.dataset.clone(),
+            plan,
+            aug,
+            self.cfg.seed,
+            epoch,
+            matches!(self.device, Device::Cuda(_)),
+        );
+        let mut w = Window::new(clock.now());
+        for s in first_step_in_epoch..end {
             let bits = self.bits_at(self.meta.global_step);
             let loss_scale = self.scaler.as_ref().map_or(1.0, |s| s.scale());
             let inject_overflow = self
                 .injected_overflows
                 .contains(&(self.meta.global_step + 1));
-            for m in 0..accum {
+            let mut step_loss: Option<Tensor> = None;
+            for _ in 0..accum {
                 let t = clock.now();
-                let idx = &indices[m * micro..(m + 1) * micro];
-                let positions = &positions[m * micro..(m + 1) * micro];
-                fill_batch(
-                    &self.dataset.train,
-                    &self.dataset.shape,
-                    idx,
-                    positions,
-                    &aug,
-                    self.cfg.seed,
-                    epoch,
-                    &mut self.pixels,
-                    &mut self.labels,
-                );
-                let (x, y) = self.converter.convert(&self.pixels, &self.labels);
-                t_data += clock.secs_since(t);
+                let host = prefetch.next()?;
+                let (x, y) = self.converter.convert_batch(&host);
+                w.t_data += clock.secs_since(t);
                 let t = clock.now();
-                let logits = self.model.forward(&x, true, bits);
-                // The loss in fp32 whatever the replica's type.
+                let logits = {
+                    let _amp = self.autocast()?;
+                    self.model.forward(&x, true, bits)
+                };
+                // The loss in fp32 whatever the replica's type, outside autocast.
                 let loss = logits.to_kind(Kind::Float).cross_entropy_loss::<Tensor>(
                     &y,
                     None,
@@ -611,7 +748,7 @@ impl Trainer {
                     self.cfg.train.label_smoothing,
                 );
                 let loss = if accum > 1 { loss / accum as f64 } else { loss };
-                t_fwd += clock.secs_since(t);
+                w.t_fwd += clock.secs_since(t);
                 let t = clock.now();
                 if inject_overflow {
                     (&loss * f64::INFINITY).backward();
@@ -620,40 +757,30 @@ impl Trainer {
                 } else {
                     loss.backward();
                 }
-                step_loss += loss.double_value(&[]);
-                t_bwd += clock.secs_since(t);
+                // Summed on the device, in f64 as the host summed it before.
+                let l = loss.detach().to_kind(Kind::Double);
+                step_loss = Some(match step_loss {
+                    None => l,
+                    Some(acc) => acc + l,
+                });
+                w.t_bwd += clock.secs_since(t);
             }
             let step = self.meta.global_step + 1;
             if self.fault == Some((self.rank, step)) {
                 anyhow::bail!("injected fault (CPTLAB_INJECT_FAULT) at step {step}");
             }
-            // One reduction per step carries the loss and the user's requests, so every rank
-            // agrees on the mean loss over the global batch and on when to pause or stop.
-            let t = clock.now();
-            let mut shared = [
-                step_loss,
-                control.stop_requested() as u8 as f64,
-                control.is_paused() as u8 as f64,
-            ];
-            if self.world > 1 {
-                self.dp.all_reduce_scalars(&mut shared, ReduceOp::Sum)?;
-            }
-            let step_loss = shared[0] / self.world as f64;
-            let mut t_comm = clock.secs_since(t);
-            // Under fp16 an overflow is the loss scaler's business (skip and rescale).
-            if !step_loss.is_finite() && self.scaler.is_none() {
-                return Err(Stopped::Diverged {
-                    step,
-                    loss: step_loss,
-                }
-                .into());
-            }
+            let step_loss = step_loss.expect("at least one micro-batch");
+            w.loss = Some(match w.loss.take() {
+                None => step_loss,
+                Some(acc) => acc + step_loss,
+            });
             // The LR schedule advances with optimizer updates (skipped fp16 steps do not count).
             // So does its momentum (CyclicLR, OneCycle): a pure function of the step, handed to
             // the optimizer for this update only and never checkpointed.
             let updates = self.dp.steps_taken();
             let lr = self.cfg.lr_schedule.lr_at(updates, &self.lr_ctx);
             let momentum = self.cfg.lr_schedule.momentum_at(updates, &self.lr_ctx);
+            let t = clock.now();
             let outcome = self.optimizer_step(lr, momentum, bits, loss_scale)?;
             let skipped = outcome.overflow;
             if let Some(scaler) = &mut self.scaler {
@@ -665,56 +792,105 @@ impl Trainer {
             }
             if skipped {
                 self.meta.skipped_steps += 1;
+                w.skipped += 1;
             }
             let gbitops = self.cost.gbitops(bits.fwd, bits.bwd);
             self.meta.gbitops += gbitops;
+            w.gbitops += gbitops;
             // The optimizer times its parts with the wall clock: a stop inside it must not
             // inflate them, so they are scaled to fit the call's training time.
-            let call = (clock.secs_since(t) - t_comm).max(0.0);
+            let call = clock.secs_since(t);
             let parts = outcome.t_comm + outcome.t_opt;
             let fit = if parts > call && parts > 0.0 {
                 call / parts
             } else {
                 1.0
             };
-            t_comm += outcome.t_comm * fit;
-            let t_opt = outcome.t_opt * fit;
-            let grad_norm = outcome.grad_norm;
+            w.t_comm += outcome.t_comm * fit;
+            w.t_opt += outcome.t_opt * fit;
+            if let Some(g) = outcome.grad_norm {
+                w.grad_norm_sum += g;
+                w.grad_norms += 1;
+            }
             self.meta.global_step = step;
-            loss_sum += step_loss;
-            loss_count += 1;
-            let dt = clock.secs_since(t_step);
+            w.steps += 1;
+            // A single rank reads its own requests on the host at every step; several agree on
+            // them with the window's loss, at known steps (no rank is left in a collective).
+            let alone = self.world == 1;
+            let stop_here = alone && control.stop_requested();
+            let due = step.is_multiple_of(self.log_every)
+                || s + 1 == spe
+                || step == self.total_steps
+                || stop_here;
+            if !due {
+                if alone && control.is_paused() {
+                    control.checkpoint_wait()?;
+                }
+                continue;
+            }
+            let (window_sum, stop, pause) = self.agree(&mut w, control)?;
+            let steps = w.steps as f64;
+            let mean = window_sum / steps;
+            // Under fp16 an overflow is the loss scaler's business (skip and rescale).
+            if !mean.is_finite() && self.scaler.is_none() {
+                return Err(Stopped::Diverged { step, loss: mean }.into());
+            }
+            *loss_sum += window_sum;
+            *loss_count += w.steps;
+            let dt = clock.secs_since(w.started);
+            let fp16 = self.scaler.is_some();
             rec.emit(Event::Step(StepEvent {
                 step,
                 epoch: epoch + 1,
-                loss: step_loss,
+                loss: mean,
                 lr,
-                images_per_sec: batch as f64 / dt.max(1e-9),
-                grad_norm,
-                t_data,
-                t_fwd,
-                t_bwd,
-                t_comm,
-                t_opt,
+                images_per_sec: batch as f64 * steps / dt.max(1e-9),
+                grad_norm: (w.grad_norms > 0).then(|| w.grad_norm_sum / w.grad_norms as f64),
+                t_data: w.t_data / steps,
+                t_fwd: w.t_fwd / steps,
+                t_bwd: w.t_bwd / steps,
+                t_comm: w.t_comm / steps,
+                t_opt: w.t_opt / steps,
                 q_fwd: self.cfg.precision.schedule.as_ref().map(|_| bits.fwd),
                 q_bwd: self.cfg.precision.schedule.as_ref().map(|_| bits.bwd),
-                gbitops: Some(gbitops),
-                loss_scale: self.scaler.as_ref().map(|_| loss_scale),
-                skipped: self.scaler.as_ref().map(|_| skipped),
+                gbitops: Some(w.gbitops),
+                loss_scale: fp16.then_some(loss_scale),
+                skipped: fp16.then_some(w.skipped > 0),
+                steps: (w.steps > 1).then_some(w.steps),
+                skipped_steps: (fp16 && w.steps > 1).then_some(w.skipped),
             }))?;
-            if shared[1] > 0.0 {
+            w = Window::new(clock.now());
+            if stop {
                 return Err(Stopped::ByUser.into());
             }
-            if shared[2] > 0.0 {
+            if pause {
                 // Every rank saw the pause: all wait here, none inside a collective.
                 control.checkpoint_wait()?;
             }
         }
-        Ok(if loss_count > 0 {
-            loss_sum / loss_count as f64
-        } else {
-            f64::NAN
-        })
+        debug_assert_eq!(w.steps, 0, "every step reported");
+        Ok(())
+    }
+
+    /// The window's loss sum (mean over the ranks of their sums) and the stop and pause
+    /// requests, agreed by every rank: one all-reduce and one host read.
+    fn agree(&mut self, w: &mut Window, control: &Control) -> Result<(f64, bool, bool)> {
+        let local = w.loss.take().expect("a window with steps");
+        let flags = [control.stop_requested(), control.is_paused()];
+        if self.world == 1 {
+            let v = read_to_host(&local)?;
+            return Ok((v[0], flags[0], flags[1]));
+        }
+        let clock = control.clock();
+        let t = clock.now();
+        let flags = Tensor::from_slice(&flags.map(|f| f as u8 as f64)).to_device(self.device);
+        let mut shared = Tensor::cat(&[local.view([1]), flags], 0);
+        self.dp
+            .collective()
+            .all_reduce(&mut shared, ReduceOp::Sum)?;
+        let v = read_to_host(&shared)?;
+        w.t_comm += clock.secs_since(t);
+        Ok((v[0] / self.world as f64, v[1] > 0.0, v[2] > 0.0))
     }
 
     /// Test loss, top-1 accuracy and per-class accuracy over the whole test split.
@@ -725,7 +901,6 @@ impl Trainer {
         let test = &dataset.test;
         let n = test.len();
         let nc = self.dataset.classes.len();
-        let (mut loss_sum, mut correct) = (0.0, vec![0u64; nc]);
         let mut total = vec![0u64; nc];
         let eb = self.cfg.data.eval_batch_size;
         let no_aug = Augment {
@@ -735,6 +910,10 @@ impl Trainer {
         let mut pixels = Vec::new();
         let mut labels = Vec::new();
         let bits = self.eval_bits();
+        // Sums on the device (the loss in f64 of fp32 batch sums, hits per class), read once.
+        let device = self.device;
+        let mut loss_dev = Tensor::zeros([], (Kind::Double, device));
+        let mut hits_dev = Tensor::zeros([nc as i64], (Kind::Double, device));
         // This rank's share: test images rank, rank + W, rank + 2W, …
         let mine: Vec<u32> = (self.rank as u32..n as u32).step_by(self.world).collect();
         tch::no_grad(|| -> Result<()> {
@@ -751,22 +930,27 @@ impl Trainer {
                     &mut pixels,
                     &mut labels,
                 );
-                let (x, y) = self.converter.convert(&pixels, &labels);
-                let logits = self.model.forward(&x, false, bits);
-                let loss = logits.cross_entropy_loss::<Tensor>(&y, None, Reduction::Sum, -100, 0.0);
-                loss_sum += loss.double_value(&[]);
-                let pred: Vec<i64> =
-                    Vec::<i64>::try_from(logits.argmax(1, false).to_kind(Kind::Int64))
-                        .context("reading predictions")?;
-                for (p, &l) in pred.iter().zip(&labels) {
+                for &l in &labels {
                     total[l as usize] += 1;
-                    if *p == l {
-                        correct[l as usize] += 1;
-                    }
                 }
+                let (x, y) = self.converter.convert(&pixels, &labels);
+                let logits = {
+                    let _amp = self.autocast()?;
+                    self.model.forward(&x, false, bits)
+                };
+                // Summed in fp32 whatever the replica's type: an fp16 sum over a batch
+                // overflows long before the loss is large.
+                let logits = logits.to_kind(Kind::Float);
+                let loss = logits.cross_entropy_loss::<Tensor>(&y, None, Reduction::Sum, -100, 0.0);
+                loss_dev += loss.to_kind(Kind::Double);
+                let hit = logits.argmax(1, false).eq_tensor(&y).to_kind(Kind::Double);
+                hits_dev += y.bincount(Some(&hit), nc as i64);
             }
             Ok(())
         })?;
+        let sums = read_to_host(&Tensor::cat(&[loss_dev.view([1]), hits_dev], 0))?;
+        let mut loss_sum = sums[0];
+        let mut correct: Vec<u64> = sums[1..].iter().map(|&c| c.round() as u64).collect();
         if self.world > 1 {
             let mut sums: Vec<f64> = std::iter::once(loss_sum)
                 .chain(correct.iter().map(|&c| c as f64))
@@ -828,6 +1012,7 @@ momentum = 0.9
 [train]
 batch_size = 32
 epochs = {epochs}
+log_every = 1
 [devices]
 threads = 1
 "#

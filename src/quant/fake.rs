@@ -410,6 +410,15 @@ mod tests {
             assert_eq!(q.kind(), kind);
             let w = cpu(&[4, 64]).to_kind(kind);
             assert_eq!(fake_quant_per_channel(&w, 4).kind(), kind);
+            // Quantizer parameters and arithmetic in fp32: the half result is the fp32 result
+            // of the same values, rounded once.
+            let want = fake_quant_per_tensor(&x.to_kind(Kind::Float), 4).to_kind(kind);
+            assert!(q.equal(&want), "{kind:?} per tensor");
+            let want = fake_quant_per_channel(&w.to_kind(Kind::Float), 4).to_kind(kind);
+            assert!(
+                fake_quant_per_channel(&w, 4).equal(&want),
+                "{kind:?} per channel"
+            );
         }
     }
 

@@ -7,7 +7,10 @@
 //! - [`grad`]: stochastic-rounding quantization of error signals and parameter gradients.
 //! - [`cost`]: effective BitOps per step from the layer shapes.
 //! - `shim`: the C++ custom autograd Functions (`csrc/grad_quant.cpp`) behind the error-signal
-//!   quantization, which tch cannot express.
+//!   quantization, which tch cannot express; and libtorch's thread-local autocast and CUDA math
+//!   switches (`csrc/autocast.cpp`: [`AutocastGuard`], [`CudaMath`]), re-exported here for the
+//!   engine. Quantized layers under autocast run their op in the autocast dtype and compute
+//!   quantizer parameters in fp32.
 pub mod cost;
 pub mod fake;
 pub mod grad;
@@ -21,3 +24,4 @@ pub use layers::{
     torch_default_bias_init, xavier_uniform, Bits, ConvOpts, LayerRole, LayerStats, LinearOpts,
     QConv2d, QLayer, QLinear, TORCH_DEFAULT_WEIGHT_INIT,
 };
+pub use shim::{autocast_state, cuda_math, pin_memory, set_cuda_math, AutocastGuard, CudaMath};

@@ -1,12 +1,15 @@
-//! Safe wrappers over `csrc/grad_quant.cpp`, the C++ shim that quantizes the error signal in
-//! backward (tch 0.24 has no custom autograd Function and no hooks; see the file's header).
+//! Safe wrappers over the C++ shim: `csrc/grad_quant.cpp` quantizes the error signal in
+//! backward (tch 0.24 has no custom autograd Function and no hooks; see the file's header);
+//! `csrc/autocast.cpp` enters libtorch's thread-local `at::autocast` with a device type and a
+//! dtype (tch only toggles the old CUDA fp16 flag) and sets the CUDA math switches.
 //!
 //! Tensors cross the boundary as tch's raw `C_tensor*` (an `at::Tensor*`); results are allocated
 //! by the shim with `new at::Tensor`, like tch's own C API, and owned by the returned
 //! [`Tensor`]. Errors (libtorch exceptions) come back as messages.
 use std::ffi::{c_char, c_int, CStr};
+use std::marker::PhantomData;
 
-use tch::{TchError, Tensor};
+use tch::{Device, Kind, TchError, Tensor};
 use torch_sys::C_tensor;
 
 extern "C" {
@@ -59,6 +62,12 @@ extern "C" {
         bits: i64,
     ) -> *mut c_char;
     fn cpt_grad_enabled() -> c_int;
+    fn cpt_autocast_enter(device: c_int, dtype: c_int, prev: *mut c_int) -> *mut c_char;
+    fn cpt_autocast_exit(device: c_int, prev: *const c_int) -> *mut c_char;
+    fn cpt_autocast_state(device: c_int) -> c_int;
+    fn cpt_set_cuda_math(benchmark: c_int, tf32_matmul: c_int, tf32_conv: c_int) -> *mut c_char;
+    fn cpt_get_cuda_math(out: *mut c_int) -> *mut c_char;
+    fn cpt_pin_memory(t: *const C_tensor, out: *mut *mut C_tensor) -> *mut c_char;
 }
 
 /// Turns the shim's error pointer into a `Result`, freeing the message.
@@ -232,4 +241,114 @@ pub fn sr_quantize_segments_(
 pub fn grad_enabled() -> bool {
     // SAFETY: reads a thread-local flag.
     unsafe { cpt_grad_enabled() != 0 }
+}
+
+/// The shim's device code: autocast exists for the CPU and CUDA.
+fn autocast_device(device: Device) -> Result<c_int, TchError> {
+    match device {
+        Device::Cpu => Ok(0),
+        Device::Cuda(_) => Ok(1),
+        other => Err(TchError::Kind(format!(
+            "autocast: no autocast for {other:?}"
+        ))),
+    }
+}
+
+fn autocast_dtype(kind: Kind) -> Result<c_int, TchError> {
+    match kind {
+        Kind::Half => Ok(0),
+        Kind::BFloat16 => Ok(1),
+        other => Err(TchError::Kind(format!(
+            "autocast: {other:?} is not a lower-precision type (Half or BFloat16)"
+        ))),
+    }
+}
+
+/// libtorch's autocast, entered on the calling thread until dropped (`torch.autocast(device,
+/// dtype)` as a scope): ops on its lists run in `dtype` (matmuls, convolutions), others in fp32
+/// or their inputs' type. Thread-local, so it is neither `Send` nor `Sync`: each worker thread
+/// enters its own.
+pub struct AutocastGuard {
+    device: c_int,
+    prev: [c_int; 3],
+    _thread_local: PhantomData<*const ()>,
+}
+
+impl AutocastGuard {
+    /// Enters autocast for `device`'s type (CPU or CUDA) with `dtype` (`Half` or `BFloat16`).
+    pub fn enter(device: Device, dtype: Kind) -> Result<AutocastGuard, TchError> {
+        let (d, k) = (autocast_device(device)?, autocast_dtype(dtype)?);
+        let mut prev = [0; 3];
+        // SAFETY: `prev` has the three entries the shim writes.
+        check(unsafe { cpt_autocast_enter(d, k, prev.as_mut_ptr()) })?;
+        Ok(AutocastGuard {
+            device: d,
+            prev,
+            _thread_local: PhantomData,
+        })
+    }
+}
+
+impl Drop for AutocastGuard {
+    fn drop(&mut self) {
+        // SAFETY: restores the state saved by `enter` on this (the same) thread.
+        let err = check(unsafe { cpt_autocast_exit(self.device, self.prev.as_ptr()) });
+        debug_assert!(err.is_ok(), "leaving autocast: {err:?}");
+    }
+}
+
+/// The calling thread's autocast dtype for `device`'s type, None when autocast is off.
+pub fn autocast_state(device: Device) -> Option<Kind> {
+    let d = autocast_device(device).ok()?;
+    // SAFETY: reads thread-local state.
+    match unsafe { cpt_autocast_state(d) } {
+        0 => Some(Kind::Half),
+        1 => Some(Kind::BFloat16),
+        _ => None,
+    }
+}
+
+/// libtorch's process-wide CUDA math switches (PyTorch's `torch.backends.cudnn.benchmark`,
+/// `torch.backends.cuda.matmul.fp32_precision`, `torch.backends.cudnn.conv.fp32_precision`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct CudaMath {
+    /// cuDNN times the algorithms for each new input shape and keeps the fastest.
+    pub cudnn_benchmark: bool,
+    /// fp32 matmuls may run in TF32.
+    pub tf32_matmul: bool,
+    /// fp32 convolutions may run in TF32.
+    pub tf32_conv: bool,
+}
+
+/// Sets [`CudaMath`] for the process (harmless without CUDA).
+pub fn set_cuda_math(m: CudaMath) -> Result<(), TchError> {
+    // SAFETY: plain values.
+    check(unsafe {
+        cpt_set_cuda_math(
+            c_int::from(m.cudnn_benchmark),
+            c_int::from(m.tf32_matmul),
+            c_int::from(m.tf32_conv),
+        )
+    })
+}
+
+/// The [`CudaMath`] in force.
+pub fn cuda_math() -> Result<CudaMath, TchError> {
+    let mut out = [0; 3];
+    // SAFETY: `out` has the three entries the shim writes.
+    check(unsafe { cpt_get_cuda_math(out.as_mut_ptr()) })?;
+    Ok(CudaMath {
+        cudnn_benchmark: out[0] != 0,
+        tf32_matmul: out[1] != 0,
+        tf32_conv: out[2] != 0,
+    })
+}
+
+/// A page-locked (pinned) copy of the CPU tensor `t`, for non-blocking copies to a GPU. Needs
+/// CUDA (an error without it).
+pub fn pin_memory(t: &Tensor) -> Result<Tensor, TchError> {
+    let mut out = std::ptr::null_mut();
+    // SAFETY: pointer lives for the call.
+    check(unsafe { cpt_pin_memory(t.as_ptr(), &mut out) })?;
+    Ok(owned(out))
 }

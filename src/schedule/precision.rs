@@ -720,7 +720,12 @@ mod tests {
     /// cost ratio the window's share of the run, and a window that does not fit is refused.
     #[test]
     fn window_is_q_min_inside_and_q_max_outside() {
-        for (start, end, n) in [(0u64, 25u64, 100u64), (40, 60, 100), (99, 100, 100), (0, 7, 7)] {
+        for (start, end, n) in [
+            (0u64, 25u64, 100u64),
+            (40, 60, 100),
+            (99, 100, 100),
+            (0, 7, 7),
+        ] {
             let s = PrecisionSchedule {
                 window_start: start,
                 window_end: Some(end),

@@ -75,7 +75,9 @@ pub struct StartedEvent {
     pub epoch_base: u64,
 }
 
-/// One optimizer step. `loss` is the mean over the whole global batch.
+/// One optimizer step, or (every `train.log_every` steps) the last `steps` steps up to `step`:
+/// then `loss`, `lr` (the last), `images_per_sec`, `grad_norm` and the timings are means per
+/// step over them, `gbitops` their sum. `loss` is the mean over the whole global batch.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct StepEvent {
     /// Optimizer steps completed, counting this one (1-based).
@@ -106,6 +108,12 @@ pub struct StepEvent {
     pub loss_scale: Option<f64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub skipped: Option<bool>,
+    /// Steps this event covers, ending at `step` (absent: 1, as in older builds).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub steps: Option<u64>,
+    /// fp16: how many of them were skipped (`skipped`: whether any was).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub skipped_steps: Option<u64>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -226,6 +234,10 @@ pub struct Summary {
     /// Steps whose update was skipped (fp16 overflow).
     #[serde(default)]
     pub skipped_steps: u64,
+    /// Device→host reads per training step in this session (each waits for the device to
+    /// finish what was queued); absent in older runs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host_reads_per_step: Option<f64>,
     /// In this process only (never written): the failure only reports that another rank (or
     /// the job) aborted the group, so the root cause is elsewhere. Set with status `failed`.
     #[serde(skip)]
@@ -307,6 +319,8 @@ mod tests {
             gbitops: None,
             loss_scale: None,
             skipped: None,
+            steps: None,
+            skipped_steps: None,
         });
         let s = serde_json::to_string(&e).unwrap();
         assert!(

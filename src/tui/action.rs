@@ -34,10 +34,14 @@ impl View {
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Action {
-    /// `q` / `Esc`: close what is open, go back, or quit.
+    /// `Esc`: cancel what is open or go back; never quits.
     Back,
+    /// `q`: quit (asks first while a run is live or Setup has unsaved changes).
+    Quit,
     /// `Ctrl-C`: quit from anywhere (asks first while a run is live).
     Interrupt,
+    /// `Ctrl-Z`: suspend to the shell (`fg` comes back).
+    Suspend,
     /// `?`
     Help,
     /// `Tab` / `Shift-Tab`
@@ -50,6 +54,14 @@ pub enum Action {
     Right,
     PageUp,
     PageDown,
+    /// `Home` / `g`, `End` / `G`: the first / last row of a list.
+    First,
+    Last,
+    /// A mouse click on item `n` of the view: a field of Setup, a row of Runs or Presets, a
+    /// panel of the Dashboard or Compare (`mouse::action` reads the layout).
+    Pick(usize),
+    /// The mouse wheel over panel `.0` of the view (0: its list), `.1` rows (down is positive).
+    Wheel(usize, i32),
     /// `Enter`
     Select,
     /// `s`
@@ -90,11 +102,11 @@ impl Action {
             return None;
         }
         let ctrl = key.modifiers.contains(KeyModifiers::CONTROL);
-        if ctrl && matches!(key.code, KeyCode::Char('c')) {
-            return Some(Action::Interrupt);
-        }
-        if ctrl {
-            return None;
+        match key.code {
+            KeyCode::Char('c') if ctrl => return Some(Action::Interrupt),
+            KeyCode::Char('z') if ctrl => return Some(Action::Suspend),
+            _ if ctrl => return None,
+            _ => {}
         }
         if mode == InputMode::Normal {
             return super::keys::lookup(&key);
@@ -120,7 +132,7 @@ impl Action {
             return None;
         };
         Some(match (mode, c) {
-            (InputMode::Dialog, 'q') => Action::Back,
+            (InputMode::Dialog, 'q') => Action::Quit,
             (InputMode::Dialog, 'x') => Action::Stop,
             (InputMode::Dialog, c) => Action::Key(c),
             (_, c) => Action::Input(c),
@@ -152,6 +164,27 @@ mod tests {
         assert_eq!(
             Action::from_key(cc, InputMode::Text),
             Some(Action::Interrupt)
+        );
+        let cz = KeyEvent::new(KeyCode::Char('z'), KeyModifiers::CONTROL);
+        for mode in [InputMode::Normal, InputMode::Text, InputMode::Dialog] {
+            assert_eq!(
+                Action::from_key(cz, mode),
+                Some(Action::Suspend),
+                "{mode:?}"
+            );
+        }
+        // Esc cancels and q quits; in a text field q is a letter.
+        assert_eq!(
+            Action::from_key(key(KeyCode::Esc), InputMode::Normal),
+            Some(Action::Back)
+        );
+        assert_eq!(
+            Action::from_key(key(KeyCode::Char('q')), InputMode::Normal),
+            Some(Action::Quit)
+        );
+        assert_eq!(
+            Action::from_key(key(KeyCode::Char('q')), InputMode::Text),
+            Some(Action::Input('q'))
         );
         assert_eq!(
             Action::from_key(key(KeyCode::BackTab), InputMode::Normal),

@@ -15,7 +15,8 @@ use super::process::{self, LockError};
 use super::run_data::{Incoming, LogKind, RunData, RunStatus};
 use super::runs::{RunRow, RunsState};
 use super::sampler::DeviceSample;
-use super::setup::{AbFirst, SetupState};
+use super::setup::{AbFirst, Field, SetupState};
+use super::state::{self, SavedSetup};
 use super::TuiOptions;
 use crate::config::paths::Paths;
 use crate::config::presets::{PresetEntry, PresetStore, DEFAULT_PRESET};
@@ -91,10 +92,12 @@ pub enum Reply {
 pub enum Request {
     /// Make run `id` the Dashboard's run.
     Current(RunId),
-    /// Show run `id` in the Dashboard, remembering where `q` goes back to.
+    /// Show run `id` in the Dashboard, remembering where `Esc` goes back to.
     Open(RunId),
-    /// Swap Compare's A and B.
-    SwapPair,
+    /// Make Compare's run at this index the baseline (first: the others' Δ are against it).
+    Baseline(usize),
+    /// The next loss smoothing weight (Dashboard and Compare share it).
+    Smoothing,
     /// Open the run in this directory in the Dashboard (replay, or attach if live).
     OpenDir(PathBuf),
     /// Re-read the runs directory.
@@ -103,7 +106,7 @@ pub enum Request {
     ExportRun,
     /// Ask before deleting this run (refused while it is live).
     DeleteRun(Box<RunRow>),
-    /// Load this preset into Setup.
+    /// Load this preset into Setup (asks first over unsaved edits).
     LoadPreset(Box<PresetEntry>),
     /// Ask for a name to save the setup under.
     SavePreset,
@@ -194,6 +197,15 @@ impl RunSlot {
 pub enum Dialog {
     /// Leaving while runs are live: stop them, or let them finish headless.
     QuitLive,
+    /// Leaving with Setup changed from its preset (remembered, but not saved as a preset).
+    QuitUnsaved,
+    /// `s`: what will start, asked once.
+    ConfirmStart(Box<RunConfig>),
+    /// Loading a preset would replace Setup's unsaved edits.
+    LoadOverEdits {
+        name: String,
+        config: Box<RunConfig>,
+    },
     StopRun(RunId),
     DeleteRun {
         dir: PathBuf,
@@ -212,6 +224,10 @@ pub enum Dialog {
 pub enum PromptKind {
     SavePreset,
     DuplicatePreset(String),
+    /// `/` in Runs: the filter, applied as it is typed (`before` comes back on Esc).
+    FilterRuns {
+        before: String,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -302,8 +318,8 @@ pub struct App {
     pub runs: Vec<RunSlot>,
     /// The run the Dashboard shows.
     pub current: Option<RunId>,
-    /// The pair the Compare view shows.
-    pub pair: Option<(RunId, RunId)>,
+    /// The runs Compare overlays (2–8), the baseline first.
+    pub compared: Vec<RunId>,
     pub presets: PresetsState,
     pub history: RunsState,
     pub devices: DeviceHistory,
@@ -318,7 +334,22 @@ pub struct App {
     pub cores: usize,
     /// `--data` / `CPTLAB_DATA`: kept when a preset is loaded.
     pub data_override: Option<String>,
+    /// Set by Ctrl-Z: the event loop hands the terminal back and stops the process.
+    pub suspend: bool,
+    /// Loss smoothing: an index into `SMOOTHING`.
+    pub smoothing: usize,
+    /// Lines the help is scrolled by (it is longer than an 80×24 terminal).
+    pub help_scroll: usize,
+    /// The state file (the remembered Setup) and the Setup revision last written to it.
+    pub state_path: PathBuf,
+    saved_rev: Option<u64>,
+    state_error: Option<String>,
 }
+
+/// The loss smoothing weights `m` steps through (TensorBoard's EMA; 0.6 is its default).
+pub const SMOOTHING: [f64; 6] = [0.0, 0.6, 0.8, 0.9, 0.95, 0.99];
+/// Compare overlays at most this many runs (letters A–H).
+pub const MAX_COMPARED: usize = 8;
 
 impl App {
     pub fn new(paths: Paths, opts: &TuiOptions) -> App {
@@ -340,7 +371,30 @@ impl App {
                 )
             }
         };
-        let setup = SetupState::new(cfg, &preset, opts.data.as_deref());
+        let data = opts.data.as_deref();
+        let mut setup = SetupState::new(cfg, &preset, data);
+        let mut notes: Vec<Status> = status.into_iter().collect();
+        // The last Setup, unless a preset was asked for on the command line.
+        let state_path = state::state_path(&paths);
+        if opts.preset.is_none() {
+            match state::load(&state_path) {
+                Ok(Some(saved)) => {
+                    if let Some(n) = restore_setup(&mut setup, &store, saved, data) {
+                        notes.push(n);
+                    }
+                }
+                Ok(None) => {}
+                Err(e) => notes.push(Status {
+                    text: format!("remembered Setup ignored: {e}"),
+                    warn: true,
+                }),
+            }
+        }
+        let status = notes.into_iter().reduce(|a, b| Status {
+            text: format!("{} · {}", a.text, b.text),
+            warn: a.warn || b.warn,
+        });
+        let saved_rev = Some(setup.rev);
         let mut app = App {
             presets: PresetsState::new(&paths.presets),
             history: RunsState::new(&paths.runs),
@@ -351,7 +405,7 @@ impl App {
             setup,
             runs: Vec::new(),
             current: None,
-            pair: None,
+            compared: Vec::new(),
             devices: DeviceHistory::default(),
             dash: DashState::default(),
             cmp: CompareState::default(),
@@ -361,6 +415,12 @@ impl App {
             next_id: 1,
             cores: std::thread::available_parallelism().map_or(1, |n| n.get()),
             data_override: opts.data.clone(),
+            suspend: false,
+            smoothing: 1,
+            help_scroll: 0,
+            state_path,
+            saved_rev,
+            state_error: None,
         };
         // Runs left training headless by an earlier session: offer to attach.
         let live: Vec<usize> = app
@@ -374,15 +434,71 @@ impl App {
         if let Some(&first) = live.first() {
             app.view = View::Runs;
             app.history.cursor = first;
-            app.say(
-                format!(
-                    "{} run(s) still training headless: Enter attaches",
-                    live.len()
-                ),
-                false,
+            let mut text = format!(
+                "{} run(s) still training headless: Enter attaches",
+                live.len()
             );
+            let mut warn = false;
+            if let Some(s) = &app.status {
+                text = format!("{text} · {}", s.text);
+                warn = s.warn;
+            }
+            app.say(text, warn);
         }
         app
+    }
+
+    /// What the state file would hold now.
+    pub fn state_text(&self) -> String {
+        let s = &self.setup;
+        SavedSetup {
+            version: state::VERSION,
+            preset: s.preset.clone(),
+            fields: s.fields(),
+            config: s.check.config.clone().unwrap_or_else(|| s.base.clone()),
+        }
+        .to_text()
+    }
+
+    /// Writes the remembered Setup if it changed since the last write (or always, `force`, at
+    /// quit). The event loop calls it every couple of seconds, before a suspend and at exit; a
+    /// failure is said once, never fatal.
+    pub fn persist_state(&mut self, force: bool) {
+        if !force && self.saved_rev == Some(self.setup.rev) {
+            return;
+        }
+        match state::save(&self.state_path, &self.state_text()) {
+            Ok(()) => {
+                self.saved_rev = Some(self.setup.rev);
+                self.state_error = None;
+            }
+            Err(e) => {
+                // Not again for the same revision, and the same error is said once.
+                self.saved_rev = Some(self.setup.rev);
+                if self.state_error.as_deref() != Some(e.as_str()) {
+                    self.say(format!("cannot remember the Setup: {e}"), true);
+                    self.state_error = Some(e);
+                }
+            }
+        }
+    }
+
+    /// True if the last write of the remembered Setup failed.
+    pub fn state_unsaved(&self) -> bool {
+        self.state_error.is_some()
+    }
+
+    /// The loss smoothing weight in use.
+    pub fn smoothing_weight(&self) -> f64 {
+        SMOOTHING[self.smoothing % SMOOTHING.len()]
+    }
+
+    /// The compared runs that are open, in order (the baseline first).
+    pub fn compared_slots(&self) -> Vec<&RunSlot> {
+        self.compared
+            .iter()
+            .filter_map(|id| self.slot(*id))
+            .collect()
     }
 
     pub fn say(&mut self, text: impl Into<String>, warn: bool) {
@@ -458,7 +574,7 @@ impl App {
         self.enter(v);
     }
 
-    /// Opens `v`, remembering where `q` goes back to.
+    /// Opens `v`, remembering where `Esc` goes back to.
     pub fn open(&mut self, v: View) {
         if self.view != v {
             self.back.push(self.view);
@@ -492,17 +608,31 @@ impl App {
             self.update_overlay(ov, action);
             return true;
         }
-        if self.view == View::Setup && self.setup.editing.is_some() && action != Action::Interrupt {
+        if self.view == View::Setup
+            && self.setup.editing.is_some()
+            && !matches!(action, Action::Interrupt | Action::Suspend)
+        {
             return self.setup.handle(&action);
         }
         match action {
             Action::Interrupt => self.interrupt(),
-            Action::Help => self.overlay = Some(Overlay::Help),
+            Action::Suspend => self.suspend = true,
+            Action::Quit => self.request_quit(),
+            Action::Help => {
+                self.help_scroll = 0;
+                self.overlay = Some(Overlay::Help);
+            }
             Action::Show(v) => self.show(v),
-            Action::Back => match self.back.pop() {
-                Some(v) => self.enter(v),
-                None => self.request_quit(),
-            },
+            Action::Back => {
+                // The view cancels what it has open first; then back to where the user came
+                // from. Never a quit.
+                if matches!(self.view_handle(&Action::Back), Reply::Ignored) {
+                    match self.back.pop() {
+                        Some(v) => self.enter(v),
+                        None => self.say("Esc goes back; q quits", false),
+                    }
+                }
+            }
             Action::Start => {
                 if self.view == View::Setup {
                     self.start_from_setup();
@@ -524,22 +654,20 @@ impl App {
                 View::Setup => self.ab_step(),
                 View::Runs => super::runs::compare_marked(self),
                 _ => {
-                    if self.pair.is_none() && self.runs.len() >= 2 {
+                    // The open runs (the last eight), unless a comparison is set up already.
+                    if self.compared.len() < 2 && self.runs.len() >= 2 {
                         let n = self.runs.len();
-                        self.pair = Some((self.runs[n - 2].id, self.runs[n - 1].id));
+                        self.compared = self.runs[n.saturating_sub(MAX_COMPARED)..]
+                            .iter()
+                            .map(|s| s.id)
+                            .collect();
+                        self.cmp = CompareState::default();
                     }
                     self.open(View::Compare);
                 }
             },
             other => {
-                let reply = match self.view {
-                    View::Setup => Component::handle(&mut self.setup, &other, ()),
-                    View::Dashboard => self.dash.handle(&other, (&self.runs, self.current)),
-                    View::Compare => self.cmp.handle(&other, self.pair),
-                    View::Presets => self.presets.handle(&other, ()),
-                    View::Runs => self.history.handle(&other, ()),
-                };
-                return match reply {
+                return match self.view_handle(&other) {
                     Reply::Ignored => false,
                     Reply::Done => true,
                     Reply::Then(r) => {
@@ -552,6 +680,17 @@ impl App {
         true
     }
 
+    /// Hands `action` to the current view's component.
+    fn view_handle(&mut self, action: &Action) -> Reply {
+        match self.view {
+            View::Setup => Component::handle(&mut self.setup, action, ()),
+            View::Dashboard => self.dash.handle(action, (&self.runs, self.current)),
+            View::Compare => self.cmp.handle(action, &self.compared),
+            View::Presets => self.presets.handle(action, ()),
+            View::Runs => self.history.handle(action, ()),
+        }
+    }
+
     /// Does what a view asked for.
     pub fn apply(&mut self, r: Request) {
         match r {
@@ -560,16 +699,30 @@ impl App {
                 self.current = Some(id);
                 self.open(View::Dashboard);
             }
-            Request::SwapPair => {
-                if let Some((a, b)) = self.pair {
-                    self.pair = Some((b, a));
+            Request::Baseline(i) => {
+                if i < self.compared.len() {
+                    let id = self.compared.remove(i);
+                    self.compared.insert(0, id);
+                    self.cmp.sel = 0;
                 }
+            }
+            Request::Smoothing => {
+                self.smoothing = (self.smoothing + 1) % SMOOTHING.len();
+                let w = self.smoothing_weight();
+                self.say(
+                    if w == 0.0 {
+                        "loss smoothing off".to_string()
+                    } else {
+                        format!("loss smoothing {w} (EMA; raw shown faint)")
+                    },
+                    false,
+                );
             }
             Request::OpenDir(dir) => super::runs::open(self, &dir),
             Request::RefreshRuns => super::runs::refresh(self),
             Request::ExportRun => super::runs::export(self),
             Request::DeleteRun(row) => super::runs::ask_delete(self, *row),
-            Request::LoadPreset(entry) => super::presets::load(self, *entry),
+            Request::LoadPreset(entry) => super::presets::ask_load(self, *entry),
             Request::SavePreset => super::presets::ask_save(self),
             Request::Overlay(o) => self.overlay = Some(o),
             Request::Say(text, warn) => self.say(text, warn),
@@ -578,28 +731,52 @@ impl App {
 
     fn update_overlay(&mut self, ov: Overlay, action: Action) {
         match ov {
-            Overlay::Help => {
-                if action == Action::Interrupt {
+            Overlay::Help => match action {
+                Action::Interrupt => {
                     self.overlay = None;
                     self.interrupt();
-                } else if matches!(action, Action::Back | Action::Help | Action::Select) {
-                    self.overlay = None;
                 }
-            }
+                Action::Suspend => self.suspend = true,
+                // q closes help like a pager; it quits only from a view.
+                Action::Back | Action::Quit | Action::Help | Action::Select => self.overlay = None,
+                // Scrolled like a pager too (drawing stops at its end).
+                Action::Down => self.help_scroll += 1,
+                Action::Up => self.help_scroll = self.help_scroll.saturating_sub(1),
+                Action::PageDown => self.help_scroll += 10,
+                Action::PageUp => self.help_scroll = self.help_scroll.saturating_sub(10),
+                Action::Wheel(_, d) => {
+                    self.help_scroll = (self.help_scroll as i64 + i64::from(d)).max(0) as usize
+                }
+                _ => {}
+            },
             Overlay::Prompt(mut p) => match action {
                 Action::Input(c) => {
                     p.input.push(c);
+                    self.prompt_changed(&p);
                     self.overlay = Some(Overlay::Prompt(p));
                 }
                 Action::Backspace => {
                     p.input.pop();
+                    self.prompt_changed(&p);
                     self.overlay = Some(Overlay::Prompt(p));
                 }
                 Action::Select => {
                     self.overlay = None;
-                    super::presets::submit_prompt(self, p);
+                    match p.kind {
+                        PromptKind::FilterRuns { .. } => {}
+                        _ => super::presets::submit_prompt(self, p),
+                    }
                 }
-                Action::Back => self.overlay = None,
+                Action::Back => {
+                    self.overlay = None;
+                    if let PromptKind::FilterRuns { before } = &p.kind {
+                        self.history.set_filter(before);
+                    }
+                }
+                Action::Suspend => {
+                    self.suspend = true;
+                    self.overlay = Some(Overlay::Prompt(p));
+                }
                 Action::Interrupt => {
                     self.overlay = None;
                     self.interrupt();
@@ -610,9 +787,21 @@ impl App {
         }
     }
 
+    /// A prompt's text changed (the Runs filter applies as it is typed).
+    fn prompt_changed(&mut self, p: &Prompt) {
+        if let PromptKind::FilterRuns { .. } = p.kind {
+            self.history.set_filter(&p.input);
+        }
+    }
+
     fn dialog(&mut self, d: Dialog, action: Action) {
+        if action == Action::Suspend {
+            self.suspend = true;
+            return;
+        }
         let yes = matches!(action, Action::Select | Action::Key('y'));
-        let no = matches!(action, Action::Back | Action::Key('n'));
+        // q in a dialog answers no, except in the quit dialogs, where a second q quits.
+        let no = matches!(action, Action::Back | Action::Key('n') | Action::Quit);
         match d {
             Dialog::QuitLive => match action {
                 Action::Stop => {
@@ -620,7 +809,7 @@ impl App {
                     self.stop_all();
                     self.finish(0);
                 }
-                Action::Key('d') | Action::Interrupt => {
+                Action::Key('d') | Action::Interrupt | Action::Quit => {
                     self.overlay = None;
                     self.detach_all();
                     self.finish(0);
@@ -628,6 +817,26 @@ impl App {
                 Action::Back => self.overlay = None,
                 _ => {}
             },
+            Dialog::QuitUnsaved => match action {
+                Action::Key('y') | Action::Select | Action::Quit | Action::Interrupt => {
+                    self.overlay = None;
+                    self.finish(0);
+                }
+                Action::Key('s') => {
+                    self.overlay = None;
+                    super::presets::ask_save(self);
+                }
+                Action::Back | Action::Key('n') => self.overlay = None,
+                _ => {}
+            },
+            Dialog::ConfirmStart(cfg) if yes => {
+                self.overlay = None;
+                self.start_config(*cfg);
+            }
+            Dialog::LoadOverEdits { name, config } if yes => {
+                self.overlay = None;
+                super::presets::load_config(self, &name, *config);
+            }
             Dialog::StopRun(id) if yes => {
                 self.overlay = None;
                 self.stop_run(id);
@@ -643,6 +852,7 @@ impl App {
             Dialog::OverwritePreset { name, config } if yes => {
                 self.overlay = None;
                 super::presets::save(self, &name, &config, true);
+                super::presets::adopt(self, &name, &config);
             }
             Dialog::AbMode => match action {
                 Action::Key('1') => {
@@ -661,11 +871,15 @@ impl App {
         }
     }
 
+    /// `q` (and Ctrl-C): quits, asking first while runs of this workbench are live or Setup
+    /// has changes that no preset holds.
     fn request_quit(&mut self) {
-        if self.live_runs().is_empty() {
-            self.finish(0);
-        } else {
+        if !self.live_runs().is_empty() {
             self.overlay = Some(Overlay::Dialog(Dialog::QuitLive));
+        } else if self.setup.modified() {
+            self.overlay = Some(Overlay::Dialog(Dialog::QuitUnsaved));
+        } else {
+            self.finish(0);
         }
     }
 
@@ -817,6 +1031,7 @@ impl App {
         id
     }
 
+    /// `s` in Setup: shows what will start and asks once.
     fn start_from_setup(&mut self) {
         let Some(cfg) = self
             .setup
@@ -825,13 +1040,18 @@ impl App {
             .clone()
             .filter(|_| self.setup.check.ok())
         else {
-            let n = self.setup.check.errors.len();
+            let n = self.setup.check.errors.len() + usize::from(self.setup.check.general.is_some());
             self.say(
                 format!("cannot start: fix the {n} marked field(s) first"),
                 true,
             );
             return;
         };
+        self.overlay = Some(Overlay::Dialog(Dialog::ConfirmStart(Box::new(cfg))));
+    }
+
+    /// Starts `cfg` (confirmed) and shows it in the Dashboard.
+    fn start_config(&mut self, cfg: RunConfig) {
         let id = self.launch(cfg, None, false);
         self.current = Some(id);
         self.open(View::Dashboard);
@@ -904,7 +1124,7 @@ impl App {
         let ida = self.launch(a, Some('A'), false);
         let idb = self.launch(b, Some('B'), !side_by_side);
         self.setup.ab_first = None;
-        self.pair = Some((ida, idb));
+        self.compared = vec![ida, idb];
         self.current = Some(ida);
         self.cmp = CompareState::default();
         self.open(View::Compare);
@@ -1109,6 +1329,31 @@ impl App {
             }
         }
     }
+}
+
+/// Puts a remembered Setup into the form: its config (what the form does not show), then every
+/// field as typed (the command line's `--data` wins). The "modified" marker compares with the
+/// preset as it is now. Returns a note for the status line, if any.
+fn restore_setup(
+    setup: &mut SetupState,
+    store: &PresetStore,
+    saved: SavedSetup,
+    data: Option<&str>,
+) -> Option<Status> {
+    let preset = store.load(&saved.preset);
+    *setup = SetupState::new(saved.config, &saved.preset, data);
+    let note = match &preset {
+        Ok(p) => {
+            setup.set_pristine_from(p, data);
+            None
+        }
+        Err(e) => Some(Status {
+            text: format!("remembered Setup kept; its preset does not load: {e}"),
+            warn: true,
+        }),
+    };
+    setup.restore_fields(&saved.fields, data.is_some().then_some(Field::Data));
+    note
 }
 
 /// Splits one device spec between two runs: `(A's, B's, threads per run)`.

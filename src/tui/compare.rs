@@ -1,91 +1,87 @@
-//! Compare (A/B): two runs' loss, accuracy and precision overlaid, and a table of headline
-//! figures with the difference.
+//! Compare: 2–8 runs' loss, accuracy and precision overlaid (each run a colour and a letter,
+//! A–H, drawn along its curves), and a table of headline figures against the first run (the
+//! baseline) with the config fields that differ between them.
+use std::collections::BTreeSet;
+
 use ratatui::layout::{Constraint, Layout, Rect};
-use ratatui::style::{Modifier, Style};
+use ratatui::style::{Color, Modifier, Style};
 use ratatui::text::{Line, Span};
 use ratatui::widgets::{Cell, Paragraph, Row, Table};
 use ratatui::Frame;
 
 use super::action::Action;
-use super::app::{App, Component, Reply, Request, RunId, RunSlot};
+use super::app::{App, Component, Reply, Request, RunId};
 use super::charts::{self, Plot};
 use super::dashboard::status_badge;
 use super::run_data::{pct, RunData};
+use super::setup::clip;
 use super::ui::{panel, theme};
 
 pub const PANELS: [&str; 4] = ["loss", "test accuracy", "precision", "table"];
+/// Each compared run's letter (also its glyph on the charts) and colour, in order.
+pub const LETTERS: [char; 8] = ['A', 'B', 'C', 'D', 'E', 'F', 'G', 'H'];
+pub const COLORS: [Color; 8] = [
+    Color::Cyan,
+    Color::Magenta,
+    Color::Yellow,
+    Color::Green,
+    Color::Blue,
+    Color::Red,
+    Color::LightCyan,
+    Color::LightMagenta,
+];
 
 #[derive(Debug, Clone, Default)]
 pub struct CompareState {
     pub focus: usize,
     pub zoom: bool,
+    /// The highlighted run (`←→`): `o` opens it, `w` makes it the baseline.
+    pub sel: usize,
 }
 
 impl Component for CompareState {
-    /// The pair shown.
-    type Ctx<'a> = Option<(RunId, RunId)>;
+    /// The compared runs.
+    type Ctx<'a> = &'a [RunId];
 
-    fn handle(&mut self, a: &Action, pair: Self::Ctx<'_>) -> Reply {
+    fn handle(&mut self, a: &Action, ids: Self::Ctx<'_>) -> Reply {
         let c = self;
+        let n = ids.len();
         match a {
             Action::FocusNext => c.focus = (c.focus + 1) % PANELS.len(),
             Action::FocusPrev => c.focus = (c.focus + PANELS.len() - 1) % PANELS.len(),
             Action::Select => c.zoom = !c.zoom,
-            Action::Key('w') if pair.is_some() => return Reply::Then(Request::SwapPair),
-            Action::Key('w') => {}
+            Action::Back if c.zoom => c.zoom = false,
+            Action::Pick(i) if *i < PANELS.len() => c.focus = *i,
             Action::Left | Action::Right => {
-                // Open A or B in the Dashboard.
-                if let Some((ra, rb)) = pair {
-                    let id = if *a == Action::Left { ra } else { rb };
-                    return Reply::Then(Request::Open(id));
+                if n > 0 {
+                    let step = if *a == Action::Right { 1 } else { n - 1 };
+                    c.sel = (c.sel.min(n - 1) + step) % n;
                 }
             }
+            Action::Key('o') => {
+                if let Some(id) = ids.get(c.sel.min(n.saturating_sub(1))) {
+                    return Reply::Then(Request::Open(*id));
+                }
+            }
+            Action::Key('w') if n >= 2 => return Reply::Then(Request::Baseline(c.sel.min(n - 1))),
+            Action::Key('w') => {}
+            Action::Key('m') => return Reply::Then(Request::Smoothing),
             _ => return Reply::Ignored,
         }
         Reply::Done
     }
 }
 
-pub fn draw(f: &mut Frame, area: Rect, app: &App) {
-    let pair = app
-        .pair
-        .and_then(|(a, b)| Some((app.slot(a)?, app.slot(b)?)));
-    let Some((a, b)) = pair else {
-        let p = Paragraph::new(vec![
-            Line::from(""),
-            Line::from("No pair to compare."),
-            Line::from(""),
-            Line::from("Runs (5): space marks two runs, c compares them."),
-            Line::from("Setup (1): c stores run A, change the setup, c again launches A and B"),
-            Line::from("with the same seed, one after the other or side by side."),
-        ])
-        .centered()
-        .block(panel("Compare", false));
-        f.render_widget(p, area);
-        return;
-    };
-    let [head, body] = Layout::vertical([Constraint::Length(1), Constraint::Min(0)]).areas(area);
-    let tag = |s: &RunSlot, color, t: char| {
-        let (badge, bc) = status_badge(&s.data.status);
-        vec![
-            Span::styled(format!(" {t} "), Style::default().fg(theme::BG).bg(color)),
-            Span::styled(
-                format!(" {} ", s.data.label),
-                Style::default().add_modifier(Modifier::BOLD),
-            ),
-            Span::styled(badge.to_lowercase(), Style::default().fg(bc)),
-            Span::raw("   "),
-        ]
-    };
-    let mut spans = tag(a, theme::ACCENT, 'A');
-    spans.extend(tag(b, theme::ACCENT_B, 'B'));
-    f.render_widget(Line::from(spans), head);
-    let st = &app.cmp;
-    if st.zoom {
-        draw_panel(f, body, &a.data, &b.data, st.focus, true);
-        return;
+/// The panels' places (all four, or the zoomed one) below the one-line header; the table
+/// gets the rows it needs, up to half the height.
+pub fn panel_rects(area: Rect, app: &App) -> Vec<(usize, Rect)> {
+    let [_, body] = Layout::vertical([Constraint::Length(1), Constraint::Min(0)]).areas(area);
+    if app.cmp.zoom {
+        return vec![(app.cmp.focus, body)];
     }
-    let table_h = 10.min(body.height / 2).max(6);
+    let runs: Vec<&RunData> = app.compared_slots().iter().map(|s| &s.data).collect();
+    let want = table_rows(&runs, body.width) as u16 + 2;
+    let table_h = want.min(body.height / 2).max(6);
     let [top, bottom] =
         Layout::vertical([Constraint::Min(0), Constraint::Length(table_h)]).areas(body);
     let t: [Rect; 3] = Layout::horizontal([
@@ -94,74 +90,153 @@ pub fn draw(f: &mut Frame, area: Rect, app: &App) {
         Constraint::Ratio(1, 3),
     ])
     .areas(top);
-    for (i, r) in t.into_iter().enumerate() {
-        draw_panel(f, r, &a.data, &b.data, i, st.focus == i);
-    }
-    draw_panel(f, bottom, &a.data, &b.data, 3, st.focus == 3);
+    let mut v: Vec<(usize, Rect)> = t.into_iter().enumerate().collect();
+    v.push((3, bottom));
+    v
 }
 
-fn draw_panel(f: &mut Frame, r: Rect, a: &RunData, b: &RunData, i: usize, focused: bool) {
-    let x_end = |d: &RunData| {
-        d.total_steps()
-            .or(d.last.as_ref().map(|l| l.step))
-            .unwrap_or(1) as f64
-    };
-    let xmax = x_end(a).max(x_end(b)).max(1.0);
+pub fn draw(f: &mut Frame, area: Rect, app: &App) {
+    let slots = app.compared_slots();
+    if slots.len() < 2 {
+        let p = Paragraph::new(vec![
+            Line::from(""),
+            Line::from("Nothing to compare."),
+            Line::from(""),
+            Line::from("Runs (5): space marks 2–8 runs, c compares them."),
+            Line::from("Setup (1): c stores run A, change the setup, c again launches A and B"),
+            Line::from("with the same seed, one after the other or side by side."),
+        ])
+        .centered()
+        .block(panel("Compare", false));
+        f.render_widget(p, area);
+        return;
+    }
+    let slots = &slots[..slots.len().min(LETTERS.len())];
+    let [head, _] = Layout::vertical([Constraint::Length(1), Constraint::Min(0)]).areas(area);
+    let st = &app.cmp;
+    let sel = st.sel.min(slots.len() - 1);
+    let mut spans = Vec::new();
+    let name_w = (head.width as usize / slots.len())
+        .saturating_sub(14)
+        .max(6);
+    for (i, s) in slots.iter().enumerate() {
+        let (badge, bc) = status_badge(&s.data.status);
+        let mut name = Style::default().add_modifier(Modifier::BOLD);
+        if i == sel {
+            name = name.add_modifier(Modifier::UNDERLINED);
+        }
+        spans.push(Span::styled(
+            format!(" {} ", LETTERS[i]),
+            Style::default().fg(theme::BG).bg(COLORS[i]),
+        ));
+        // Without its time stamp when the whole name does not fit.
+        let label = if s.data.label.chars().count() > name_w {
+            super::runs::short_name(&s.data.label)
+        } else {
+            &s.data.label
+        };
+        spans.push(Span::styled(format!(" {} ", clip(label, name_w)), name));
+        spans.push(Span::styled(badge.to_lowercase(), Style::default().fg(bc)));
+        spans.push(Span::raw("  "));
+    }
+    f.render_widget(Line::from(spans), head);
+    let data: Vec<&RunData> = slots.iter().map(|s| &s.data).collect();
+    for (i, r) in panel_rects(area, app) {
+        draw_panel(f, r, app, &data, sel, i, st.zoom || st.focus == i);
+    }
+}
+
+fn x_end(d: &RunData) -> f64 {
+    d.total_steps()
+        .or(d.last.as_ref().map(|l| l.step))
+        .unwrap_or(1) as f64
+}
+
+fn draw_panel(
+    f: &mut Frame,
+    r: Rect,
+    app: &App,
+    runs: &[&RunData],
+    sel: usize,
+    i: usize,
+    focused: bool,
+) {
+    let xmax = runs.iter().map(|d| x_end(d)).fold(1.0, f64::max);
+    let name = |k: usize| &LETTERS_STR[k];
     match i {
         0 => {
             let w = r.width as usize * 2;
-            let mut data = [
-                charts::resample(&a.loss.points(), w),
-                charts::resample(&b.loss.points(), w),
-            ];
-            let (y, y_labels, log) = charts::loss_axis(&mut data);
-            let [pa, pb] = &data;
+            let smooth = app.smoothing_weight();
+            // Each run smoothed; the highlighted one's raw curve faint underneath.
+            let mut data: Vec<Vec<(f64, f64)>> = runs
+                .iter()
+                .map(|d| charts::resample(&charts::ema(&d.loss.points(), smooth), w))
+                .collect();
+            if smooth > 0.0 {
+                data.push(charts::resample(&runs[sel].loss.points(), w));
+            }
+            let (y, log) = charts::loss_axis(&mut data);
+            let mut series: Vec<charts::SeriesSpec> = data
+                .iter()
+                .take(runs.len())
+                .enumerate()
+                .map(|(k, pts)| charts::line(name(k), pts, COLORS[k]).glyph(LETTERS[k]))
+                .collect();
+            if smooth > 0.0 {
+                if let Some(raw) = data.last() {
+                    series.insert(0, charts::line("raw", raw, COLORS[sel]).faint());
+                }
+            }
+            let mut title = String::from("train loss");
+            if log {
+                title.push_str(" log");
+            }
+            if smooth > 0.0 && r.width >= 40 {
+                title.push_str(&format!(" · ema {smooth}"));
+            }
             charts::draw(
                 f,
                 r,
                 &Plot {
-                    title: if log {
-                        "train loss (log)"
-                    } else {
-                        "train loss"
-                    },
+                    title: &title,
                     focused,
-                    x: [0.0, xmax],
+                    x: charts::XAxis::steps(xmax),
                     y,
-                    y_labels,
-                    x_labels: vec![],
-                    series: vec![
-                        charts::line("A", pa, theme::ACCENT),
-                        charts::line("B", pb, theme::ACCENT_B),
-                    ],
+                    series,
                     empty: "waiting for steps",
                 },
             );
         }
         1 => {
-            let acc = |d: &RunData| -> Vec<(f64, f64)> {
-                d.evals
-                    .iter()
-                    .map(|e| (e.epoch as f64, e.test_acc * 100.0))
-                    .collect()
-            };
-            let (pa, pb) = (acc(a), acc(b));
-            let epochs = |d: &RunData| d.started.as_ref().map_or(1, |s| s.epochs);
-            let emax = epochs(a).max(epochs(b)).max(1) as f64;
+            let acc: Vec<Vec<(f64, f64)>> = runs
+                .iter()
+                .map(|d| {
+                    d.evals
+                        .iter()
+                        .map(|e| (e.epoch as f64, e.test_acc * 100.0))
+                        .collect()
+                })
+                .collect();
+            let emax = runs
+                .iter()
+                .map(|d| d.started.as_ref().map_or(1, |s| s.epochs))
+                .max()
+                .unwrap_or(1)
+                .max(1) as f64;
+            let series = acc
+                .iter()
+                .enumerate()
+                .map(|(k, pts)| charts::line(name(k), pts, COLORS[k]).glyph(LETTERS[k]))
+                .collect();
             charts::draw(
                 f,
                 r,
                 &Plot {
-                    title: "test accuracy",
+                    title: "test accuracy %",
                     focused,
-                    x: [0.0, emax],
-                    y: [0.0, 100.0],
-                    y_labels: vec!["0".into(), "50".into(), "100%".into()],
-                    x_labels: vec![],
-                    series: vec![
-                        charts::line("A", &pa, theme::ACCENT),
-                        charts::line("B", &pb, theme::ACCENT_B),
-                    ],
+                    x: charts::XAxis::epochs(emax),
+                    y: charts::acc_axis(acc.iter().flatten().map(|p| p.1)),
+                    series,
                     empty: "after the first epoch",
                 },
             );
@@ -169,55 +244,73 @@ fn draw_panel(f: &mut Frame, r: Rect, a: &RunData, b: &RunData, i: usize, focuse
         2 => {
             let w = (r.width as usize * 2).max(16);
             // Actual bits where the runs report them, else their planned curves.
-            let bits = |d: &RunData| {
-                let q = d.q_fwd.points();
-                if q.is_empty() {
-                    d.planned_bits(w)
-                } else {
-                    q
-                }
-            };
-            let (pa, pb) = (bits(a), bits(b));
-            let hi = pa.iter().chain(&pb).map(|p| p.1).fold(8.0, f64::max);
+            let bits: Vec<Vec<(f64, f64)>> = runs
+                .iter()
+                .map(|d| {
+                    let q = d.q_fwd.points();
+                    if q.is_empty() {
+                        d.planned_bits(w)
+                    } else {
+                        q
+                    }
+                })
+                .collect();
+            let levels = bits.iter().flatten().map(|p| p.1.round()).collect();
+            let series = bits
+                .iter()
+                .enumerate()
+                .map(|(k, pts)| charts::step_line(name(k), pts, COLORS[k]).glyph(LETTERS[k]))
+                .collect();
             charts::draw(
                 f,
                 r,
                 &Plot {
                     title: "forward bits",
                     focused,
-                    x: [0.0, xmax],
-                    y: [0.0, hi + 1.0],
-                    y_labels: vec!["0".into(), format!("{hi:.0}b")],
-                    x_labels: vec![],
-                    series: vec![
-                        charts::step_line("A", &pa, theme::ACCENT),
-                        charts::step_line("B", &pb, theme::ACCENT_B),
-                    ],
+                    x: charts::XAxis::steps(xmax),
+                    y: charts::YAxis::Levels(levels),
+                    series,
                     empty: "known once the runs start",
                 },
             );
         }
-        _ => table(f, r, a, b, focused),
+        _ => table(f, r, runs, focused),
     }
 }
 
-/// The comparison rows: label, A, B, Δ.
-pub fn rows(a: &RunData, b: &RunData) -> Vec<[String; 4]> {
-    let acc_row = |label: &str, fa: Option<f64>, fb: Option<f64>| {
-        let d = match (fa, fb) {
-            (Some(x), Some(y)) if ((y - x) * 100.0).abs() < 0.005 => "=".into(),
-            (Some(x), Some(y)) => format!("{:+.2} pt", (y - x) * 100.0),
-            _ => "-".into(),
-        };
-        [label.to_string(), pct(fa), pct(fb), d]
+const LETTERS_STR: [&str; 8] = ["A", "B", "C", "D", "E", "F", "G", "H"];
+
+/// One row of the table: a label, each run's value and its difference from the baseline
+/// (empty for the baseline), and which way is better.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TableRow {
+    pub label: String,
+    pub values: Vec<String>,
+    pub deltas: Vec<String>,
+    /// Some(true): higher is better; Some(false): lower is better; None: neither.
+    pub better: Option<bool>,
+}
+
+/// The figures compared: final and best accuracy, s/epoch, GBitOps and the ratio vs static,
+/// skipped steps, optimizer bytes per rank, epochs; Δ against the first run.
+pub fn rows(runs: &[&RunData]) -> Vec<TableRow> {
+    let acc_d = |x: Option<f64>, y: Option<f64>| match (x, y) {
+        (Some(x), Some(y)) if ((y - x) * 100.0).abs() < 0.005 => "=".into(),
+        (Some(x), Some(y)) => format!("{:+.2} pt", (y - x) * 100.0),
+        _ => "-".into(),
     };
-    let num = |x: Option<f64>, f: &dyn Fn(f64) -> String| x.map(f).unwrap_or_else(|| "-".into());
     let rel = |x: Option<f64>, y: Option<f64>| match (x, y) {
         (Some(x), Some(y)) if x != 0.0 && ((y / x - 1.0) * 100.0).abs() < 0.05 => "=".into(),
         (Some(x), Some(y)) if x != 0.0 => format!("{:+.1}%", (y / x - 1.0) * 100.0),
         _ => "-".into(),
     };
-    let spe = (a.seconds_per_epoch(), b.seconds_per_epoch());
+    let abs3 = |x: Option<f64>, y: Option<f64>| match (x, y) {
+        (Some(x), Some(y)) if (y - x).abs() < 5e-4 => "=".into(),
+        (Some(x), Some(y)) => format!("{:+.3}", y - x),
+        _ => "-".into(),
+    };
+    let none = |_: Option<f64>, _: Option<f64>| String::new();
+    let num = |x: Option<f64>, f: &dyn Fn(f64) -> String| x.map(f).unwrap_or_else(|| "-".into());
     let gbitops = |d: &RunData| {
         d.summary_number(&["gbitops", "gbitops_total"])
             .or(d.has_gbitops.then_some(d.gbitops))
@@ -237,99 +330,223 @@ pub fn rows(a: &RunData, b: &RunData) -> Vec<[String; 4]> {
     let opt = |d: &RunData| {
         d.summary_number(&["optimizer_state_bytes_per_rank", "optimizer_bytes_per_rank"])
     };
-    let (ga, gb) = (gbitops(a), gbitops(b));
-    let (ra, rb) = (ratio(a), ratio(b));
-    let (ka, kb) = (skipped(a), skipped(b));
-    let (oa, ob) = (opt(a), opt(b));
-    let epochs = |d: &RunData| {
-        format!(
-            "{}/{}",
-            d.evals.len(),
-            d.started.as_ref().map_or(0, |s| s.epochs)
-        )
+    type Get<'f> = &'f dyn Fn(&RunData) -> Option<f64>;
+    type Show<'f> = &'f dyn Fn(f64) -> String;
+    type Diff<'f> = &'f dyn Fn(Option<f64>, Option<f64>) -> String;
+    let row = |label: &str, get: Get, show: Show, diff: Diff, better: Option<bool>| {
+        let xs: Vec<Option<f64>> = runs.iter().map(|d| get(d)).collect();
+        TableRow {
+            label: label.into(),
+            values: xs.iter().map(|x| num(*x, show)).collect(),
+            deltas: xs
+                .iter()
+                .enumerate()
+                .map(|(i, x)| {
+                    if i == 0 {
+                        String::new()
+                    } else {
+                        diff(xs[0], *x)
+                    }
+                })
+                .collect(),
+            better,
+        }
     };
-    vec![
-        acc_row("final acc", a.final_acc(), b.final_acc()),
-        acc_row("best acc", a.best_acc(), b.best_acc()),
-        [
-            "s / epoch".into(),
-            num(spe.0, &|x| format!("{x:.2}")),
-            num(spe.1, &|x| format!("{x:.2}")),
-            rel(spe.0, spe.1),
-        ],
-        [
-            "GBitOps".into(),
-            num(ga, &charts::short),
-            num(gb, &charts::short),
-            rel(ga, gb),
-        ],
-        [
-            "ratio vs static".into(),
-            num(ra, &|x| format!("{x:.3}")),
-            num(rb, &|x| format!("{x:.3}")),
-            match (ra, rb) {
-                (Some(x), Some(y)) if (y - x).abs() < 5e-4 => "=".into(),
-                (Some(x), Some(y)) => format!("{:+.3}", y - x),
-                _ => "-".into(),
-            },
-        ],
-        [
-            "skipped steps".into(),
-            num(ka, &|x| format!("{x:.0}")),
-            num(kb, &|x| format!("{x:.0}")),
-            "".into(),
-        ],
-        [
-            "optim bytes/rank".into(),
-            num(oa, &charts::bytes),
-            num(ob, &charts::bytes),
-            rel(oa, ob),
-        ],
-        ["epochs".into(), epochs(a), epochs(b), "".into()],
-    ]
+    let mut out = vec![
+        row(
+            "final acc",
+            &|d| d.final_acc(),
+            &|x| pct(Some(x)),
+            &acc_d,
+            Some(true),
+        ),
+        row(
+            "best acc",
+            &|d| d.best_acc(),
+            &|x| pct(Some(x)),
+            &acc_d,
+            Some(true),
+        ),
+        row(
+            "s / epoch",
+            &|d| d.seconds_per_epoch(),
+            &|x| format!("{x:.2}"),
+            &rel,
+            Some(false),
+        ),
+        row("GBitOps", &gbitops, &charts::short, &rel, Some(false)),
+        row(
+            "ratio vs static",
+            &ratio,
+            &|x| format!("{x:.3}"),
+            &abs3,
+            Some(false),
+        ),
+        row(
+            "skipped steps",
+            &skipped,
+            &|x| format!("{x:.0}"),
+            &none,
+            None,
+        ),
+        row("optim bytes/rank", &opt, &charts::bytes, &rel, Some(false)),
+    ];
+    out.push(TableRow {
+        label: "epochs".into(),
+        values: runs
+            .iter()
+            .map(|d| {
+                format!(
+                    "{}/{}",
+                    d.evals.len(),
+                    d.started.as_ref().map_or(0, |s| s.epochs)
+                )
+            })
+            .collect(),
+        deltas: vec![String::new(); runs.len()],
+        better: None,
+    });
+    out
 }
 
-fn table(f: &mut Frame, r: Rect, a: &RunData, b: &RunData, focused: bool) {
-    let header = Row::new(vec![
-        Cell::from(""),
-        Cell::from("A").style(Style::default().fg(theme::ACCENT)),
-        Cell::from("B").style(Style::default().fg(theme::ACCENT_B)),
-        Cell::from("Δ (B − A)"),
-    ])
-    .style(Style::default().add_modifier(Modifier::BOLD));
-    let body: Vec<Row> = rows(a, b)
+/// The config fields whose values differ between the runs (a field one run lacks counts as
+/// different), with each run's value. The run's name is left out: the header shows it.
+pub fn config_diff(runs: &[&RunData]) -> Vec<(String, Vec<String>)> {
+    let keys: BTreeSet<&String> = runs.iter().flat_map(|d| d.config.keys()).collect();
+    keys.into_iter()
+        .filter(|k| !matches!(k.as_str(), "name" | "description"))
+        .filter_map(|k| {
+            let vals: Vec<String> = runs
+                .iter()
+                .map(|d| d.config.get(k).cloned().unwrap_or_else(|| "-".into()))
+                .collect();
+            vals.iter()
+                .any(|v| *v != vals[0])
+                .then(|| (k.clone(), vals))
+        })
+        .collect()
+}
+
+/// The figures and the config diff side by side (on a wide screen, for up to four runs), or
+/// one under the other.
+fn side_by_side(n: usize, width: u16) -> bool {
+    width >= 120 && n <= 4
+}
+
+/// Rows the table needs inside its border.
+pub fn table_rows(runs: &[&RunData], width: u16) -> usize {
+    let figures = 1 + rows(runs).len();
+    let diff = config_diff(runs).len();
+    if side_by_side(runs.len(), width) {
+        figures.max(1 + diff)
+    } else {
+        figures + 1 + diff
+    }
+}
+
+fn table(f: &mut Frame, r: Rect, runs: &[&RunData], focused: bool) {
+    let n = runs.len();
+    let pair = n == 2;
+    let split = side_by_side(n, r.width);
+    let (r, diff_area) = if split {
+        let [a, b] = Layout::horizontal([Constraint::Min(0), Constraint::Percentage(40)]).areas(r);
+        (a, Some(b))
+    } else {
+        (r, None)
+    };
+    let mut header = vec![Cell::from("")];
+    for k in 0..n {
+        header.push(Cell::from(LETTERS_STR[k]).style(Style::default().fg(COLORS[k])));
+    }
+    if pair {
+        header.push(Cell::from("Δ (B − A)"));
+    }
+    let header = Row::new(header).style(Style::default().add_modifier(Modifier::BOLD));
+    let label_w = 17u16;
+    let delta_color = |d: &str, better: Option<bool>| {
+        let up = d.starts_with('+');
+        let down = d.starts_with('-') && d.len() > 1;
+        match (better, up, down) {
+            (Some(true), true, _) | (Some(false), _, true) => theme::GOOD,
+            (Some(true), _, true) | (Some(false), true, _) => theme::BAD,
+            _ => theme::FG,
+        }
+    };
+    let mut body: Vec<Row> = Vec::new();
+    for tr in rows(runs) {
+        let mut cells = vec![Cell::from(tr.label.clone())];
+        for (k, v) in tr.values.iter().enumerate() {
+            let d = &tr.deltas[k];
+            if pair || d.is_empty() || d == "-" {
+                cells.push(Cell::from(v.clone()));
+            } else {
+                cells.push(Cell::from(Line::from(vec![
+                    Span::raw(format!("{v} ")),
+                    Span::styled(d.clone(), Style::default().fg(delta_color(d, tr.better))),
+                ])));
+            }
+        }
+        if pair {
+            let d = tr.deltas[1].clone();
+            let c = delta_color(&d, tr.better);
+            cells.push(Cell::from(d).style(Style::default().fg(c)));
+        }
+        body.push(Row::new(cells));
+    }
+    let diff = config_diff(runs);
+    let same = diff.is_empty() && runs.iter().all(|d| !d.config.is_empty());
+    let key_w = diff
+        .iter()
+        .map(|(k, _)| k.chars().count())
+        .max()
+        .unwrap_or(0)
+        .clamp(label_w as usize, 28) as u16;
+    let diff_rows: Vec<Row> = diff
         .into_iter()
-        .enumerate()
-        .map(|(i, [l, x, y, d])| {
-            // Accuracy: up is better; time, cost and memory: down is better.
-            let higher_better = i < 2;
-            let up = d.starts_with('+');
-            let down = d.starts_with('-') && d.len() > 1;
-            let color = match (up, down) {
-                (true, _) if higher_better => theme::GOOD,
-                (true, _) => theme::BAD,
-                (_, true) if higher_better => theme::BAD,
-                (_, true) => theme::GOOD,
-                _ => theme::FG,
-            };
-            Row::new(vec![
-                Cell::from(l).style(Style::default().fg(theme::DIM)),
-                Cell::from(x),
-                Cell::from(y),
-                Cell::from(d).style(Style::default().fg(color)),
-            ])
+        .map(|(k, vals)| {
+            let mut cells = vec![Cell::from(clip(&k, key_w as usize))];
+            cells.extend(vals.into_iter().map(Cell::from));
+            Row::new(cells)
         })
         .collect();
-    let t = Table::new(
-        body,
-        [
-            Constraint::Length(17),
-            Constraint::Min(10),
-            Constraint::Min(10),
-            Constraint::Min(10),
-        ],
-    )
-    .header(header)
-    .block(panel("A / B", focused));
+    if let Some(area) = diff_area {
+        let mut header = vec![Cell::from("")];
+        header.extend(
+            (0..n).map(|k| Cell::from(LETTERS_STR[k]).style(Style::default().fg(COLORS[k]))),
+        );
+        let mut widths = vec![Constraint::Length(key_w)];
+        widths.extend((0..n).map(|_| Constraint::Ratio(1, n as u32)));
+        let mut rows = diff_rows;
+        if same {
+            rows.push(Row::new(vec![Cell::from("the same, seed included")]));
+        }
+        let t = Table::new(rows, widths)
+            .header(Row::new(header).style(Style::default().add_modifier(Modifier::BOLD)))
+            .block(panel("config that differs", focused));
+        f.render_widget(t, area);
+    } else if !diff_rows.is_empty() {
+        body.push(
+            Row::new(vec![Cell::from("config differs")])
+                .style(Style::default().add_modifier(Modifier::BOLD)),
+        );
+        body.extend(diff_rows);
+    } else if same {
+        body.push(Row::new(vec![
+            Cell::from("config"),
+            Cell::from("the same (seed included)"),
+        ]));
+    }
+    let cols = n + usize::from(pair);
+    let first_w = if split { label_w } else { key_w };
+    let mut widths = vec![Constraint::Length(first_w)];
+    widths.extend((0..cols).map(|_| Constraint::Ratio(1, cols as u32)));
+    let title = if pair {
+        "A / B".to_string()
+    } else {
+        "runs against A".to_string()
+    };
+    let t = Table::new(body, widths)
+        .header(header)
+        .block(panel(&title, focused));
     f.render_widget(t, r);
 }

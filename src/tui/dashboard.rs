@@ -21,7 +21,7 @@ pub const PANELS: [&str; 6] = [
     "step time",
     "log",
 ];
-const LOG: usize = 5;
+pub const LOG: usize = 5;
 
 #[derive(Debug, Clone, Default)]
 pub struct DashState {
@@ -41,6 +41,13 @@ impl Component for DashState {
             Action::FocusNext => d.focus = (d.focus + 1) % PANELS.len(),
             Action::FocusPrev => d.focus = (d.focus + PANELS.len() - 1) % PANELS.len(),
             Action::Select => d.zoom = !d.zoom,
+            Action::Back if d.zoom => d.zoom = false,
+            Action::Pick(i) if *i < PANELS.len() => d.focus = *i,
+            // The wheel scrolls the log wherever the focus is (down: towards the newest line).
+            Action::Wheel(LOG, n) => {
+                d.log_scroll = (d.log_scroll as i64 - i64::from(*n)).max(0) as usize
+            }
+            Action::Key('m') => return Reply::Then(Request::Smoothing),
             Action::Up if d.focus == LOG => d.log_scroll += 1,
             Action::Down if d.focus == LOG => d.log_scroll = d.log_scroll.saturating_sub(1),
             Action::PageUp if d.focus == LOG => d.log_scroll += 10,
@@ -68,6 +75,24 @@ impl Component for DashState {
     }
 }
 
+/// Where each panel is drawn (all six, or the zoomed one), for drawing and the mouse.
+pub fn panel_rects(area: Rect, zoom: bool, focus: usize) -> Vec<(usize, Rect)> {
+    let [_, body] = Layout::vertical([Constraint::Length(2), Constraint::Min(0)]).areas(area);
+    if zoom {
+        return vec![(focus, body)];
+    }
+    let [top, bottom] =
+        Layout::vertical([Constraint::Percentage(55), Constraint::Percentage(45)]).areas(body);
+    let thirds = [
+        Constraint::Ratio(1, 3),
+        Constraint::Ratio(1, 3),
+        Constraint::Ratio(1, 3),
+    ];
+    let t: [Rect; 3] = Layout::horizontal(thirds).areas(top);
+    let b: [Rect; 3] = Layout::horizontal(thirds).areas(bottom);
+    t.into_iter().chain(b).enumerate().collect()
+}
+
 pub fn draw(f: &mut Frame, area: Rect, app: &App) {
     let Some(slot) = app.current_slot() else {
         let p = Paragraph::new(vec![
@@ -83,29 +108,11 @@ pub fn draw(f: &mut Frame, area: Rect, app: &App) {
         f.render_widget(p, area);
         return;
     };
-    let [head, body] = Layout::vertical([Constraint::Length(2), Constraint::Min(0)]).areas(area);
+    let [head, _] = Layout::vertical([Constraint::Length(2), Constraint::Min(0)]).areas(area);
     draw_header(f, head, app, slot);
     let st = &app.dash;
-    if st.zoom {
-        draw_panel(f, body, app, slot, st.focus, true);
-        return;
-    }
-    let [top, bottom] =
-        Layout::vertical([Constraint::Percentage(55), Constraint::Percentage(45)]).areas(body);
-    let thirds = [
-        Constraint::Ratio(1, 3),
-        Constraint::Ratio(1, 3),
-        Constraint::Ratio(1, 3),
-    ];
-    let t: [Rect; 3] = Layout::horizontal(thirds).areas(top);
-    let b: [Rect; 3] = Layout::horizontal([
-        Constraint::Ratio(1, 3),
-        Constraint::Ratio(1, 3),
-        Constraint::Ratio(1, 3),
-    ])
-    .areas(bottom);
-    for (i, r) in t.into_iter().chain(b).enumerate() {
-        draw_panel(f, r, app, slot, i, st.focus == i);
+    for (i, r) in panel_rects(area, st.zoom, st.focus) {
+        draw_panel(f, r, app, slot, i, st.zoom || st.focus == i);
     }
 }
 
@@ -136,7 +143,7 @@ fn draw_header(f: &mut Frame, area: Rect, app: &App, slot: &RunSlot) {
                 s.devices.join(","),
                 s.threads
             ),
-            Style::default().fg(theme::DIM),
+            theme::muted(),
         ));
     }
     match &slot.control {
@@ -145,7 +152,7 @@ fn draw_header(f: &mut Frame, area: Rect, app: &App, slot: &RunSlot) {
             Style::default().fg(theme::WARN),
         )),
         Control::Driven { child: false, .. } => {
-            spans.push(Span::styled(" · attached", Style::default().fg(theme::DIM)))
+            spans.push(Span::styled(" · attached", theme::muted()))
         }
         _ => {}
     }
@@ -153,7 +160,7 @@ fn draw_header(f: &mut Frame, area: Rect, app: &App, slot: &RunSlot) {
         let i = app.runs.iter().position(|s| s.id == slot.id).unwrap_or(0);
         spans.push(Span::styled(
             format!("  ◂ {}/{} ▸", i + 1, app.runs.len()),
-            Style::default().fg(theme::DIM),
+            theme::muted(),
         ));
     }
     f.render_widget(Line::from(spans), l1);
@@ -212,7 +219,7 @@ pub fn status_badge(s: &RunStatus) -> (String, ratatui::style::Color) {
 fn draw_panel(f: &mut Frame, r: Rect, app: &App, slot: &RunSlot, i: usize, focused: bool) {
     let d = &slot.data;
     match i {
-        0 => loss_chart(f, r, d, focused),
+        0 => loss_chart(f, r, d, app.smoothing_weight(), focused),
         1 => acc_chart(f, r, d, focused),
         2 => precision_chart(f, r, d, focused),
         3 if d.per_class().is_empty() => devices(f, r, app, slot, focused),
@@ -229,7 +236,9 @@ fn x_end(d: &RunData) -> f64 {
         .max(1) as f64
 }
 
-pub fn loss_chart(f: &mut Frame, r: Rect, d: &RunData, focused: bool) {
+/// The training loss, smoothed (TensorBoard's EMA, weight `smooth`) over the raw curve drawn
+/// faint, and the test loss at each evaluation (◆).
+pub fn loss_chart(f: &mut Frame, r: Rect, d: &RunData, smooth: f64, focused: bool) {
     let test: Vec<(f64, f64)> = d
         .evals
         .iter()
@@ -237,17 +246,30 @@ pub fn loss_chart(f: &mut Frame, r: Rect, d: &RunData, focused: bool) {
         .filter(|p| p.1.is_finite())
         .collect();
     let w = r.width as usize * 2;
-    let mut data = [charts::resample(&d.loss.points(), w), test];
-    let (y, y_labels, log) = charts::loss_axis(&mut data);
-    let title = match d.last.as_ref() {
-        Some(l) if log => format!("loss {} (log)", charts::short(l.loss)),
+    let raw = d.loss.points();
+    let smoothed = charts::resample(&charts::ema(&raw, smooth), w);
+    let mut data = [charts::resample(&raw, w), smoothed, test];
+    let (y, log) = charts::loss_axis(&mut data);
+    let mut title = match d.last.as_ref() {
         Some(l) => format!("loss {}", charts::short(l.loss)),
         None => "loss".into(),
     };
-    let [train, test] = &data;
-    let mut series = vec![charts::line("train", train, theme::LOSS)];
+    if log {
+        title.push_str(" log");
+    }
+    if smooth > 0.0 && r.width >= 40 {
+        title.push_str(&format!(" · ema {smooth}"));
+    }
+    let [raw, smoothed, test] = &data;
+    let mut series = Vec::new();
+    if smooth > 0.0 {
+        series.push(charts::line("raw", raw, theme::LOSS).faint());
+        series.push(charts::line("train", smoothed, theme::LOSS));
+    } else {
+        series.push(charts::line("train", raw, theme::LOSS));
+    }
     if !test.is_empty() {
-        series.push(charts::line("test", test, theme::ACCENT_B));
+        series.push(charts::line("test", test, theme::ACCENT_B).glyph('◆'));
     }
     charts::draw(
         f,
@@ -255,10 +277,8 @@ pub fn loss_chart(f: &mut Frame, r: Rect, d: &RunData, focused: bool) {
         &Plot {
             title: &title,
             focused,
-            x: [0.0, x_end(d)],
+            x: charts::XAxis::steps(x_end(d)),
             y,
-            y_labels,
-            x_labels: vec![],
             series,
             empty: "waiting for the first step",
         },
@@ -277,7 +297,7 @@ pub fn acc_chart(f: &mut Frame, r: Rect, d: &RunData, focused: bool) {
             format!("test acc {} (best {})", pct(Some(a)), pct(Some(b)))
         }
         (Some(a), _) => format!("test acc {}", pct(Some(a))),
-        _ => "test accuracy".into(),
+        _ => "test accuracy %".into(),
     };
     charts::draw(
         f,
@@ -285,16 +305,16 @@ pub fn acc_chart(f: &mut Frame, r: Rect, d: &RunData, focused: bool) {
         &Plot {
             title: &title,
             focused,
-            x: [0.0, epochs],
-            y: [0.0, 100.0],
-            y_labels: vec!["0".into(), "50".into(), "100%".into()],
-            x_labels: vec![],
-            series: vec![charts::line("acc", &pts, theme::GOOD)],
+            x: charts::XAxis::epochs(epochs),
+            y: charts::acc_axis(pts.iter().map(|p| p.1)),
+            series: vec![charts::line("acc", &pts, theme::GOOD).glyph('●')],
             empty: "after the first epoch",
         },
     );
 }
 
+/// Planned and actual bit widths (a tick at every level shown), and fp16's loss scale as log2
+/// on the same axis.
 pub fn precision_chart(f: &mut Frame, r: Rect, d: &RunData, focused: bool) {
     let w = (r.width as usize * 2).max(16);
     let planned = d.planned_bits(w);
@@ -307,13 +327,13 @@ pub fn precision_chart(f: &mut Frame, r: Rect, d: &RunData, focused: bool) {
         .into_iter()
         .map(|(x, y)| (x, y.max(1.0).log2()))
         .collect();
-    let hi = planned
+    let levels: Vec<f64> = planned
         .iter()
         .chain(&q_fwd)
         .chain(&q_bwd)
         .chain(&scale)
-        .map(|p| p.1)
-        .fold(f64::from(d.plan.static_bits()).min(8.0), f64::max);
+        .map(|p| p.1.round())
+        .collect();
     let plan_name = d.plan.describe();
     let mut title = if r.width >= 44 {
         format!("precision · {plan_name}")
@@ -331,15 +351,15 @@ pub fn precision_chart(f: &mut Frame, r: Rect, d: &RunData, focused: bool) {
             title.push_str(&format!(" · scale {}", charts::short(ls)));
         }
     }
-    let mut series = vec![charts::step_line("plan", &planned, theme::DIM)];
+    let mut series = vec![charts::step_line("plan", &planned, theme::FG).glyph('·')];
     if !q_fwd.is_empty() {
-        series.push(charts::step_line("q_fwd", &q_fwd, theme::PRECISION));
+        series.push(charts::step_line("fwd", &q_fwd, theme::PRECISION).glyph('f'));
     }
     if !q_bwd.is_empty() {
-        series.push(charts::step_line("q_bwd", &q_bwd, theme::ACCENT_B));
+        series.push(charts::step_line("bwd", &q_bwd, theme::ACCENT_B).glyph('b'));
     }
     if !scale.is_empty() {
-        series.push(charts::step_line("log2 scale", &scale, theme::WARN));
+        series.push(charts::step_line("log2 scale", &scale, theme::WARN).glyph('s'));
     }
     charts::draw(
         f,
@@ -347,10 +367,8 @@ pub fn precision_chart(f: &mut Frame, r: Rect, d: &RunData, focused: bool) {
         &Plot {
             title: &title,
             focused,
-            x: [0.0, x_end(d)],
-            y: [0.0, hi + 1.0],
-            y_labels: vec!["0".into(), format!("{hi:.0}b")],
-            x_labels: vec![],
+            x: charts::XAxis::steps(x_end(d)),
+            y: charts::YAxis::Levels(levels),
             series,
             empty: "plan known once the run starts",
         },
@@ -430,12 +448,9 @@ fn devices(f: &mut Frame, r: Rect, app: &App, slot: &RunSlot, focused: bool) {
             Span::raw(format!(" {cores:>4.1}c")),
         ]));
     } else if live {
-        lines.push(Line::styled("sampling…", Style::default().fg(theme::DIM)));
+        lines.push(Line::styled("sampling…", theme::muted()));
     } else {
-        lines.push(Line::styled(
-            "not live: no device figures",
-            Style::default().fg(theme::DIM),
-        ));
+        lines.push(Line::styled("not live: no device figures", theme::muted()));
     }
     if let Some(rate) = d.rate_ema {
         let max = d.rate.iter().copied().fold(0.0, f64::max);
@@ -449,7 +464,7 @@ fn devices(f: &mut Frame, r: Rect, app: &App, slot: &RunSlot, focused: bool) {
         ]));
     }
     if let (Some(n), true) = (&app.devices.nvml_note, !gpu_ids.is_empty()) {
-        lines.push(Line::styled(clip(n, w), Style::default().fg(theme::DIM)));
+        lines.push(Line::styled(clip(n, w), theme::muted()));
     }
     f.render_widget(Paragraph::new(lines), inner);
 }
@@ -510,7 +525,7 @@ fn step_time(f: &mut Frame, r: Rect, d: &RunData, focused: bool) {
     f.render_widget(block, r);
     let names = ["data", "forward", "backward", "comm", "optimizer"];
     let colors = [
-        theme::DIM,
+        theme::LR,
         theme::ACCENT,
         theme::PRECISION,
         theme::WARN,

@@ -66,9 +66,9 @@ pub struct Binding {
 pub struct ViewKeys {
     pub view: View,
     pub bindings: &'static [Binding],
-    /// The footer's word for `q` here (`back`, or `quit` where there is usually nothing to go
-    /// back to).
-    pub back: &'static str,
+    /// The footer's word for `Esc` here; `None` where there is usually nothing to go back to
+    /// (the footer then leaves `Esc` out; it still cancels).
+    pub back: Option<&'static str>,
 }
 
 const fn k(code: KeyCode) -> Key {
@@ -85,6 +85,8 @@ const LEFT: Key = k(KeyCode::Left);
 const RIGHT: Key = k(KeyCode::Right);
 const PGUP: Key = k(KeyCode::PageUp);
 const PGDN: Key = k(KeyCode::PageDown);
+const HOME: Key = k(KeyCode::Home);
+const END: Key = k(KeyCode::End);
 const TAB: Key = k(KeyCode::Tab);
 const BACKTAB: Key = k(KeyCode::BackTab);
 const ENTER: Key = k(KeyCode::Enter);
@@ -105,7 +107,7 @@ const fn row(
 }
 
 /// Keys that work in every view (in normal mode: not while a field, prompt or dialog has the
-/// keyboard). `?` and `q` also close the footer of every view.
+/// keyboard). `Esc` and `q` also close the footer of every view.
 pub const GLOBAL: &[Binding] = &[
     row(
         &[
@@ -144,7 +146,7 @@ pub const GLOBAL: &[Binding] = &[
     row(
         &[(ch('s'), Action::Start)],
         "s",
-        "start the run set up in Setup",
+        "start the run set up in Setup (asks first)",
         Hint::None,
     ),
     row(
@@ -160,17 +162,18 @@ pub const GLOBAL: &[Binding] = &[
         Hint::None,
     ),
     row(&[(ch('c'), Action::Compare)], "c", "compare", Hint::None),
+    row(&[(ch('?'), Action::Help)], "?", "this help", Hint::None),
     row(
-        &[(ch('?'), Action::Help)],
-        "?",
-        "this help",
-        Hint::Label("help"),
+        &[(ESC, Action::Back)],
+        "Esc",
+        "cancel, close, go back (never quits)",
+        Hint::Keys("Esc", "back"),
     ),
     row(
-        &[(ch('q'), Action::Back), (ESC, Action::Back)],
-        "q Esc",
-        "back; quit (asks while a run is live)",
-        Hint::Keys("q", "back"),
+        &[(ch('q'), Action::Quit)],
+        "q",
+        "quit (asks if runs are live or Setup unsaved)",
+        Hint::Label("quit"),
     ),
     row(
         &[(Key::ctrl('c'), Action::Interrupt)],
@@ -178,11 +181,24 @@ pub const GLOBAL: &[Binding] = &[
         "quit (asks while a run is live)",
         Hint::None,
     ),
+    row(
+        &[(Key::ctrl('z'), Action::Suspend)],
+        "Ctrl-Z",
+        "suspend to the shell (fg comes back)",
+        Hint::None,
+    ),
+];
+
+/// What the mouse does (with mouse capture on; `CPTLAB_NO_MOUSE=1` turns it off), for help.
+/// The actions it sends are `Action::Pick` and `Action::Wheel` (see `mouse`).
+pub const MOUSE: &[(&str, &str)] = &[
+    ("click", "a tab, a Setup field, a row, a panel"),
+    ("wheel", "scroll a list, the fields or the log"),
 ];
 
 const SETUP: ViewKeys = ViewKeys {
     view: View::Setup,
-    back: "quit",
+    back: None,
     bindings: &[
         row(
             &[
@@ -220,7 +236,7 @@ const SETUP: ViewKeys = ViewKeys {
         row(
             &[(ch('s'), Action::Start)],
             "s",
-            "start the run",
+            "start the run (shows what starts, asks)",
             Hint::Label("start"),
         ),
         row(
@@ -229,12 +245,18 @@ const SETUP: ViewKeys = ViewKeys {
             "A/B: store A; again: launch A and B (same seed)",
             Hint::Label("A/B"),
         ),
+        row(
+            &[(ESC, Action::Back)],
+            "Esc",
+            "forget a stored A",
+            Hint::None,
+        ),
     ],
 };
 
 const DASHBOARD: ViewKeys = ViewKeys {
     view: View::Dashboard,
-    back: "back",
+    back: Some("back"),
     bindings: &[
         row(
             &[(TAB, Action::FocusNext)],
@@ -275,15 +297,21 @@ const DASHBOARD: ViewKeys = ViewKeys {
         row(
             &[(ch('c'), Action::Compare)],
             "c",
-            "compare the last two open runs",
+            "compare the open runs",
             Hint::Label("compare"),
+        ),
+        row(
+            &[(ch('m'), Action::Key('m'))],
+            "m",
+            "loss smoothing: off, 0.6, 0.8, 0.9, 0.95, 0.99",
+            Hint::Label("smooth"),
         ),
     ],
 };
 
 const COMPARE: ViewKeys = ViewKeys {
     view: View::Compare,
-    back: "back",
+    back: Some("back"),
     bindings: &[
         row(
             &[(TAB, Action::FocusNext)],
@@ -300,21 +328,33 @@ const COMPARE: ViewKeys = ViewKeys {
         row(
             &[(LEFT, Action::Left), (RIGHT, Action::Right)],
             "←→",
-            "open A / B in the Dashboard",
-            Hint::Label("open A/B"),
+            "highlight the previous / next run",
+            Hint::Label("run"),
+        ),
+        row(
+            &[(ch('o'), Action::Key('o'))],
+            "o",
+            "open the highlighted run in the Dashboard",
+            Hint::Label("open"),
         ),
         row(
             &[(ch('w'), Action::Key('w'))],
             "w",
-            "swap A and B",
-            Hint::Label("swap"),
+            "make the highlighted run the baseline (Δ)",
+            Hint::Label("baseline"),
+        ),
+        row(
+            &[(ch('m'), Action::Key('m'))],
+            "m",
+            "loss smoothing: off, 0.6, 0.8, 0.9, 0.95, 0.99",
+            Hint::Label("smooth"),
         ),
     ],
 };
 
 const PRESETS: ViewKeys = ViewKeys {
     view: View::Presets,
-    back: "back",
+    back: Some("back"),
     bindings: &[
         row(
             &[(UP, Action::Up), (DOWN, Action::Down)],
@@ -325,7 +365,7 @@ const PRESETS: ViewKeys = ViewKeys {
         row(
             &[(ENTER, Action::Select)],
             "Enter",
-            "load into Setup",
+            "load into Setup (asks over unsaved edits)",
             Hint::Label("load"),
         ),
         row(
@@ -357,7 +397,7 @@ const PRESETS: ViewKeys = ViewKeys {
 
 const RUNS: ViewKeys = ViewKeys {
     view: View::Runs,
-    back: "back",
+    back: Some("back"),
     bindings: &[
         row(
             &[
@@ -371,6 +411,17 @@ const RUNS: ViewKeys = ViewKeys {
             Hint::None,
         ),
         row(
+            &[
+                (ch('g'), Action::First),
+                (HOME, Action::First),
+                (ch('G'), Action::Last),
+                (END, Action::Last),
+            ],
+            "g Home G End",
+            "first / last run",
+            Hint::None,
+        ),
+        row(
             &[(ENTER, Action::Select)],
             "Enter",
             "open in the Dashboard (replay, or attach if live)",
@@ -379,7 +430,7 @@ const RUNS: ViewKeys = ViewKeys {
         row(
             &[(ch(' '), Action::Key(' '))],
             "space",
-            "mark for Compare (two)",
+            "mark for Compare (up to 8)",
             Hint::Label("mark"),
         ),
         row(
@@ -389,10 +440,22 @@ const RUNS: ViewKeys = ViewKeys {
             Hint::Label("compare"),
         ),
         row(
+            &[(ch('/'), Action::Key('/'))],
+            "/",
+            "filter by name, model, status (Esc clears)",
+            Hint::Label("filter"),
+        ),
+        row(
+            &[(ch('o'), Action::Key('o'))],
+            "o",
+            "sort: newest, name, status, accuracy, time",
+            Hint::Label("sort"),
+        ),
+        row(
             &[(ch('e'), Action::Key('e'))],
             "e",
             "export steps.csv and evals.csv",
-            Hint::Label("export CSV"),
+            Hint::Label("export"),
         ),
         row(
             &[(ch('d'), Action::Key('d'))],
@@ -427,8 +490,12 @@ pub fn lookup(ev: &KeyEvent) -> Option<Action> {
         .map(|(_, a)| a.clone())
 }
 
-/// True if `view`'s help (its own rows or the global ones) lists a key that sends `action`.
+/// True if `view`'s help (its own rows or the global ones) lists a key that sends `action`;
+/// the mouse's actions are documented by the `MOUSE` rows.
 pub fn documents(view: View, action: &Action) -> bool {
+    if matches!(action, Action::Pick(_) | Action::Wheel(..)) {
+        return !MOUSE.is_empty();
+    }
     GLOBAL
         .iter()
         .chain(of(view).bindings)
@@ -436,27 +503,39 @@ pub fn documents(view: View, action: &Action) -> bool {
         .any(|(_, a)| a == action)
 }
 
-/// The footer's hints for `view`: its rows that have a hint, then the global ones.
+/// The footer's hints for `view`: its rows that have a hint, then the global ones (`Esc` only
+/// where the view has something to go back to).
 pub fn footer(view: View) -> String {
+    footer_parts(view).join("  ")
+}
+
+fn footer_parts(view: View) -> Vec<String> {
     let vk = of(view);
     let hint = |b: &Binding| match b.hint {
         Hint::None => None,
         Hint::Label(l) => Some(format!("{} {l}", b.shown)),
         Hint::Keys(k, l) => {
-            let l = if b.keys.iter().any(|(_, a)| *a == Action::Back) {
-                vk.back
+            if b.keys.iter().any(|(_, a)| *a == Action::Back) {
+                vk.back.map(|w| format!("{k} {w}"))
             } else {
-                l
-            };
-            Some(format!("{k} {l}"))
+                Some(format!("{k} {l}"))
+            }
         }
     };
-    vk.bindings
-        .iter()
-        .chain(GLOBAL)
-        .filter_map(hint)
-        .collect::<Vec<_>>()
-        .join("  ")
+    vk.bindings.iter().chain(GLOBAL).filter_map(hint).collect()
+}
+
+/// The footer in at most `w` characters: the view's last hints give way first, `Esc` and `q`
+/// stay (help lists everything).
+pub fn footer_fit(view: View, w: usize) -> String {
+    let mut parts = footer_parts(view);
+    let global = GLOBAL.iter().filter(|b| b.hint != Hint::None).count()
+        - usize::from(of(view).back.is_none());
+    let len = |p: &[String]| p.iter().map(|s| s.chars().count() + 2).sum::<usize>();
+    while len(&parts) > w + 2 && parts.len() > global {
+        parts.remove(parts.len() - global - 1);
+    }
+    parts.join("  ")
 }
 
 /// The rows of `view`'s help: `(keys, what they do)`.
@@ -485,6 +564,8 @@ pub fn name(key: Key) -> String {
         KeyCode::Right => "→".into(),
         KeyCode::PageUp => "PgUp".into(),
         KeyCode::PageDown => "PgDn".into(),
+        KeyCode::Home => "Home".into(),
+        KeyCode::End => "End".into(),
         KeyCode::Tab => "Tab".into(),
         KeyCode::BackTab => "S-Tab".into(),
         KeyCode::Enter => "Enter".into(),
@@ -498,28 +579,27 @@ mod tests {
     use super::*;
 
     #[test]
-    fn footers_read_as_before() {
+    fn footers_end_with_back_and_quit() {
         let want = [
             (
                 View::Setup,
-                "↑↓ field  ←→ change  Enter edit  s start  c A/B  ? help  q quit",
+                "↑↓ field  ←→ change  Enter edit  s start  c A/B  q quit",
             ),
             (
                 View::Dashboard,
-                "Tab panel  Enter zoom  ←→ run  p pause  x stop  c compare  ? help  q back",
+                "Tab panel  Enter zoom  ←→ run  p pause  x stop  c compare  m smooth  Esc back  q quit",
             ),
             (
                 View::Compare,
-                "Tab panel  Enter zoom  ←→ open A/B  w swap  ? help  q back",
+                "Tab panel  Enter zoom  ←→ run  o open  w baseline  m smooth  Esc back  q quit",
             ),
             (
                 View::Presets,
-                "Enter load  n save setup  u duplicate  d delete  ? help  q back",
+                "Enter load  n save setup  u duplicate  d delete  Esc back  q quit",
             ),
-            // `q back` was missing from the hand-written line; q goes back here too.
             (
                 View::Runs,
-                "Enter open  space mark  c compare  e export CSV  d delete  ? help  q back",
+                "Enter open  space mark  c compare  / filter  o sort  e export  d delete  Esc back  q quit",
             ),
         ];
         for (v, line) in want {
@@ -528,10 +608,21 @@ mod tests {
     }
 
     #[test]
+    fn a_narrow_footer_keeps_back_and_quit() {
+        let f = footer_fit(View::Dashboard, 79);
+        assert!(f.chars().count() <= 79, "{f}");
+        assert!(f.ends_with("Esc back  q quit"), "{f}");
+        assert!(f.starts_with("Tab panel  Enter zoom"), "{f}");
+        assert_eq!(footer_fit(View::Setup, 200), footer(View::Setup));
+    }
+
+    #[test]
     fn unlisted_keys_send_nothing_in_normal_mode() {
         let ev = |c| Key::new(KeyCode::Char(c)).event();
         assert_eq!(lookup(&ev('w')), Some(Action::Key('w')));
         assert_eq!(lookup(&ev('y')), None);
+        assert_eq!(lookup(&ev('q')), Some(Action::Quit));
+        assert_eq!(lookup(&Key::new(KeyCode::Esc).event()), Some(Action::Back));
         assert_eq!(lookup(&Key::new(KeyCode::Backspace).event()), None);
     }
 }

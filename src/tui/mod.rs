@@ -6,7 +6,8 @@
 //! threads (run children, run-directory followers, the device sampler, the hang-up watcher) →
 //! `Msg` / the `Inbox` → `App`; the app queues `Command`s that the `Supervisor` executes;
 //! `ui::draw` renders the state. Training never runs in this process: a run is a
-//! `cptlab run --json` child in its own session.
+//! `cptlab run --json` child in its own session. The mouse goes the same way (`mouse::action`
+//! turns an event into an `Action`); the last Setup is remembered in a state file (`state`).
 pub mod action;
 pub mod app;
 pub mod charts;
@@ -14,12 +15,14 @@ pub mod compare;
 pub mod dashboard;
 pub mod help;
 pub mod keys;
+pub mod mouse;
 pub mod presets;
 pub mod process;
 pub mod run_data;
 pub mod runs;
 pub mod sampler;
 pub mod setup;
+pub mod state;
 pub mod ui;
 
 use std::io::{IsTerminal, Write};
@@ -27,8 +30,12 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
-use crossterm::event::{Event as TermEvent, EventStream, KeyEventKind};
+use crossterm::event::{
+    DisableMouseCapture, EnableMouseCapture, Event as TermEvent, EventStream, KeyEventKind,
+};
+use crossterm::terminal::{enable_raw_mode, EnterAlternateScreen};
 use futures::StreamExt;
+use ratatui::layout::Rect;
 use tokio::time::MissedTickBehavior;
 
 use crate::config::paths::Paths;
@@ -68,13 +75,57 @@ pub fn run(paths: &Paths, opts: TuiOptions) -> Result<i32> {
 }
 
 /// Puts the terminal back however the loop ends (error or return); panics are covered by the
-/// hook `ratatui::try_init` installs, which restores before the message is printed.
-struct Restore;
+/// hook `ratatui::try_init` installs, which restores before the message is printed (and by
+/// `mouse_off_on_panic` for the mouse).
+struct Restore {
+    mouse: bool,
+}
 
 impl Drop for Restore {
     fn drop(&mut self) {
-        ratatui::restore();
+        release_terminal(self.mouse);
     }
+}
+
+/// Gives the terminal back: no mouse capture, cooked mode, the main screen.
+fn release_terminal(mouse: bool) {
+    if mouse {
+        let _ = crossterm::execute!(std::io::stdout(), DisableMouseCapture);
+    }
+    ratatui::restore();
+}
+
+/// Takes the terminal again (after a suspend): raw mode, the alternate screen, the mouse.
+fn take_terminal(mouse: bool) -> std::io::Result<()> {
+    enable_raw_mode()?;
+    crossterm::execute!(std::io::stdout(), EnterAlternateScreen)?;
+    if mouse {
+        crossterm::execute!(std::io::stdout(), EnableMouseCapture)?;
+    }
+    Ok(())
+}
+
+/// A panic with the mouse captured would leave the shell receiving mouse reports: the hook
+/// turns capture off before ratatui's own hook restores the rest.
+fn mouse_off_on_panic() {
+    let prev = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        let _ = crossterm::execute!(std::io::stdout(), DisableMouseCapture);
+        prev(info);
+    }));
+}
+
+/// Ctrl-Z: hands the terminal back and stops this process like any full-screen program
+/// (SIGTSTP; the shell's `fg` sends SIGCONT), then takes the terminal again and redraws. Runs
+/// are other processes: they keep training.
+fn suspend(terminal: &mut ratatui::DefaultTerminal, mouse: bool) -> Result<()> {
+    release_terminal(mouse);
+    // SAFETY: raise(3) with a valid signal number; SIGTSTP's default action stops the process
+    // (in an orphaned process group, with no shell to resume it, it is discarded).
+    unsafe { libc::raise(libc::SIGTSTP) };
+    take_terminal(mouse).context("cannot take the terminal back after a suspend")?;
+    terminal.clear()?;
+    Ok(())
 }
 
 /// The UI thread's own load, written to `$CPTLAB_TUI_STATS` at exit (for the benchmark notes).
@@ -149,7 +200,13 @@ async fn event_loop(paths: Paths, opts: TuiOptions) -> Result<i32> {
     }
     let mut app = App::new(paths, &opts);
     let mut terminal = ratatui::try_init().context("cannot set up the terminal")?;
-    let _restore = Restore;
+    let mouse = mouse::enabled();
+    let _restore = Restore { mouse };
+    if mouse {
+        mouse_off_on_panic();
+        crossterm::execute!(std::io::stdout(), EnableMouseCapture)
+            .context("cannot turn on mouse reporting (CPTLAB_NO_MOUSE=1 leaves it off)")?;
+    }
     let mut stats = Stats::new();
     let mut keys = EventStream::new();
     let mut frame = tokio::time::interval(FRAME);
@@ -179,8 +236,16 @@ async fn event_loop(paths: Paths, opts: TuiOptions) -> Result<i32> {
             watched = pids;
         }
         if let Some(code) = app.exit {
+            app.persist_state(true);
             stats.write();
             return Ok(code);
+        }
+        if std::mem::take(&mut app.suspend) {
+            // A suspended workbench may never come back: Setup is remembered first.
+            app.persist_state(false);
+            suspend(&mut terminal, mouse)?;
+            terminal.draw(|f| ui::draw(f, &app))?;
+            dirty = false;
         }
         tokio::select! {
             ev = keys.next() => match ev {
@@ -196,6 +261,18 @@ async fn event_loop(paths: Paths, opts: TuiOptions) -> Result<i32> {
                     stats.keys += 1;
                     stats.key_latency_sum += dt;
                     stats.key_latency_max = stats.key_latency_max.max(dt);
+                }
+                Some(Ok(TermEvent::Mouse(m))) => {
+                    let size = terminal.size()?;
+                    let area = Rect::new(0, 0, size.width, size.height);
+                    if let Some(a) = mouse::action(&app, area, &m) {
+                        app.update(a);
+                        if app.exit.is_none() {
+                            terminal.draw(|f| ui::draw(f, &app))?;
+                            stats.frames += 1;
+                            dirty = false;
+                        }
+                    }
                 }
                 Some(Ok(TermEvent::Resize(..))) => {
                     terminal.autoresize()?;
@@ -227,6 +304,13 @@ async fn event_loop(paths: Paths, opts: TuiOptions) -> Result<i32> {
             }
             _ = slow.tick() => {
                 if app.on_tick() {
+                    dirty = true;
+                }
+                // Setup changes reach the state file within a tick (not on every key: the
+                // write is fsynced), and at exit.
+                let said = app.status.clone();
+                app.persist_state(false);
+                if app.status != said {
                     dirty = true;
                 }
             }

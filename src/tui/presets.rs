@@ -75,6 +75,21 @@ impl Component for PresetsState {
         let p = self;
         match a {
             Action::FocusNext | Action::FocusPrev => p.preview_focus = !p.preview_focus,
+            Action::Back if p.preview_focus => p.preview_focus = false,
+            Action::Pick(i) if *i < n => {
+                p.cursor = *i;
+                p.preview_focus = false;
+                p.scroll = 0;
+            }
+            Action::Wheel(0, d) => {
+                p.cursor =
+                    (p.cursor as i64 + i64::from(*d)).clamp(0, n.saturating_sub(1) as i64) as usize;
+                p.scroll = 0;
+            }
+            Action::Wheel(_, d) => {
+                p.scroll =
+                    (i64::from(p.scroll) + i64::from(*d)).clamp(0, i64::from(u16::MAX)) as u16
+            }
             Action::Up if p.preview_focus => p.scroll = p.scroll.saturating_sub(1),
             Action::Down if p.preview_focus => p.scroll += 1,
             Action::Up => {
@@ -118,17 +133,27 @@ impl Component for PresetsState {
     }
 }
 
-/// Enter: loads a preset into Setup (keeping `--data`) and shows Setup.
-pub fn load(app: &mut App, entry: PresetEntry) {
+/// Enter: loads a preset into Setup (keeping `--data`) and shows Setup; asks first when that
+/// would replace unsaved edits.
+pub fn ask_load(app: &mut App, entry: PresetEntry) {
     match entry.config {
-        Ok(cfg) => {
-            let data = app.data_override.clone();
-            app.setup.load(cfg, &entry.name, data.as_deref());
-            app.show(View::Setup);
-            app.say(format!("loaded preset {} into Setup", entry.name), false);
+        Ok(cfg) if app.setup.modified() => {
+            app.overlay = Some(Overlay::Dialog(Dialog::LoadOverEdits {
+                name: entry.name,
+                config: Box::new(cfg),
+            }));
         }
+        Ok(cfg) => load_config(app, &entry.name, cfg),
         Err(e) => app.say(format!("{} does not load: {e}", entry.name), true),
     }
+}
+
+/// Loads `cfg` (preset `name`) into Setup and shows it.
+pub fn load_config(app: &mut App, name: &str, cfg: RunConfig) {
+    let data = app.data_override.clone();
+    app.setup.load(cfg, name, data.as_deref());
+    app.show(View::Setup);
+    app.say(format!("loaded preset {name} into Setup"), false);
 }
 
 /// `n`: asks for a name to save the current setup under.
@@ -161,8 +186,27 @@ pub fn submit_prompt(app: &mut App, p: Prompt) {
                 return;
             }
         },
+        PromptKind::FilterRuns { .. } => return,
     };
+    let from_setup = p.kind == PromptKind::SavePreset;
     save(app, &name, &config, false);
+    if from_setup && app.overlay.is_none() {
+        adopt(app, &name, &config);
+    }
+}
+
+/// Setup now matches the preset it was saved as: that is its preset, not "modified".
+pub fn adopt(app: &mut App, name: &str, config: &RunConfig) {
+    let saved = app
+        .presets
+        .rows
+        .iter()
+        .any(|p| p.name == name && matches!(p.origin, Origin::User(_)));
+    if saved && app.setup.check.config.as_ref() == Some(config) {
+        let data = app.data_override.clone();
+        app.setup.preset = name.to_string();
+        app.setup.set_pristine_from(config, data.as_deref());
+    }
 }
 
 /// Saves a user preset; an existing one is only replaced after the user says yes.
@@ -200,11 +244,25 @@ pub fn delete(app: &mut App, name: &str) {
     }
 }
 
+/// The list's area and the preview's beside it.
+pub fn layout(area: Rect) -> (Rect, Rect) {
+    let [left, right] =
+        Layout::horizontal([Constraint::Length(list_width(area)), Constraint::Min(0)]).areas(area);
+    (left, right)
+}
+
+fn list_width(area: Rect) -> u16 {
+    if area.width >= 120 {
+        44
+    } else {
+        32
+    }
+}
+
 pub fn draw(f: &mut Frame, area: Rect, app: &App) {
     let p = &app.presets;
-    let list_w = if area.width >= 120 { 44 } else { 32 };
-    let [left, right] =
-        Layout::horizontal([Constraint::Length(list_w), Constraint::Min(0)]).areas(area);
+    let list_w = list_width(area);
+    let (left, right) = layout(area);
     let items: Vec<ListItem> = p
         .rows
         .iter()
@@ -213,7 +271,7 @@ pub fn draw(f: &mut Frame, area: Rect, app: &App) {
             let name_w = (list_w as usize).saturating_sub(14);
             let mut spans = vec![
                 Span::raw(format!("{:<name_w$} ", clip(&e.name, name_w))),
-                Span::styled(origin(e), Style::default().fg(theme::DIM)),
+                Span::styled(origin(e), theme::muted()),
             ];
             if bad {
                 spans.push(Span::styled(" ✗", Style::default().fg(theme::BAD)));
@@ -224,7 +282,10 @@ pub fn draw(f: &mut Frame, area: Rect, app: &App) {
     let list = List::new(items)
         .block(panel("Presets", !p.preview_focus))
         .highlight_style(Style::default().add_modifier(Modifier::REVERSED));
-    let mut state = ListState::default().with_selected(Some(p.cursor));
+    let rows = left.height.saturating_sub(2) as usize;
+    let mut state = ListState::default()
+        .with_offset(super::ui::list_offset(p.cursor, rows))
+        .with_selected(Some(p.cursor));
     f.render_stateful_widget(list, left, &mut state);
 
     let Some(sel) = p.selected() else {

@@ -118,13 +118,14 @@ impl Supervisor {
     /// workbench's terminal does not reach it.
     fn launch(&self, run: RunId, config: &RunConfig) -> Result<u32> {
         let exe = std::env::current_exe().context("cannot find the cptlab executable")?;
-        // /proc/self/exe is this very binary even after a rebuild replaced the file on disk,
-        // so the child always speaks the same event format as the workbench.
-        let program = Path::new("/proc/self/exe");
-        let program = if program.exists() {
-            program
-        } else {
-            exe.as_path()
+        // /proc/<pid>/exe is this very binary even after a rebuild replaced the file on disk,
+        // so the child always speaks the same event format as the workbench. It is executed
+        // through a link named `cptlab`: the kernel names a process after the file it was
+        // started from, so `top` would otherwise show `exe` (`ps` shows argv[0], the path).
+        let link = program_link();
+        let program = match &link {
+            Some((_, path)) => path.as_path(),
+            None => exe.as_path(),
         };
         let mut cfg = tempfile::Builder::new()
             .prefix("cptlab-setup-")
@@ -169,6 +170,8 @@ impl Supervisor {
             }
         }
         let mut child = cmd.spawn().context("cannot start `cptlab run`")?;
+        // The child has been exec'd (spawn waits for that): the link has served.
+        drop(link);
         let pid = child.id();
         let stdout = child.stdout.take().expect("stdout is piped");
         let inbox = self.inbox.clone();
@@ -216,6 +219,22 @@ impl Supervisor {
             .context("cannot start the reader thread")?;
         Ok(pid)
     }
+}
+
+/// A link named `cptlab` (in a fresh temporary directory, removed with it) to this process's
+/// own executable, `/proc/<pid>/exe`; None where there is no /proc.
+fn program_link() -> Option<(tempfile::TempDir, PathBuf)> {
+    let target = PathBuf::from(format!("/proc/{}/exe", std::process::id()));
+    if !target.exists() {
+        return None;
+    }
+    let dir = tempfile::Builder::new()
+        .prefix("cptlab-exe-")
+        .tempdir()
+        .ok()?;
+    let link = dir.path().join("cptlab");
+    std::os::unix::fs::symlink(&target, &link).ok()?;
+    Some((dir, link))
 }
 
 /// The last `n` non-empty lines of `text`.

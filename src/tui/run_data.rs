@@ -1,7 +1,7 @@
 //! One run as the workbench sees it: everything folded out of its event stream (the child's
 //! stdout or the run directory's `metrics.jsonl`). No tensors, no I/O except reading the run's
 //! recorded config for the planned precision curve.
-use std::collections::VecDeque;
+use std::collections::{BTreeMap, VecDeque};
 use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
@@ -241,7 +241,12 @@ pub struct RunData {
     /// Evaluations, epochs 1-based (older builds' recordings are brought to it).
     pub evals: Vec<EvalEvent>,
     pub logs: VecDeque<LogLine>,
+    /// The recorded `config.toml` flattened to dotted keys (Compare's config diff).
+    pub config: BTreeMap<String, String>,
     pub skipped: u64,
+    /// The skipped steps in a row, while the newest log line tells of them (one line for a run
+    /// of overflows): first step, last step, the loss scale at the first and at the last.
+    skip_run: Option<SkipRun>,
     pub gbitops: f64,
     pub has_gbitops: bool,
     pub summary: Option<Summary>,
@@ -249,6 +254,64 @@ pub struct RunData {
     pub summary_raw: Option<Value>,
     /// Reads older builds' 0-based epochs as 1-based.
     numbering: EpochNumbering,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct SkipRun {
+    first: u64,
+    last: u64,
+    /// Steps skipped in `first..=last` (all of them, unless an event covering several steps
+    /// skipped only some).
+    count: u64,
+    scale_from: Option<f64>,
+    scale_to: Option<f64>,
+}
+
+impl SkipRun {
+    fn text(&self) -> String {
+        let scale = |x: f64| format!("{x}");
+        let all = self.count >= self.last + 1 - self.first;
+        let steps = match (self.first == self.last, all) {
+            (true, _) => format!("step {} skipped", self.first),
+            (false, true) => format!("steps {}–{} skipped", self.first, self.last),
+            (false, false) => format!(
+                "{} of steps {}–{} skipped",
+                self.count, self.first, self.last
+            ),
+        };
+        match (self.scale_from, self.scale_to) {
+            (Some(a), Some(b)) if a != b => {
+                format!("{steps}: loss scale {} → {}", scale(a), scale(b))
+            }
+            (Some(a), _) => format!("{steps}: loss scale {}", scale(a)),
+            _ => steps,
+        }
+    }
+}
+
+/// A TOML table as `dotted.key = value` pairs (strings without their quotes).
+pub fn flatten_toml(t: &toml::Table) -> BTreeMap<String, String> {
+    fn walk(prefix: &str, t: &toml::Table, out: &mut BTreeMap<String, String>) {
+        for (k, v) in t {
+            let key = if prefix.is_empty() {
+                k.clone()
+            } else {
+                format!("{prefix}.{k}")
+            };
+            match v {
+                toml::Value::Table(sub) => walk(&key, sub, out),
+                toml::Value::String(s) => {
+                    out.insert(key, s.clone());
+                }
+                other => {
+                    out.insert(key, other.to_string());
+                }
+            }
+        }
+    }
+    let mut out = BTreeMap::new();
+    walk("", t, &mut out);
+    out
 }
 
 impl RunData {
@@ -271,7 +334,9 @@ impl RunData {
             last: None,
             evals: Vec::new(),
             logs: VecDeque::new(),
+            config: BTreeMap::new(),
             skipped: 0,
+            skip_run: None,
             gbitops: 0.0,
             has_gbitops: false,
             summary: None,
@@ -298,10 +363,15 @@ impl RunData {
         self.dir = Some(dir.to_path_buf());
         if let Ok(text) = std::fs::read_to_string(dir.join(crate::telemetry::store::CONFIG_FILE)) {
             self.plan = PrecisionPlan::from_config_text(&text);
+            if let Ok(t) = text.parse::<toml::Table>() {
+                self.config = flatten_toml(&t);
+            }
         }
     }
 
     pub fn note(&mut self, kind: LogKind, text: impl Into<String>) {
+        // Any other line ends a run of skipped steps' line.
+        self.skip_run = None;
         if self.logs.len() >= LOG_CAP {
             self.logs.pop_front();
         }
@@ -338,6 +408,12 @@ impl RunData {
                 let raw = &inc.raw;
                 let num = |k: &str| raw.get(k).and_then(Value::as_f64);
                 let skipped = raw.get("skipped").and_then(Value::as_bool).unwrap_or(false);
+                // An event may stand for several steps (`log_every`), some of them skipped.
+                let span = raw.get("steps").and_then(Value::as_u64).unwrap_or(1).max(1);
+                let n_skipped = raw
+                    .get("skipped_steps")
+                    .and_then(Value::as_u64)
+                    .unwrap_or(u64::from(skipped));
                 let x = s.step as f64;
                 self.loss.push(x, s.loss);
                 self.lr.push(x, s.lr);
@@ -357,15 +433,37 @@ impl RunData {
                     self.gbitops += g;
                     self.has_gbitops = true;
                 }
-                if skipped {
-                    self.skipped += 1;
-                    let scale = loss_scale
-                        .map(|l| format!(", loss scale {l}"))
-                        .unwrap_or_default();
-                    self.note(
-                        LogKind::Warn,
-                        format!("step {} skipped (overflow){scale}", s.step),
-                    );
+                if n_skipped > 0 {
+                    self.skipped += n_skipped;
+                    // Skipped steps in a row are one line, rewritten as the run grows.
+                    match self.skip_run {
+                        Some(mut r) => {
+                            r.last = s.step;
+                            r.count += n_skipped;
+                            r.scale_to = loss_scale.or(r.scale_to);
+                            if let Some(l) = self.logs.back_mut() {
+                                l.text = r.text();
+                            }
+                            self.skip_run = Some(r);
+                        }
+                        None => {
+                            let r = SkipRun {
+                                first: (s.step + 1).saturating_sub(span),
+                                last: s.step,
+                                count: n_skipped,
+                                scale_from: loss_scale,
+                                scale_to: loss_scale,
+                            };
+                            self.note(LogKind::Warn, r.text());
+                            self.skip_run = Some(r);
+                        }
+                    }
+                    // Some steps of this event were not skipped: the run ends here.
+                    if n_skipped < span {
+                        self.skip_run = None;
+                    }
+                } else {
+                    self.skip_run = None;
                 }
                 if self.rate.len() >= RATE_CAP {
                     self.rate.pop_front();
@@ -550,6 +648,56 @@ mod tests {
         assert_eq!(d.gbitops, 1.5);
         assert!(parse_line(r#"{"event":"device_sample","util":3}"#).is_none());
         assert!(parse_line(r#"{"event":"ste"#).is_none());
+    }
+
+    #[test]
+    fn a_run_of_overflows_is_one_log_line() {
+        let step = |n: u64, skipped: bool, scale: f64| {
+            parse_line(&format!(
+                r#"{{"event":"step","step":{n},"epoch":1,"loss":2.0,"lr":0.1,"images_per_sec":10.0,"t_data":0.0,"t_fwd":0.0,"t_bwd":0.0,"t_comm":0.0,"t_opt":0.0,"loss_scale":{scale},"skipped":{skipped}}}"#
+            ))
+            .unwrap()
+        };
+        let mut d = RunData::new("r");
+        let mut scale = 65536.0;
+        for n in 1..=14 {
+            d.apply(&step(n, true, scale));
+            scale /= 2.0;
+        }
+        d.apply(&step(15, false, 8.0));
+        d.apply(&step(16, true, 8.0));
+        let lines: Vec<&str> = d.logs.iter().map(|l| l.text.as_str()).collect();
+        assert_eq!(
+            lines,
+            [
+                "steps 1–14 skipped: loss scale 65536 → 8",
+                "step 16 skipped: loss scale 8",
+            ]
+        );
+        assert_eq!(d.skipped, 15);
+
+        // Events for ten steps each (`log_every`): counts, not one line per event.
+        let many = |n: u64, skipped: u64, scale: f64| {
+            parse_line(&format!(
+                r#"{{"event":"step","step":{n},"epoch":1,"loss":2.0,"lr":0.1,"images_per_sec":10.0,"t_data":0.0,"t_fwd":0.0,"t_bwd":0.0,"t_comm":0.0,"t_opt":0.0,"loss_scale":{scale},"skipped":{},"steps":10,"skipped_steps":{skipped}}}"#,
+                skipped > 0
+            ))
+            .unwrap()
+        };
+        let mut d = RunData::new("r");
+        d.apply(&many(10, 10, 65536.0));
+        d.apply(&many(20, 4, 1024.0));
+        d.apply(&many(30, 0, 1024.0));
+        d.apply(&many(40, 2, 512.0));
+        let lines: Vec<&str> = d.logs.iter().map(|l| l.text.as_str()).collect();
+        assert_eq!(
+            lines,
+            [
+                "14 of steps 1–20 skipped: loss scale 65536 → 1024",
+                "2 of steps 31–40 skipped: loss scale 512",
+            ]
+        );
+        assert_eq!(d.skipped, 16);
     }
 
     #[test]

@@ -1,5 +1,5 @@
-//! Runs: the history in the runs directory — status and headline figures; open in the
-//! Dashboard (replay or attach), pick two for Compare, export CSV, delete.
+//! Runs: the history in the runs directory — status and headline figures; filter and sort;
+//! open in the Dashboard (replay or attach), mark up to eight for Compare, export CSV, delete.
 use std::path::{Path, PathBuf};
 
 use ratatui::layout::{Constraint, Layout, Rect};
@@ -9,7 +9,10 @@ use ratatui::widgets::{Cell, Paragraph, Row, Table, TableState};
 use ratatui::Frame;
 
 use super::action::{Action, View};
-use super::app::{App, Command, Component, Control, Dialog, Overlay, Reply, Request};
+use super::app::{
+    App, Command, Component, Control, Dialog, Overlay, Prompt, PromptKind, Reply, Request,
+    MAX_COMPARED,
+};
 use super::process;
 use super::run_data::pct;
 use super::setup::clip;
@@ -29,13 +32,60 @@ pub struct RunRow {
     pub locked_by: Option<u32>,
 }
 
+/// How the Runs list is ordered (`o` steps through them).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum SortKey {
+    /// Newest first (run directories start with their start time).
+    #[default]
+    Newest,
+    /// By the run's name (after the time stamp), then newest.
+    Name,
+    /// Live first, then incomplete, failed, stopped, finished.
+    Status,
+    /// Best accuracy, highest first.
+    Accuracy,
+    /// Training time, longest first.
+    Time,
+}
+
+impl SortKey {
+    pub const ALL: [SortKey; 5] = [
+        SortKey::Newest,
+        SortKey::Name,
+        SortKey::Status,
+        SortKey::Accuracy,
+        SortKey::Time,
+    ];
+
+    pub fn label(self) -> &'static str {
+        match self {
+            SortKey::Newest => "newest",
+            SortKey::Name => "name",
+            SortKey::Status => "status",
+            SortKey::Accuracy => "accuracy",
+            SortKey::Time => "time",
+        }
+    }
+
+    fn next(self) -> SortKey {
+        let i = SortKey::ALL.iter().position(|k| *k == self).unwrap_or(0);
+        SortKey::ALL[(i + 1) % SortKey::ALL.len()]
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct RunsState {
     root: PathBuf,
+    /// Every run in the runs directory, newest first.
+    pub all: Vec<RunRow>,
+    /// The runs shown: `all` filtered and sorted.
     pub rows: Vec<RunRow>,
     pub cursor: usize,
-    /// Up to two runs picked for Compare.
+    /// Up to eight runs picked for Compare, in the order they were marked (A, B, C, …).
     pub marked: Vec<PathBuf>,
+    /// `/`: only runs whose name, description or status contain every word of it.
+    pub filter: String,
+    pub sort: SortKey,
 }
 
 /// A line about a run from its `config.toml`, read loosely (a newer build may add fields).
@@ -77,9 +127,12 @@ impl RunsState {
     pub fn new(root: &Path) -> RunsState {
         let mut s = RunsState {
             root: root.to_path_buf(),
+            all: Vec::new(),
             rows: Vec::new(),
             cursor: 0,
             marked: Vec::new(),
+            filter: String::new(),
+            sort: SortKey::default(),
         };
         s.refresh(root);
         s
@@ -99,21 +152,96 @@ impl RunsState {
                 summary: r.summary,
             })
             .collect();
-        let selected = self.rows.get(self.cursor).map(|r| r.dir.clone());
-        let changed = rows != self.rows;
-        self.rows = rows;
-        if let Some(sel) = selected {
-            if let Some(i) = self.rows.iter().position(|r| r.dir == sel) {
-                self.cursor = i;
-            }
-        }
-        self.cursor = self.cursor.min(self.rows.len().saturating_sub(1));
+        let changed = rows != self.all;
+        self.all = rows;
+        self.arrange();
         self.marked.retain(|m| m.is_dir());
         changed
     }
 
+    /// Applies the filter and the sort to `all`, keeping the cursor on the run it was on.
+    fn arrange(&mut self) {
+        let selected = self.rows.get(self.cursor).map(|r| r.dir.clone());
+        let words: Vec<String> = self
+            .filter
+            .split_whitespace()
+            .map(str::to_lowercase)
+            .collect();
+        let mut rows: Vec<RunRow> = self
+            .all
+            .iter()
+            .filter(|r| {
+                let hay = format!("{} {} {}", r.name, r.about, r.status).to_lowercase();
+                words.iter().all(|w| hay.contains(w.as_str()))
+            })
+            .cloned()
+            .collect();
+        let acc = |r: &RunRow| r.summary.as_ref().and_then(|s| s.best_test_acc);
+        let secs = |r: &RunRow| r.summary.as_ref().map(|s| s.train_seconds);
+        let rank = |r: &RunRow| {
+            use crate::telemetry::RunStatus as S;
+            use store::RunState as R;
+            match r.status {
+                R::Live => 0,
+                R::Incomplete => 1,
+                R::Corrupt => 2,
+                R::Ended(S::Failed | S::Diverged) => 3,
+                R::Ended(S::Stopped) => 4,
+                R::Ended(S::Finished) => 5,
+            }
+        };
+        let desc = |a: Option<f64>, b: Option<f64>| {
+            b.unwrap_or(f64::NEG_INFINITY)
+                .total_cmp(&a.unwrap_or(f64::NEG_INFINITY))
+        };
+        // `all` is newest first; a stable sort keeps that order among equals.
+        match self.sort {
+            SortKey::Newest => {}
+            SortKey::Name => rows.sort_by(|a, b| short_name(&a.name).cmp(short_name(&b.name))),
+            SortKey::Status => rows.sort_by_key(rank),
+            SortKey::Accuracy => rows.sort_by(|a, b| desc(acc(a), acc(b))),
+            SortKey::Time => rows.sort_by(|a, b| desc(secs(a), secs(b))),
+        }
+        self.rows = rows;
+        if let Some(i) = selected.and_then(|sel| self.rows.iter().position(|r| r.dir == sel)) {
+            self.cursor = i;
+        }
+        self.cursor = self.cursor.min(self.rows.len().saturating_sub(1));
+    }
+
+    /// Sets the filter (as typed) and shows the runs that match.
+    pub fn set_filter(&mut self, text: &str) {
+        self.filter = text.to_string();
+        self.arrange();
+    }
+
+    pub fn set_sort(&mut self, key: SortKey) {
+        self.sort = key;
+        self.arrange();
+    }
+
     pub fn selected(&self) -> Option<&RunRow> {
         self.rows.get(self.cursor)
+    }
+
+    /// The letter of a marked run (A for the first marked), if it is marked.
+    pub fn mark_of(&self, dir: &Path) -> Option<char> {
+        let i = self.marked.iter().position(|m| m == dir)?;
+        Some((b'A' + i as u8) as char)
+    }
+}
+
+/// A run directory's name without its time stamp (`20250101-120000-cr-3-8` → `cr-3-8`).
+pub fn short_name(name: &str) -> &str {
+    let b = name.as_bytes();
+    let stamped = b.len() > 16
+        && b[8] == b'-'
+        && b[15] == b'-'
+        && b[..8].iter().chain(&b[9..15]).all(u8::is_ascii_digit);
+    if stamped {
+        &name[16..]
+    } else {
+        name
     }
 }
 
@@ -122,22 +250,48 @@ impl Component for RunsState {
 
     fn handle(&mut self, a: &Action, (): ()) -> Reply {
         let n = self.rows.len();
+        let last = n.saturating_sub(1);
         let h = self;
         match a {
             Action::Up => h.cursor = h.cursor.saturating_sub(1),
-            Action::Down => h.cursor = (h.cursor + 1).min(n.saturating_sub(1)),
+            Action::Down => h.cursor = (h.cursor + 1).min(last),
             Action::PageUp => h.cursor = h.cursor.saturating_sub(10),
-            Action::PageDown => h.cursor = (h.cursor + 10).min(n.saturating_sub(1)),
+            Action::PageDown => h.cursor = (h.cursor + 10).min(last),
+            Action::First => h.cursor = 0,
+            Action::Last => h.cursor = last,
+            Action::Pick(i) if *i < n => h.cursor = *i,
+            Action::Wheel(_, d) => {
+                h.cursor = (h.cursor as i64 + i64::from(*d)).clamp(0, last as i64) as usize
+            }
+            Action::Back if !h.filter.is_empty() => h.set_filter(""),
+            Action::Key('/') => {
+                return Reply::Then(Request::Overlay(Overlay::Prompt(Prompt {
+                    input: h.filter.clone(),
+                    kind: PromptKind::FilterRuns {
+                        before: h.filter.clone(),
+                    },
+                })))
+            }
+            Action::Key('o') => {
+                let next = h.sort.next();
+                h.set_sort(next);
+                return Reply::Then(Request::Say(
+                    format!("runs sorted by {}", next.label()),
+                    false,
+                ));
+            }
             Action::Key(' ') => {
                 let Some(dir) = h.selected().map(|r| r.dir.clone()) else {
                     return Reply::Done;
                 };
                 if let Some(i) = h.marked.iter().position(|m| *m == dir) {
                     h.marked.remove(i);
+                } else if h.marked.len() >= MAX_COMPARED {
+                    return Reply::Then(Request::Say(
+                        format!("Compare takes up to {MAX_COMPARED} runs: unmark one first"),
+                        true,
+                    ));
                 } else {
-                    if h.marked.len() == 2 {
-                        h.marked.remove(0);
-                    }
                     h.marked.push(dir);
                 }
             }
@@ -196,7 +350,8 @@ fn ours(app: &App, dir: &Path) -> bool {
         .any(|s| s.data.dir.as_deref() == Some(dir) && s.data.status.is_active())
 }
 
-/// `c` in Runs: the two marked runs, or the marked one and the one under the cursor.
+/// `c` in Runs: the marked runs (2–8, in the order marked), or the one marked and the one
+/// under the cursor.
 pub fn compare_marked(app: &mut App) {
     let h = &app.history;
     let mut dirs = h.marked.clone();
@@ -207,16 +362,14 @@ pub fn compare_marked(app: &mut App) {
             }
         }
     }
-    if dirs.len() != 2 {
+    if dirs.len() < 2 {
         app.say(
-            "mark two runs with space (or one, and put the cursor on the other), then c",
+            "mark 2–8 runs with space (or one, and put the cursor on another), then c",
             true,
         );
         return;
     }
-    let a = app.open_dir(&dirs[0]);
-    let b = app.open_dir(&dirs[1]);
-    app.pair = Some((a, b));
+    app.compared = dirs.iter().map(|d| app.open_dir(d)).collect();
     app.cmp = Default::default();
     app.open(View::Compare);
 }
@@ -278,9 +431,7 @@ pub fn delete(app: &mut App, dir: &Path, name: &str) {
                 if app.current == Some(id) {
                     app.current = None;
                 }
-                if app.pair.is_some_and(|(a, b)| a == id || b == id) {
-                    app.pair = None;
-                }
+                app.compared.retain(|c| *c != id);
             }
             let root = app.paths.runs.clone();
             app.history.refresh(&root);
@@ -290,17 +441,35 @@ pub fn delete(app: &mut App, dir: &Path, name: &str) {
     }
 }
 
+/// The list's area and the detail's below it.
+pub fn layout(area: Rect) -> (Rect, Rect) {
+    let [list, detail] = Layout::vertical([Constraint::Min(0), Constraint::Length(4)]).areas(area);
+    (list, detail)
+}
+
+/// The first screen row of the table's body (inside the border, under the header) and how
+/// many rows it shows.
+pub fn body_rows(list: Rect) -> (u16, usize) {
+    (list.y + 2, list.height.saturating_sub(3) as usize)
+}
+
 pub fn draw(f: &mut Frame, area: Rect, app: &App) {
     let h = &app.history;
-    let [list, detail] = Layout::vertical([Constraint::Min(0), Constraint::Length(4)]).areas(area);
+    let (list, detail) = layout(area);
     if h.rows.is_empty() {
-        let p = Paragraph::new(vec![
-            Line::from(""),
-            Line::from("No runs yet."),
-            Line::from("Start one from Setup (1) with s."),
-        ])
-        .centered()
-        .block(panel("Runs", true));
+        let mut lines = vec![Line::from("")];
+        if h.all.is_empty() {
+            lines.push(Line::from("No runs yet."));
+            lines.push(Line::from("Start one from Setup (1) with s."));
+        } else {
+            lines.push(Line::from(format!(
+                "No run of {} matches \"{}\".",
+                h.all.len(),
+                h.filter
+            )));
+            lines.push(Line::from("/ changes the filter, Esc clears it."));
+        }
+        let p = Paragraph::new(lines).centered().block(panel("Runs", true));
         f.render_widget(p, list);
     } else {
         let wide = area.width >= 110;
@@ -315,11 +484,7 @@ pub fn draw(f: &mut Frame, area: Rect, app: &App) {
             .rows
             .iter()
             .map(|r| {
-                let mark = match h.marked.iter().position(|m| *m == r.dir) {
-                    Some(0) => "A",
-                    Some(_) => "B",
-                    None => " ",
-                };
+                let mark = h.mark_of(&r.dir).unwrap_or(' ').to_string();
                 let s = r.summary.clone().unwrap_or_default();
                 let spe = if s.seconds_per_epoch.is_empty() {
                     "-".into()
@@ -382,15 +547,25 @@ pub fn draw(f: &mut Frame, area: Rect, app: &App) {
                 Constraint::Length(5),
             ]
         };
-        let title = format!("Runs · {}", h.rows.len());
+        let mut title = if h.rows.len() == h.all.len() {
+            format!("Runs · {}", h.rows.len())
+        } else {
+            format!("Runs · {} of {}", h.rows.len(), h.all.len())
+        };
+        if !h.filter.is_empty() {
+            title.push_str(&format!(" · /{}", h.filter));
+        }
+        if h.sort != SortKey::Newest {
+            title.push_str(&format!(" · by {}", h.sort.label()));
+        }
         let t = Table::new(rows, widths)
-            .header(
-                Row::new(header)
-                    .style(Style::default().fg(theme::DIM).add_modifier(Modifier::BOLD)),
-            )
+            .header(Row::new(header).style(Style::default().add_modifier(Modifier::BOLD)))
             .row_highlight_style(Style::default().add_modifier(Modifier::REVERSED))
             .block(panel(&title, true));
-        let mut state = TableState::default().with_selected(Some(h.cursor));
+        let (_, shown) = body_rows(list);
+        let mut state = TableState::default()
+            .with_offset(super::ui::list_offset(h.cursor, shown))
+            .with_selected(Some(h.cursor));
         f.render_stateful_widget(t, list, &mut state);
     }
     let w = detail.width.saturating_sub(2) as usize;
@@ -412,10 +587,7 @@ pub fn draw(f: &mut Frame, area: Rect, app: &App) {
             }
             _ => "Enter replays it in the Dashboard".into(),
         };
-        lines.push(Line::styled(
-            clip(&note, w),
-            Style::default().fg(theme::DIM),
-        ));
+        lines.push(Line::styled(clip(&note, w), theme::muted()));
     }
     f.render_widget(Paragraph::new(lines).block(panel("run", false)), detail);
 }

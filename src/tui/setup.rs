@@ -99,8 +99,41 @@ impl Field {
         }
     }
 
+    /// The field's name in the state file (stable; the label may change).
+    pub fn key(self) -> &'static str {
+        match self {
+            Field::Name => "name",
+            Field::Model => "model",
+            Field::Data => "data",
+            Field::Batch => "batch_size",
+            Field::Epochs => "epochs",
+            Field::Seed => "seed",
+            Field::Optimizer => "optimizer",
+            Field::Lr => "lr",
+            Field::Momentum => "momentum",
+            Field::WeightDecay => "weight_decay",
+            Field::LrSchedule => "lr_schedule",
+            Field::Warmup => "warmup_num_steps",
+            Field::Milestones => "milestones",
+            Field::Mode => "precision",
+            Field::Cpt => "cpt",
+            Field::QMin => "q_min",
+            Field::QMax => "q_max",
+            Field::Cycles => "cycles",
+            Field::QBwd => "q_bwd",
+            Field::Devices => "devices",
+            Field::Threads => "threads",
+            Field::Zero => "zero",
+        }
+    }
+
+    pub fn from_key(k: &str) -> Option<Field> {
+        Field::ALL.into_iter().find(|f| f.key() == k)
+    }
+
     fn idx(self) -> usize {
-        Field::ALL.iter().position(|f| *f == self).expect("listed")
+        // ALL lists every variant (`fields_are_listed_once` checks it).
+        Field::ALL.iter().position(|f| *f == self).unwrap_or(0)
     }
 }
 
@@ -178,10 +211,17 @@ pub struct SetupState {
     pub base: RunConfig,
     pub preset: String,
     values: Vec<String>,
+    /// The fields as the preset filled them: the form is "modified" when it differs.
+    pristine: Vec<String>,
     focus: Field,
     pub editing: Option<String>,
     pub check: Check,
     pub ab_first: Option<AbFirst>,
+    /// Lines the form is scrolled by with the wheel beyond where the focus puts it (errors
+    /// can make it longer than its panel); any key resets it.
+    pub form_scroll: usize,
+    /// Counts changes of the form (for saving it only when it changed).
+    pub rev: u64,
     data_cache: Option<(String, Result<DataSource, String>)>,
 }
 
@@ -194,12 +234,15 @@ impl SetupState {
     pub fn new(base: RunConfig, preset: &str, data: Option<&str>) -> SetupState {
         let mut s = SetupState {
             values: vec![String::new(); Field::ALL.len()],
+            pristine: Vec::new(),
             base: base.clone(),
             preset: preset.to_string(),
             focus: Field::Name,
             editing: None,
             check: Check::default(),
             ab_first: None,
+            form_scroll: 0,
+            rev: 0,
             data_cache: None,
         };
         s.load(base, preset, data);
@@ -209,78 +252,126 @@ impl SetupState {
     /// Replaces the form with a preset's values (the data source given on the command line
     /// stays, unless the preset names one and none was given).
     pub fn load(&mut self, cfg: RunConfig, preset: &str, data: Option<&str>) {
-        let set = |s: &mut SetupState, f: Field, v: String| s.values[f.idx()] = v;
-        set(self, Field::Name, cfg.name.clone());
-        set(self, Field::Model, cfg.model.kind.name().into());
-        let data = data
-            .map(str::to_string)
-            .or_else(|| cfg.data.source.clone())
-            .unwrap_or_default();
-        set(self, Field::Data, data);
-        set(self, Field::Batch, cfg.train.batch_size.to_string());
-        set(self, Field::Epochs, cfg.train.epochs.to_string());
-        set(self, Field::Seed, cfg.seed.to_string());
-        set(self, Field::Optimizer, cfg.optimizer.kind_name().into());
-        set(self, Field::Lr, num(cfg.optimizer.lr()));
-        let (momentum, wd) = match &cfg.optimizer {
-            OptimizerConfig::Sgd {
-                momentum,
-                weight_decay,
-                ..
-            } => (*momentum, *weight_decay),
-            OptimizerConfig::Adam { weight_decay, .. }
-            | OptimizerConfig::AdamW { weight_decay, .. } => (0.9, *weight_decay),
-        };
-        set(self, Field::Momentum, num(momentum));
-        set(self, Field::WeightDecay, num(wd));
-        set(self, Field::LrSchedule, cfg.lr_schedule.name().into());
-        let warmup = match cfg.lr_schedule.param(WARMUP_KEY) {
-            Some(toml::Value::Integer(w)) => w.to_string(),
-            _ => "1000".to_string(),
-        };
-        set(self, Field::Warmup, warmup);
-        let milestones = match cfg.lr_schedule.param(MILESTONES_KEY) {
-            Some(toml::Value::Array(ms)) => ms
-                .iter()
-                .map(|m| m.as_integer().map_or_else(String::new, |m| m.to_string()))
-                .collect::<Vec<_>>()
-                .join(","),
-            _ => String::new(),
-        };
-        set(self, Field::Milestones, milestones);
-        let mode = serde_json::to_value(cfg.precision.mode)
-            .ok()
-            .and_then(|v| v.as_str().map(str::to_string))
-            .unwrap_or_else(|| "fp32".into());
-        set(self, Field::Mode, mode);
-        let (cpt, sched) = match &cfg.precision.schedule {
-            Some(s) => (s.kind.name(), s.clone()),
-            None => (CPT_OFF, PrecisionSchedule::new(PrecisionScheduleKind::Cr)),
-        };
-        set(self, Field::Cpt, cpt.into());
-        set(self, Field::QMin, sched.q_min.to_string());
-        set(self, Field::QMax, sched.q_max.to_string());
-        set(self, Field::Cycles, sched.cycles.to_string());
-        set(
-            self,
-            Field::QBwd,
-            sched.q_bwd.map(|b| b.to_string()).unwrap_or_default(),
-        );
-        set(self, Field::Devices, cfg.devices.devices.to_string());
-        set(
-            self,
-            Field::Threads,
-            cfg.devices
-                .threads
-                .map_or("auto".to_string(), |t| t.to_string()),
-        );
-        set(self, Field::Zero, cfg.devices.zero.to_string());
+        self.values = form_values(&cfg, data);
+        self.pristine = self.values.clone();
         self.base = cfg;
         self.preset = preset.to_string();
         self.editing = None;
         self.recheck();
     }
 
+    /// True if the form differs from the preset it was loaded from.
+    pub fn modified(&self) -> bool {
+        self.values != self.pristine
+    }
+
+    /// The fields that differ from the preset.
+    pub fn changed_fields(&self) -> Vec<Field> {
+        Field::ALL
+            .into_iter()
+            .filter(|f| self.values.get(f.idx()) != self.pristine.get(f.idx()))
+            .collect()
+    }
+
+    /// What the form's "modified" marker compares with: the fields `preset` fills in.
+    pub fn set_pristine_from(&mut self, preset: &RunConfig, data: Option<&str>) {
+        self.pristine = form_values(preset, data);
+    }
+
+    /// Every field as typed, by `Field::key` (for the state file).
+    pub fn fields(&self) -> std::collections::BTreeMap<String, String> {
+        Field::ALL
+            .into_iter()
+            .map(|f| (f.key().to_string(), self.value(f).to_string()))
+            .collect()
+    }
+
+    /// Puts remembered field texts back (unknown keys are skipped; `keep` keeps its value).
+    pub fn restore_fields(
+        &mut self,
+        fields: &std::collections::BTreeMap<String, String>,
+        keep: Option<Field>,
+    ) {
+        for (k, v) in fields {
+            if let Some(f) = Field::from_key(k).filter(|f| Some(*f) != keep) {
+                self.values[f.idx()] = v.clone();
+            }
+        }
+        self.recheck();
+    }
+}
+
+/// The form's texts for `cfg` (the data source given on the command line wins).
+fn form_values(cfg: &RunConfig, data: Option<&str>) -> Vec<String> {
+    let mut values = vec![String::new(); Field::ALL.len()];
+    let mut set = |f: Field, v: String| values[f.idx()] = v;
+    set(Field::Name, cfg.name.clone());
+    set(Field::Model, cfg.model.kind.name().into());
+    let data = data
+        .map(str::to_string)
+        .or_else(|| cfg.data.source.clone())
+        .unwrap_or_default();
+    set(Field::Data, data);
+    set(Field::Batch, cfg.train.batch_size.to_string());
+    set(Field::Epochs, cfg.train.epochs.to_string());
+    set(Field::Seed, cfg.seed.to_string());
+    set(Field::Optimizer, cfg.optimizer.kind_name().into());
+    set(Field::Lr, num(cfg.optimizer.lr()));
+    let (momentum, wd) = match &cfg.optimizer {
+        OptimizerConfig::Sgd {
+            momentum,
+            weight_decay,
+            ..
+        } => (*momentum, *weight_decay),
+        OptimizerConfig::Adam { weight_decay, .. }
+        | OptimizerConfig::AdamW { weight_decay, .. } => (0.9, *weight_decay),
+    };
+    set(Field::Momentum, num(momentum));
+    set(Field::WeightDecay, num(wd));
+    set(Field::LrSchedule, cfg.lr_schedule.name().into());
+    let warmup = match cfg.lr_schedule.param(WARMUP_KEY) {
+        Some(toml::Value::Integer(w)) => w.to_string(),
+        _ => "1000".to_string(),
+    };
+    set(Field::Warmup, warmup);
+    let milestones = match cfg.lr_schedule.param(MILESTONES_KEY) {
+        Some(toml::Value::Array(ms)) => ms
+            .iter()
+            .map(|m| m.as_integer().map_or_else(String::new, |m| m.to_string()))
+            .collect::<Vec<_>>()
+            .join(","),
+        _ => String::new(),
+    };
+    set(Field::Milestones, milestones);
+    let mode = serde_json::to_value(cfg.precision.mode)
+        .ok()
+        .and_then(|v| v.as_str().map(str::to_string))
+        .unwrap_or_else(|| "fp32".into());
+    set(Field::Mode, mode);
+    let (cpt, sched) = match &cfg.precision.schedule {
+        Some(s) => (s.kind.name(), s.clone()),
+        None => (CPT_OFF, PrecisionSchedule::new(PrecisionScheduleKind::Cr)),
+    };
+    set(Field::Cpt, cpt.into());
+    set(Field::QMin, sched.q_min.to_string());
+    set(Field::QMax, sched.q_max.to_string());
+    set(Field::Cycles, sched.cycles.to_string());
+    set(
+        Field::QBwd,
+        sched.q_bwd.map(|b| b.to_string()).unwrap_or_default(),
+    );
+    set(Field::Devices, cfg.devices.devices.to_string());
+    set(
+        Field::Threads,
+        cfg.devices
+            .threads
+            .map_or("auto".to_string(), |t| t.to_string()),
+    );
+    set(Field::Zero, cfg.devices.zero.to_string());
+    values
+}
+
+impl SetupState {
     pub fn value(&self, f: Field) -> &str {
         &self.values[f.idx()]
     }
@@ -345,6 +436,10 @@ impl SetupState {
             }
             return true;
         }
+        // Moving with keys brings the focus back into view.
+        if !matches!(action, Action::Wheel(..)) {
+            self.form_scroll = 0;
+        }
         match action {
             Action::Up => self.move_focus(-1, false),
             Action::Down => self.move_focus(1, false),
@@ -352,6 +447,16 @@ impl SetupState {
             Action::FocusNext => self.move_focus(1, true),
             Action::PageUp => self.move_focus(-8, false),
             Action::PageDown => self.move_focus(8, false),
+            Action::Pick(i) => match self.visible().get(*i) {
+                Some(f) => self.focus = *f,
+                None => return false,
+            },
+            // The wheel scrolls the form (the mouse clamps it to the form's length).
+            Action::Wheel(_, d) => {
+                self.form_scroll = (self.form_scroll as i64 + i64::from(*d)).max(0) as usize;
+                return true;
+            }
+            Action::Back if self.ab_first.is_some() => self.ab_first = None,
             Action::Left => self.adjust(-1),
             Action::Right => self.adjust(1),
             Action::Select => {
@@ -429,6 +534,7 @@ impl SetupState {
 
     /// Re-validates the form and recomputes the previews.
     pub fn recheck(&mut self) {
+        self.rev += 1;
         self.check = self.build();
         // Keep the focus on a visible field.
         if !self.visible().contains(&self.focus) {
@@ -449,8 +555,11 @@ impl SetupState {
 
     fn build(&mut self) -> Check {
         let mut c = Check::default();
+        // One error per field: the first found says what to fix.
         fn err(c: &mut Check, f: Field, m: String) {
-            c.errors.push((f, m));
+            if c.error(f).is_none() {
+                c.errors.push((f, m));
+            }
         }
         let mut cfg = self.base.clone();
         let vals = self.values.clone();
@@ -663,20 +772,24 @@ impl SetupState {
             },
         }
 
-        // What only the whole config can tell.
-        if c.errors.is_empty() {
-            if let Err(e) = cfg.validate() {
-                let (field, msg) = match &e {
-                    ConfigError::Invalid {
-                        field, expected, ..
-                    } => (field_for(field), expected.clone()),
-                    other => (None, other.to_string()),
-                };
-                match field {
-                    Some(f) => err(&mut c, f, msg),
-                    None => c.general = Some(e.to_string()),
-                }
+        // What only the whole config can tell: every invalid field at once (a field whose
+        // text did not parse is marked already; its placeholder is not judged again).
+        let mut general = Vec::new();
+        for e in validate_all(&cfg, &self.base) {
+            let (field, msg) = match &e {
+                ConfigError::Invalid {
+                    field, expected, ..
+                } => (field_for(field), expected.clone()),
+                other => (None, other.to_string()),
+            };
+            match field {
+                Some(f) if c.error(f).is_some() => {}
+                Some(f) => err(&mut c, f, msg),
+                None => general.push(e.to_string()),
             }
+        }
+        if !general.is_empty() {
+            c.general = Some(general.join("\n"));
         }
         let ctx = LrContext {
             base_lr: lr,
@@ -813,6 +926,64 @@ fn in_place(e: &crate::schedule::ScheduleError) -> String {
     }
 }
 
+/// Every validation error of `cfg`, not just the first: after each error the field it names is
+/// given `fallback`'s value (the preset's) and the config is checked again, until it passes,
+/// an error repeats, or a field cannot be patched.
+pub fn validate_all(cfg: &RunConfig, fallback: &RunConfig) -> Vec<ConfigError> {
+    let mut out: Vec<ConfigError> = Vec::new();
+    let mut cur = cfg.clone();
+    for _ in 0..16 {
+        let Err(e) = cur.validate() else { break };
+        let ConfigError::Invalid { field, .. } = &e else {
+            out.push(e);
+            break;
+        };
+        let key = field.clone();
+        let seen = out
+            .iter()
+            .any(|o| matches!(o, ConfigError::Invalid { field, .. } if *field == key));
+        if seen {
+            break;
+        }
+        out.push(e);
+        match patched(&cur, fallback, &key) {
+            Some(c) => cur = c,
+            None => break,
+        }
+    }
+    out
+}
+
+/// `cur` with the dotted `key` taken from `fallback` (removed where `fallback` has none);
+/// None when that changes nothing or does not make a config.
+fn patched(cur: &RunConfig, fallback: &RunConfig, key: &str) -> Option<RunConfig> {
+    let table = |c: &RunConfig| match toml::Value::try_from(c) {
+        Ok(toml::Value::Table(t)) => Some(t),
+        _ => None,
+    };
+    let mut t = table(cur)?;
+    let f = table(fallback)?;
+    let parts: Vec<&str> = key.split('.').collect();
+    let (last, path) = parts.split_last()?;
+    let mut src = Some(&f);
+    for p in path {
+        src = src.and_then(|t| t.get(*p)).and_then(|v| v.as_table());
+    }
+    let src = src.and_then(|t| t.get(*last)).cloned();
+    let mut dst = &mut t;
+    for p in path {
+        dst = dst.get_mut(*p)?.as_table_mut()?;
+    }
+    if dst.get(*last) == src.as_ref() {
+        return None;
+    }
+    match src {
+        Some(v) => dst.insert(last.to_string(), v),
+        None => dst.remove(*last),
+    };
+    toml::Value::Table(t).try_into().ok()
+}
+
 /// The form field a config validation error names.
 fn field_for(key: &str) -> Option<Field> {
     Some(match key {
@@ -840,7 +1011,8 @@ const MILESTONES_KEY: &str = "milestones";
 
 // ---- drawing ----
 
-pub fn draw(f: &mut Frame, area: Rect, s: &SetupState) {
+/// The form's area and the previews' beside it.
+pub fn layout(area: Rect) -> (Rect, Rect) {
     let form_w = if area.width >= 120 {
         area.width * 2 / 5
     } else {
@@ -848,26 +1020,38 @@ pub fn draw(f: &mut Frame, area: Rect, s: &SetupState) {
     };
     let [form, side] =
         Layout::horizontal([Constraint::Length(form_w), Constraint::Min(0)]).areas(area);
+    (form, side)
+}
+
+pub fn draw(f: &mut Frame, area: Rect, s: &SetupState) {
+    let (form, side) = layout(area);
     draw_form(f, form, s);
     draw_previews(f, side, s);
 }
 
-fn draw_form(f: &mut Frame, area: Rect, s: &SetupState) {
-    let title = format!("Setup · preset {}", s.preset);
-    let block = panel(&title, true);
-    let inner = block.inner(area);
-    f.render_widget(block, area);
-    let label_w = 13usize;
-    let val_w = (inner.width as usize).saturating_sub(label_w + 2).max(4);
-    let mut lines: Vec<Line> = Vec::new();
+/// Error lines a field shows when it is not focused (the focused one shows all of them).
+const ERROR_LINES: usize = 2;
+const LABEL_W: usize = 13;
+
+/// One line of the form, with the field it belongs to (its row or its error).
+pub type FormLine = (Option<Field>, Line<'static>);
+
+/// The form as lines; and the lines of the focused field (its row, its last error line).
+pub fn form_lines(s: &SetupState, width: usize) -> (Vec<FormLine>, (usize, usize)) {
+    let val_w = width.saturating_sub(LABEL_W + 2).max(4);
+    let err_w = width.saturating_sub(3).max(8);
+    let mut lines: Vec<FormLine> = Vec::new();
     let mut focus_line = 0;
     if let Some(a) = &s.ab_first {
-        lines.push(Line::styled(
-            clip(
-                &format!("A: {} — set up B, then c", a.summary),
-                inner.width as usize,
+        lines.push((
+            None,
+            Line::styled(
+                clip(
+                    &format!("A: {} — set up B, then c (Esc forgets A)", a.summary),
+                    width,
+                ),
+                Style::default().fg(theme::ACCENT_B),
             ),
-            Style::default().fg(theme::ACCENT_B),
         ));
     }
     for field in s.visible() {
@@ -887,10 +1071,13 @@ fn draw_form(f: &mut Frame, area: Rect, s: &SetupState) {
             _ if focused && !choices(field).is_empty() => format!("◂ {raw} ▸"),
             _ => raw.to_string(),
         };
+        let changed = s.pristine.get(field.idx()).is_some_and(|p| p != raw);
         let label_style = if err.is_some() {
             Style::default().fg(theme::BAD)
+        } else if changed {
+            Style::default().fg(theme::WARN)
         } else {
-            Style::default().fg(theme::DIM)
+            theme::muted()
         };
         let mut val_style = Style::default();
         if err.is_some() {
@@ -899,44 +1086,123 @@ fn draw_form(f: &mut Frame, area: Rect, s: &SetupState) {
         if focused {
             val_style = val_style.add_modifier(Modifier::REVERSED);
         }
-        let mark = if err.is_some() { "✗" } else { " " };
-        lines.push(Line::from(vec![
-            Span::styled(format!("{mark}{:<label_w$} ", field.label()), label_style),
-            Span::styled(
-                if field == Field::Data {
-                    clip_left(&shown, val_w)
-                } else {
-                    clip(&shown, val_w)
-                },
-                val_style,
-            ),
-        ]));
+        // ✗ an error, • changed from the preset.
+        let mark = match (err.is_some(), changed) {
+            (true, _) => "✗",
+            (false, true) => "•",
+            _ => " ",
+        };
+        lines.push((
+            Some(field),
+            Line::from(vec![
+                Span::styled(format!("{mark}{:<LABEL_W$} ", field.label()), label_style),
+                Span::styled(
+                    if field == Field::Data {
+                        clip_left(&shown, val_w)
+                    } else {
+                        clip(&shown, val_w)
+                    },
+                    val_style,
+                ),
+            ]),
+        ));
         if let Some(e) = err {
-            // Up to two lines under the field.
-            let w = (inner.width as usize).saturating_sub(3).max(8);
-            let chars: Vec<char> = e.chars().collect();
-            for (i, chunk) in chars.chunks(w).take(2).enumerate() {
-                let mut text: String = chunk.iter().collect();
-                if i == 1 && chars.len() > 2 * w {
-                    text = chunk[..w - 1].iter().collect::<String>() + "…";
-                }
-                lines.push(Line::styled(
-                    format!("   {text}"),
-                    Style::default().fg(theme::BAD),
+            let wrapped = wrap(e, err_w);
+            let keep = if focused { wrapped.len() } else { ERROR_LINES };
+            let cut = wrapped.len() > keep;
+            for (i, l) in wrapped.iter().take(keep).enumerate() {
+                let text = if cut && i + 1 == keep {
+                    clip(&format!("{l} …"), err_w)
+                } else {
+                    l.clone()
+                };
+                lines.push((
+                    Some(field),
+                    Line::styled(format!("   {text}"), Style::default().fg(theme::BAD)),
                 ));
             }
         }
     }
     if let Some(g) = &s.check.general {
-        lines.push(Line::styled(
-            clip(&format!("✗ {g}"), inner.width as usize),
-            Style::default().fg(theme::BAD),
-        ));
+        for (i, l) in wrap(g, width.saturating_sub(2).max(8))
+            .into_iter()
+            .enumerate()
+        {
+            let lead = if i == 0 { "✗ " } else { "  " };
+            lines.push((
+                None,
+                Line::styled(format!("{lead}{l}"), Style::default().fg(theme::BAD)),
+            ));
+        }
     }
+    let focus_end = lines
+        .iter()
+        .rposition(|(f, _)| *f == Some(s.focus))
+        .unwrap_or(focus_line);
+    (lines, (focus_line, focus_end))
+}
+
+/// The first line shown of `n` lines in `rows` rows: the focused field and its error (as much
+/// as fits, with the line after it) in view, then moved by the wheel's `scroll`.
+pub fn form_offset(n: usize, focus: (usize, usize), rows: usize, scroll: usize) -> usize {
+    let max = n.saturating_sub(rows);
+    let (first, last) = focus;
+    let base = (last + 2).saturating_sub(rows).min(first).min(max);
+    (base + scroll).min(max)
+}
+
+/// The form panel's inner area.
+pub fn form_inner(form: Rect) -> Rect {
+    Block::bordered().inner(form)
+}
+
+/// The index in `visible()` of the field drawn at screen row `y` of the form, if any.
+pub fn field_at(s: &SetupState, form: Rect, y: u16) -> Option<usize> {
+    let inner = form_inner(form);
+    if y < inner.y || y >= inner.y + inner.height {
+        return None;
+    }
+    let (lines, focus_line) = form_lines(s, inner.width as usize);
+    let off = form_offset(
+        lines.len(),
+        focus_line,
+        inner.height as usize,
+        s.form_scroll,
+    );
+    let field = lines.get(off + (y - inner.y) as usize)?.0?;
+    s.visible().iter().position(|f| *f == field)
+}
+
+fn draw_form(f: &mut Frame, area: Rect, s: &SetupState) {
+    let mut title = format!("Setup · preset {}", s.preset);
+    if s.modified() {
+        title.push_str(" · modified");
+    }
+    let block = panel(&title, true);
+    let inner = block.inner(area);
+    f.render_widget(block, area);
+    let (lines, focus_line) = form_lines(s, inner.width as usize);
     let rows = inner.height as usize;
-    let offset = (focus_line + 2).saturating_sub(rows);
-    let visible: Vec<Line> = lines.into_iter().skip(offset).take(rows).collect();
+    let n = lines.len();
+    let offset = form_offset(n, focus_line, rows, s.form_scroll);
+    let visible: Vec<Line> = lines
+        .into_iter()
+        .skip(offset)
+        .take(rows)
+        .map(|l| l.1)
+        .collect();
     f.render_widget(Paragraph::new(visible), inner);
+    // More above or below: a mark on the border.
+    let more = |f: &mut Frame, y: u16, c: &str| {
+        let x = area.x + area.width.saturating_sub(2);
+        f.buffer_mut().set_string(x, y, c, theme::border(true));
+    };
+    if offset > 0 {
+        more(f, area.y, "▲");
+    }
+    if offset + rows < n {
+        more(f, area.y + area.height.saturating_sub(1), "▼");
+    }
 }
 
 fn draw_previews(f: &mut Frame, area: Rect, s: &SetupState) {
@@ -1007,10 +1273,11 @@ fn draw_previews(f: &mut Frame, area: Rect, s: &SetupState) {
         &Plot {
             title: &lr_title,
             focused: false,
-            x: [0.0, total],
-            y: [0.0, if lr_max > 0.0 { lr_max * 1.05 } else { 1.0 }],
-            y_labels: vec!["0".into(), charts::short(lr_max)],
-            x_labels: vec!["0".into(), format!("{} steps", c.total_steps)],
+            x: charts::XAxis::steps(total),
+            y: charts::YAxis::Auto {
+                lo: 0.0,
+                hi: if lr_max > 0.0 { lr_max } else { 1.0 },
+            },
             series: vec![charts::line("lr", &c.lr_curve, theme::LR)],
             empty: "fix the marked fields to see lr(t)",
         },
@@ -1020,27 +1287,21 @@ fn draw_previews(f: &mut Frame, area: Rect, s: &SetupState) {
         _ => 32.0,
     };
     let flat;
-    let (q_series, q_hi, q_title) = match (cpt, c.cpt.as_ref()) {
+    let (q_series, q_title) = match (cpt, c.cpt.as_ref()) {
         (CPT_OFF, _) | (_, None) => {
             flat = vec![(0.0, mode_bits), (total, mode_bits)];
             (
                 flat.as_slice(),
-                mode_bits,
                 format!("q(t) · {} full precision", s.value(Field::Mode)),
             )
         }
         ("static", Some(p)) => {
             let b = f64::from(p.q_max);
             flat = vec![(0.0, b), (total, b)];
-            (
-                flat.as_slice(),
-                b,
-                format!("q(t) · static {} bits", p.q_max),
-            )
+            (flat.as_slice(), format!("q(t) · static {} bits", p.q_max))
         }
         (_, Some(p)) => (
             c.q_curve.as_slice(),
-            f64::from(p.q_max),
             format!("q(t) · {cpt} {}–{} bits × {}", p.q_min, p.q_max, p.cycles),
         ),
     };
@@ -1050,22 +1311,53 @@ fn draw_previews(f: &mut Frame, area: Rect, s: &SetupState) {
         &Plot {
             title: &q_title,
             focused: false,
-            x: [0.0, total],
-            y: [0.0, q_hi + 1.0],
-            y_labels: vec!["0".into(), format!("{q_hi}")],
-            x_labels: vec!["0".into(), format!("{} steps", c.total_steps)],
+            x: charts::XAxis::steps(total),
+            y: charts::YAxis::Levels(q_series.iter().map(|p| p.1).collect()),
             series: vec![charts::step_line("q_fwd", q_series, theme::PRECISION)],
             empty: "fix the marked fields to see q(t)",
         },
     );
-    f.render_widget(
-        Paragraph::new(lines).block(
-            Block::bordered()
-                .title(" estimate ")
-                .border_style(theme::border(false)),
-        ),
-        est_a,
-    );
+    f.render_widget(Paragraph::new(lines).block(panel("estimate", false)), est_a);
+}
+
+/// `text` wrapped to lines of at most `w` characters: at spaces where it can, keeping its own
+/// line breaks; a word longer than a line is broken.
+pub fn wrap(text: &str, w: usize) -> Vec<String> {
+    let w = w.max(1);
+    let mut out = Vec::new();
+    for para in text.lines() {
+        let mut line = String::new();
+        let mut len = 0;
+        for word in para.split(' ') {
+            let wl = word.chars().count();
+            if len > 0 && len + 1 + wl > w {
+                out.push(std::mem::take(&mut line));
+                len = 0;
+            }
+            if wl > w {
+                // Longer than a line: broken into lines of its own, the rest continues.
+                let chars: Vec<char> = word.chars().collect();
+                let mut chunks = chars.chunks(w).peekable();
+                while let Some(c) = chunks.next() {
+                    if chunks.peek().is_some() {
+                        out.push(c.iter().collect());
+                    } else {
+                        line = c.iter().collect();
+                        len = c.len();
+                    }
+                }
+                continue;
+            }
+            if len > 0 {
+                line.push(' ');
+                len += 1;
+            }
+            line.push_str(word);
+            len += wl;
+        }
+        out.push(line);
+    }
+    out
 }
 
 /// `s` cut to `w` characters, with an ellipsis when cut.
@@ -1098,6 +1390,46 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let cfg = PresetStore::new(dir.path()).load("quickstart").unwrap();
         SetupState::new(cfg, "quickstart", Some("synthetic:2048:512"))
+    }
+
+    #[test]
+    fn errors_wrap_at_words_and_keep_their_line_breaks() {
+        assert_eq!(wrap("aaa bbb ccc", 7), ["aaa bbb", "ccc"]);
+        assert_eq!(wrap("aaa bbb ccc", 6), ["aaa", "bbb", "ccc"]);
+        assert_eq!(wrap("one\ntwo three", 20), ["one", "two three"]);
+        // A word longer than a line is broken, and nothing is lost.
+        assert_eq!(wrap("ab cdefghij", 4), ["ab", "cdef", "ghij"]);
+        assert!(wrap("", 5).is_empty());
+        for w in 1..12 {
+            let text = "must be at least 1, got 0: the evaluation batch is separate";
+            let lines = wrap(text, w);
+            assert!(
+                lines.iter().all(|l| l.chars().count() <= w),
+                "{w}: {lines:?}"
+            );
+            let joined: String = lines.concat().split_whitespace().collect();
+            let want: String = text.split_whitespace().collect();
+            assert_eq!(joined, want, "{w}");
+        }
+    }
+
+    #[test]
+    fn the_state_round_trips_every_field_as_typed() {
+        let mut s = form();
+        s.set(Field::Seed, "not a number");
+        s.set(Field::Cpt, "RTH");
+        let fields = s.fields();
+        assert_eq!(fields.len(), Field::ALL.len());
+        let mut t = form();
+        assert!(!t.modified());
+        t.restore_fields(&fields, None);
+        assert_eq!(t.value(Field::Seed), "not a number");
+        assert_eq!(t.value(Field::Cpt), "RTH");
+        assert!(t.modified());
+        assert_eq!(t.changed_fields(), vec![Field::Seed, Field::Cpt]);
+        for f in Field::ALL {
+            assert_eq!(Field::from_key(f.key()), Some(f));
+        }
     }
 
     #[test]

@@ -1,6 +1,7 @@
 //! The frame: view tabs, the current view, the status line, and whatever overlay is open.
 //! Colours are the 16 named ANSI colours only, so 16- and 256-colour terminals (and SSH) look
-//! alike.
+//! alike; no text anyone needs to read is in colour 8 (bright black, `DIM`), which vanishes on
+//! many dark palettes: secondary text is the normal colour, faint (`theme::muted`).
 use ratatui::layout::{Constraint, Layout, Rect};
 use ratatui::style::{Modifier, Style};
 use ratatui::text::{Line, Span};
@@ -16,6 +17,7 @@ pub mod theme {
 
     pub const FG: Color = Color::Reset;
     pub const BG: Color = Color::Black;
+    /// Borders, axes and the raw loss under its smoothed curve: never text to be read.
     pub const DIM: Color = Color::DarkGray;
     pub const ACCENT: Color = Color::Cyan;
     pub const ACCENT_B: Color = Color::Magenta;
@@ -25,6 +27,11 @@ pub mod theme {
     pub const LOSS: Color = Color::Yellow;
     pub const LR: Color = Color::Blue;
     pub const PRECISION: Color = Color::LightCyan;
+
+    /// Secondary text (labels, hints): the terminal's own colour, faint.
+    pub fn muted() -> Style {
+        Style::default().add_modifier(ratatui::style::Modifier::DIM)
+    }
 
     pub fn border(focused: bool) -> Style {
         if focused {
@@ -49,7 +56,8 @@ pub fn panel_with(title: &str, extra: Vec<Span<'static>>, focused: bool) -> Bloc
                 .fg(theme::ACCENT)
                 .add_modifier(Modifier::BOLD)
         } else {
-            Style::default()
+            // Explicitly the normal colour: the border's colour 8 would show through.
+            Style::default().fg(theme::FG)
         },
     )];
     spans.extend(extra);
@@ -57,6 +65,42 @@ pub fn panel_with(title: &str, extra: Vec<Span<'static>>, focused: bool) -> Bloc
         .title(Line::from(spans))
         .border_style(theme::border(focused))
 }
+
+/// The first row a list shows so that row `cursor` is visible in `rows` rows (what ratatui's
+/// lists and tables do from offset 0), shared by drawing and the mouse.
+pub fn list_offset(cursor: usize, rows: usize) -> usize {
+    cursor.saturating_sub(rows.saturating_sub(1))
+}
+
+/// The frame's three parts: the tab bar, the view, the status line.
+pub fn frame_areas(area: Rect) -> (Rect, Rect, Rect) {
+    let [tabs, body, foot] = Layout::vertical([
+        Constraint::Length(1),
+        Constraint::Min(0),
+        Constraint::Length(1),
+    ])
+    .areas(area);
+    (tabs, body, foot)
+}
+
+/// The tab bar's pieces: the badge, then each view's `N Title`, one space apart. Returns each
+/// view's first column and width (for the mouse).
+pub fn tab_columns(x0: u16) -> Vec<(View, u16, u16)> {
+    let mut x = x0 + BADGE.chars().count() as u16;
+    View::ALL
+        .iter()
+        .enumerate()
+        .map(|(i, v)| {
+            x += 1;
+            let w = format!("{} {}", i + 1, v.title()).chars().count() as u16;
+            let start = x;
+            x += w;
+            (*v, start, w)
+        })
+        .collect()
+}
+
+const BADGE: &str = " cptlab ";
 
 /// A `w`×`h` rectangle in the middle of `area`.
 pub fn centered(area: Rect, w: u16, h: u16) -> Rect {
@@ -72,12 +116,7 @@ pub fn centered(area: Rect, w: u16, h: u16) -> Rect {
 
 pub fn draw(f: &mut Frame, app: &App) {
     let area = f.area();
-    let [tabs, body, foot] = Layout::vertical([
-        Constraint::Length(1),
-        Constraint::Min(0),
-        Constraint::Length(1),
-    ])
-    .areas(area);
+    let (tabs, body, foot) = frame_areas(area);
     draw_tabs(f, tabs, app);
     match app.view {
         View::Setup => super::setup::draw(f, body, &app.setup),
@@ -88,16 +127,25 @@ pub fn draw(f: &mut Frame, app: &App) {
     }
     draw_footer(f, foot, app);
     match &app.overlay {
-        Some(Overlay::Help) => super::help::draw(f, area, app.view),
+        Some(Overlay::Help) => super::help::draw(f, area, app.view, app.help_scroll),
         Some(Overlay::Dialog(d)) => draw_dialog(f, area, app, d),
         Some(Overlay::Prompt(p)) => {
-            let title = match &p.kind {
-                PromptKind::SavePreset => "Save the setup as preset".to_string(),
-                PromptKind::DuplicatePreset(from) => format!("Duplicate {from} as"),
+            let (title, hint) = match &p.kind {
+                PromptKind::SavePreset => (
+                    "Save the setup as preset".to_string(),
+                    "Enter saves · Esc cancels",
+                ),
+                PromptKind::DuplicatePreset(from) => {
+                    (format!("Duplicate {from} as"), "Enter saves · Esc cancels")
+                }
+                PromptKind::FilterRuns { .. } => (
+                    "Filter runs (name, model, status…)".to_string(),
+                    "applies as you type · Enter keeps · Esc undoes",
+                ),
             };
             let lines = vec![
                 Line::from(format!("{}▏", p.input)),
-                Line::styled("Enter saves · Esc cancels", Style::default().fg(theme::DIM)),
+                Line::styled(hint, theme::muted()),
             ];
             popup(f, area, &title, lines, 50);
         }
@@ -107,7 +155,7 @@ pub fn draw(f: &mut Frame, app: &App) {
 
 fn draw_tabs(f: &mut Frame, r: Rect, app: &App) {
     let mut spans = vec![Span::styled(
-        " cptlab ",
+        BADGE,
         Style::default()
             .fg(theme::BG)
             .bg(theme::ACCENT)
@@ -119,7 +167,7 @@ fn draw_tabs(f: &mut Frame, r: Rect, app: &App) {
                 .fg(theme::ACCENT)
                 .add_modifier(Modifier::BOLD | Modifier::UNDERLINED)
         } else {
-            Style::default().fg(theme::DIM)
+            Style::default()
         };
         spans.push(Span::raw(" "));
         spans.push(Span::styled(format!("{} {}", i + 1, v.title()), style));
@@ -139,7 +187,11 @@ fn draw_tabs(f: &mut Frame, r: Rect, app: &App) {
     spans.push(Span::raw(" ".repeat(pad)));
     spans.push(Span::styled(
         right,
-        Style::default().fg(if live > 0 { theme::GOOD } else { theme::DIM }),
+        if live > 0 {
+            Style::default().fg(theme::GOOD)
+        } else {
+            theme::muted()
+        },
     ));
     f.render_widget(Line::from(spans), r);
 }
@@ -152,11 +204,95 @@ fn draw_footer(f: &mut Frame, r: Rect, app: &App) {
             Style::default().fg(if s.warn { theme::WARN } else { theme::FG }),
         ),
         None => Line::styled(
-            clip(&format!(" {}", super::keys::footer(app.view)), w),
-            Style::default().fg(theme::DIM),
+            clip(
+                &format!(
+                    " {}",
+                    super::keys::footer_fit(app.view, w.saturating_sub(1))
+                ),
+                w,
+            ),
+            theme::muted(),
         ),
     };
     f.render_widget(line, r);
+}
+
+/// What `s` will start: the lines of the confirmation.
+fn start_lines(app: &App, cfg: &crate::config::RunConfig) -> Vec<Line<'static>> {
+    let c = &app.setup.check;
+    let prec = match &cfg.precision.schedule {
+        None => format!("{} (no CPT)", cfg.precision.mode.name()),
+        Some(s) if s.kind == crate::schedule::PrecisionScheduleKind::Static => {
+            format!("{} · static {} bits", cfg.precision.mode.name(), s.q_max)
+        }
+        Some(s) => format!(
+            "{} · CPT {} {}–{} bits × {} cycles",
+            cfg.precision.mode.name(),
+            s.kind.name(),
+            s.q_min,
+            s.q_max,
+            s.cycles
+        ),
+    };
+    let threads = cfg
+        .devices
+        .threads
+        .map_or_else(|| "auto".to_string(), |t| t.to_string());
+    let est = if c.spe_estimated { " (est.)" } else { "" };
+    let data = cfg.data.source.as_deref().unwrap_or("synthetic");
+    let row = |k: &str, v: String| {
+        Line::from(vec![
+            Span::styled(format!(" {k:<10}"), theme::muted()),
+            Span::raw(v),
+        ])
+    };
+    let mut lines = vec![
+        row("name", cfg.name.clone()),
+        row("model", cfg.model.kind.name().to_string()),
+        row("data", data.to_string()),
+        row("precision", prec),
+        row(
+            "devices",
+            format!(
+                "{} · threads {threads} · ZeRO {}",
+                cfg.devices.devices, cfg.devices.zero
+            ),
+        ),
+        row(
+            "length",
+            format!(
+                "{} epochs × {} steps = {} steps{est} · batch {}",
+                cfg.train.epochs, c.steps_per_epoch, c.total_steps, cfg.train.batch_size
+            ),
+        ),
+        row(
+            "optimizer",
+            format!(
+                "{} lr {} · {}",
+                cfg.optimizer.kind_name(),
+                cfg.optimizer.lr(),
+                cfg.lr_schedule.name()
+            ),
+        ),
+        Line::from(""),
+    ];
+    lines.push(Line::from(vec![
+        Span::styled(
+            " y Enter ",
+            Style::default()
+                .fg(theme::ACCENT)
+                .add_modifier(Modifier::BOLD),
+        ),
+        Span::raw("start   "),
+        Span::styled(
+            " n Esc ",
+            Style::default()
+                .fg(theme::ACCENT)
+                .add_modifier(Modifier::BOLD),
+        ),
+        Span::raw("not now"),
+    ]));
+    lines
 }
 
 fn popup(f: &mut Frame, area: Rect, title: &str, lines: Vec<Line>, w: u16) {
@@ -191,6 +327,47 @@ fn draw_dialog(f: &mut Frame, area: Rect, app: &App, d: &Dialog) {
     };
     let yes_no = || key("y / n", "");
     let (title, lines): (String, Vec<Line>) = match d {
+        Dialog::QuitUnsaved => {
+            let s = &app.setup;
+            let changed: Vec<&str> = s.changed_fields().iter().map(|f| f.label()).collect();
+            let kept = if app.state_unsaved() {
+                "They could not be written for the next start."
+            } else {
+                "They are remembered for the next start."
+            };
+            (
+                "Quit with unsaved Setup changes?".into(),
+                vec![
+                    Line::from(format!(
+                        "Setup differs from preset {} ({}).",
+                        s.preset,
+                        changed.join(", ")
+                    )),
+                    Line::from(kept),
+                    Line::from(""),
+                    key("y q", "quit"),
+                    key("s", "save them as a preset first"),
+                    key("Esc n", "stay"),
+                ],
+            )
+        }
+        Dialog::ConfirmStart(cfg) => ("Start this run?".into(), start_lines(app, cfg)),
+        Dialog::LoadOverEdits { name, .. } => {
+            let s = &app.setup;
+            let changed: Vec<&str> = s.changed_fields().iter().map(|f| f.label()).collect();
+            (
+                format!("Load preset {name}?"),
+                vec![
+                    Line::from(format!(
+                        "Setup has unsaved changes to preset {} ({}).",
+                        s.preset,
+                        changed.join(", ")
+                    )),
+                    Line::from(format!("Loading {name} replaces them.")),
+                    yes_no(),
+                ],
+            )
+        }
         Dialog::QuitLive => {
             let n = app.live_runs().len();
             (
@@ -199,7 +376,7 @@ fn draw_dialog(f: &mut Frame, area: Rect, app: &App, d: &Dialog) {
                     Line::from(format!("{n} run(s) of this workbench are live.")),
                     Line::from(""),
                     key("x", "stop them (checkpoint and summary), then quit"),
-                    key("d", "detach: they finish headless and keep recording;"),
+                    key("d q", "detach: they finish headless and keep recording;"),
                     Line::from("    a later `cptlab` attaches from Runs"),
                     key("Esc", "stay"),
                 ],
@@ -256,5 +433,10 @@ fn draw_dialog(f: &mut Frame, area: Rect, app: &App, d: &Dialog) {
             )
         }
     };
-    popup(f, area, &title, lines, 60);
+    let w = if matches!(d, Dialog::ConfirmStart(_)) {
+        76
+    } else {
+        60
+    };
+    popup(f, area, &title, lines, w);
 }

@@ -232,6 +232,21 @@ pub fn write_run(
     dir
 }
 
+/// The frame as drawn (symbols and styles).
+pub fn render_buffer(app: &App, w: u16, h: u16) -> ratatui::buffer::Buffer {
+    let mut t = Terminal::new(TestBackend::new(w, h)).unwrap();
+    t.draw(|f| cptlab::tui::ui::draw(f, app)).unwrap();
+    t.backend().buffer().clone()
+}
+
+/// Where `text` first appears in the frame: (column, row).
+pub fn find(frame: &str, text: &str) -> Option<(u16, u16)> {
+    frame.lines().enumerate().find_map(|(y, l)| {
+        let i = l.find(text)?;
+        Some((l[..i].chars().count() as u16, y as u16))
+    })
+}
+
 /// The frame as text, one line per row, trailing blanks cut.
 pub fn render(app: &App, w: u16, h: u16) -> String {
     let mut t = Terminal::new(TestBackend::new(w, h)).unwrap();

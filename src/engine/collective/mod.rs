@@ -1,11 +1,16 @@
-//! Collective communication between data-parallel ranks: one trait, two implementations.
+//! Collective communication between data-parallel ranks: one trait, three implementations.
 //!
 //! - [`local::LocalCollective`]: worker threads of one process over shared memory (CPU workers,
 //!   CI, and world size 1 on any device). Deterministic: every element is summed in rank order
 //!   0, 1, …, W−1 whichever thread does it, and the result is written to every rank, so all ranks
 //!   hold bit-identical values and reruns reproduce them.
 //! - [`nccl::NcclCollective`]: NCCL on CUDA devices, one process with several GPUs (one thread
-//!   each) or one process per GPU across machines (with [`crate::engine::rendezvous`]).
+//!   each) or one process per GPU across machines (unique id through the c10d store).
+//! - [`gloo::GlooCollective`]: libtorch's `ProcessGroupGloo`, CPU ranks across processes (one
+//!   rank per process, meeting through the c10d store, [`crate::engine::rendezvous`]).
+//!
+//! [`make_group`] builds the in-process groups (local, NCCL); a multi-process rank builds its
+//! one collective in [`crate::engine::worker`].
 //!
 //! Every operation is collective: all ranks of the group must call the same operations in the
 //! same order with tensors of the same kind and length. Tensors are contiguous and treated as
@@ -19,9 +24,11 @@ use std::time::Duration;
 
 use tch::{Device, Kind, Tensor};
 
+pub mod gloo;
 pub mod local;
 pub mod nccl;
 
+pub use gloo::GlooCollective;
 pub use local::{LocalCollective, LocalGroup};
 pub use nccl::NcclCollective;
 
@@ -59,6 +66,8 @@ pub enum CollectiveError {
     Unavailable(String),
     #[error("NCCL error: {0}")]
     Nccl(String),
+    #[error("Gloo error: {0}")]
+    Gloo(String),
 }
 
 impl CollectiveError {
@@ -108,6 +117,14 @@ pub trait Collective: Send {
 
     /// A handle that can abort the whole group from any thread (the job keeps one per worker).
     fn abort_handle(&self) -> AbortHandle;
+
+    /// Called after the host read a value this rank's operations produced. Backends whose calls
+    /// return before the operation completes (NCCL: queued on the stream) fail here if the
+    /// group was aborted meanwhile, so garbage left by an aborted operation never passes for a
+    /// value (a NaN loss read as divergence). Others complete within the call: nothing to do.
+    fn check_read(&self) -> Result<()> {
+        Ok(())
+    }
 }
 
 /// What an abort handle acts on.
@@ -213,6 +230,7 @@ pub fn all_reduce_scalars(
     let mut t = Tensor::from_slice(values).to_device(device);
     c.all_reduce(&mut t, op)?;
     let host = t.to_device(Device::Cpu);
+    c.check_read()?;
     let out = Vec::<f64>::try_from(&host)
         .map_err(|e| CollectiveError::Invalid(format!("reading reduced scalars: {e}")))?;
     values.copy_from_slice(&out);

@@ -17,13 +17,29 @@
 //! `cudarc::driver::sys::is_culib_present()` before any use (its loader panics without libcuda).
 //!
 //! **Streams.** Tensors go to NCCL by `data_ptr()`: contiguous, on this rank's device, and never
-//! owned by cudarc. tch 0.24 does not expose torch's current stream, so each call first
-//! synchronizes the device context (`cuCtxSynchronize`: every queued torch kernel has finished),
-//! enqueues the NCCL operation on the context's legacy default stream (also torch's default
-//! stream), records an event and polls it until done. Polling (not a blocking wait) keeps the
-//! rank abortable: an abort (any thread), an NCCL asynchronous error or the timeout aborts the
-//! communicator (`ncclCommAbort`) and returns an error instead of hanging. After a call returns,
-//! the result is in the tensor and torch may use or free it.
+//! owned by cudarc. Operations are enqueued on the device's legacy default stream, which is
+//! torch's default stream (tch never switches streams): stream order alone puts them after the
+//! kernels that produced their inputs and before those that read their outputs, and torch's
+//! caching allocator reuses freed memory in that same order. So a call returns as soon as its
+//! operation is queued; the host waits only where it reads a value (a `.to_device(Cpu)` on the
+//! same stream). No `cuCtxSynchronize`, no polling after each call.
+//!
+//! **Faults.** Each queued operation records an event; a watchdog thread per rank follows them.
+//! An operation older than the timeout, an asynchronous NCCL error, or an abort of the group
+//! (any thread: a failed rank, the job) aborts the communicator (`ncclCommAbort`), which ends its
+//! kernels, so a host blocked in a copy behind them returns; every later call returns
+//! [`CollectiveError::Aborted`], and [`super::all_reduce_scalars`] checks the group after its read.
+//!
+//! **Initialisation.** In one process: one communicator per GPU (`ncclCommInitAll`). Across
+//! processes: `ncclCommInitRankConfig` with `blocking = 0`, polled with `ncclCommGetAsyncError`
+//! until ready, aborted at a deadline — a rank that died between the rendezvous and NCCL's init
+//! makes the others fail with a timeout instead of hanging. Such communicators are non-blocking
+//! throughout: a call that returns `ncclInProgress` is polled to completion before the next.
+//!
+//! **Exit.** Dropping a healthy rank ends with a barrier, then `ncclCommFinalize` (flushes the
+//! rank's operations, waits for its peers) and `ncclCommDestroy`; abort only after an error, so a
+//! normal exit never races a peer's last collective.
+use std::collections::VecDeque;
 use std::ffi::{c_char, c_int, c_void, CStr, CString};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
@@ -41,6 +57,9 @@ use super::{
 /// Environment variable naming the NCCL library file to use.
 pub const NCCL_LIBRARY_ENV: &str = "CPTLAB_NCCL_LIBRARY";
 
+/// Longest a rank waits for its peers when leaving the group normally.
+const LEAVE_TIMEOUT: Duration = Duration::from_secs(60);
+
 /// Bytes of an NCCL unique id (what rank 0 hands to the others).
 pub const UNIQUE_ID_BYTES: usize = 128;
 
@@ -49,7 +68,8 @@ type RawStream = *mut c_void;
 
 type FnGetVersion = unsafe extern "C" fn(*mut c_int) -> c_int;
 type FnGetUniqueId = unsafe extern "C" fn(*mut ncclUniqueId) -> c_int;
-type FnCommInitRank = unsafe extern "C" fn(*mut RawComm, c_int, ncclUniqueId, c_int) -> c_int;
+type FnCommInitRankConfig =
+    unsafe extern "C" fn(*mut RawComm, c_int, ncclUniqueId, c_int, *mut NcclConfig) -> c_int;
 type FnCommInitAll = unsafe extern "C" fn(*mut RawComm, c_int, *const c_int) -> c_int;
 type FnComm = unsafe extern "C" fn(RawComm) -> c_int;
 type FnCommGetAsyncError = unsafe extern "C" fn(RawComm, *mut c_int) -> c_int;
@@ -75,14 +95,48 @@ type FnBroadcast = unsafe extern "C" fn(
     RawStream,
 ) -> c_int;
 
+/// `ncclConfig_t` as NCCL 2.14 laid it out (`NCCL_CONFIG_INITIALIZER`): NCCL reads `size`
+/// bytes of it and takes its defaults for the fields later versions added.
+#[repr(C)]
+struct NcclConfig {
+    size: usize,
+    magic: std::ffi::c_uint,
+    version: std::ffi::c_uint,
+    blocking: c_int,
+    cga_cluster_size: c_int,
+    min_ctas: c_int,
+    max_ctas: c_int,
+    net_name: *const c_char,
+}
+
+/// NCCL_CONFIG_UNDEF_INT: "use NCCL's default".
+const CONFIG_UNDEF: c_int = i32::MIN;
+
+impl NcclConfig {
+    fn non_blocking() -> NcclConfig {
+        NcclConfig {
+            size: std::mem::size_of::<NcclConfig>(),
+            magic: 0xcafe_beef,
+            version: 21400,
+            blocking: 0,
+            cga_cluster_size: CONFIG_UNDEF,
+            min_ctas: CONFIG_UNDEF,
+            max_ctas: CONFIG_UNDEF,
+            net_name: std::ptr::null(),
+        }
+    }
+}
+
 /// NCCL's entry points, resolved once per process.
 struct NcclLib {
     path: String,
     version: i32,
     get_unique_id: FnGetUniqueId,
-    comm_init_rank: FnCommInitRank,
+    comm_init_rank_config: FnCommInitRankConfig,
     comm_init_all: FnCommInitAll,
     comm_abort: FnComm,
+    comm_finalize: FnComm,
+    comm_destroy: FnComm,
     comm_get_async_error: FnCommGetAsyncError,
     get_error_string: FnGetErrorString,
     all_reduce: FnReduce,
@@ -165,9 +219,9 @@ fn load() -> std::result::Result<NcclLib, String> {
         } else {
             name
         };
-        if version < 21000 {
+        if version < 21400 {
             return Err(format!(
-                "{path} is NCCL {}, older than 2.10 (needed for the average reduction)",
+                "{path} is NCCL {}, older than 2.14 (needed for non-blocking initialisation)",
                 version_string(version)
             ));
         }
@@ -175,9 +229,11 @@ fn load() -> std::result::Result<NcclLib, String> {
             path,
             version,
             get_unique_id: symbol(h, "ncclGetUniqueId")?,
-            comm_init_rank: symbol(h, "ncclCommInitRank")?,
+            comm_init_rank_config: symbol(h, "ncclCommInitRankConfig")?,
             comm_init_all: symbol(h, "ncclCommInitAll")?,
             comm_abort: symbol(h, "ncclCommAbort")?,
+            comm_finalize: symbol(h, "ncclCommFinalize")?,
+            comm_destroy: symbol(h, "ncclCommDestroy")?,
             comm_get_async_error: symbol(h, "ncclCommGetAsyncError")?,
             get_error_string: symbol(h, "ncclGetErrorString")?,
             all_reduce: symbol(h, "ncclAllReduce")?,
@@ -293,9 +349,132 @@ impl AbortTarget for GroupAbort {
 }
 
 struct CommHandle(RawComm);
-// SAFETY: an NCCL communicator may be used from any thread, one call at a time (guaranteed by
-// `&mut self` on every use).
+// SAFETY: an NCCL communicator may be used from any thread; calls on it are serialized by the
+// mutex that holds it.
 unsafe impl Send for CommHandle {}
+
+/// An operation queued on the stream and not yet seen complete.
+struct Pending {
+    event: CudaEvent,
+    op: &'static str,
+    at: Instant,
+}
+
+/// What a rank shares with its watchdog thread.
+struct RankState {
+    rank: usize,
+    ordinal: usize,
+    lib: &'static NcclLib,
+    ctx: Arc<CudaContext>,
+    /// Null once aborted or destroyed.
+    comm: Mutex<CommHandle>,
+    abort: Arc<GroupAbort>,
+    pending: Mutex<VecDeque<Pending>>,
+    /// Events of completed operations, for reuse.
+    spare: Mutex<Vec<CudaEvent>>,
+    timeout: Mutex<Duration>,
+    stop: AtomicBool,
+}
+
+impl RankState {
+    fn timeout(&self) -> Duration {
+        *self.timeout.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Aborts this rank's communicator (its kernels end); idempotent.
+    fn abort_comm(&self) {
+        let mut comm = self.comm.lock().unwrap_or_else(|e| e.into_inner());
+        if !comm.0.is_null() {
+            let _ = self.ctx.bind_to_thread();
+            // SAFETY: a live communicator; no other call on it runs (the mutex is held).
+            unsafe { (self.lib.comm_abort)(comm.0) };
+            comm.0 = std::ptr::null_mut();
+        }
+    }
+
+    /// Fails the whole group (in this process) and this communicator.
+    fn fail(&self, reason: String) {
+        self.abort.abort(&reason);
+        self.abort_comm();
+    }
+}
+
+/// Follows a rank's queued operations: completed events go back to the spare list; an operation
+/// older than the timeout, an asynchronous NCCL error or an abort of the group aborts the
+/// communicator.
+fn watchdog(state: Arc<RankState>) {
+    let _ = state.ctx.bind_to_thread();
+    let mut last_async = Instant::now();
+    while !state.stop.load(Ordering::SeqCst) {
+        if state.abort.abort_reason().is_some() {
+            state.abort_comm();
+            return;
+        }
+        let mut failure = None;
+        {
+            let mut q = state.pending.lock().unwrap_or_else(|e| e.into_inner());
+            while let Some(front) = q.front() {
+                match front.event.try_is_complete() {
+                    Ok(true) => {
+                        let done = q.pop_front().expect("front exists");
+                        state
+                            .spare
+                            .lock()
+                            .unwrap_or_else(|e| e.into_inner())
+                            .push(done.event);
+                    }
+                    Ok(false) => {
+                        let timeout = state.timeout();
+                        if front.at.elapsed() > timeout {
+                            failure = Some(
+                                CollectiveError::Timeout {
+                                    op: front.op,
+                                    after: timeout,
+                                    detail: format!(
+                                        "rank {} on cuda:{}: a peer stopped answering",
+                                        state.rank, state.ordinal
+                                    ),
+                                }
+                                .to_string(),
+                            );
+                        }
+                        break;
+                    }
+                    Err(e) => {
+                        failure = Some(format!(
+                            "rank {}: CUDA error while {} ran: {e}",
+                            state.rank, front.op
+                        ));
+                        break;
+                    }
+                }
+            }
+        }
+        if failure.is_none() && last_async.elapsed() > Duration::from_millis(50) {
+            last_async = Instant::now();
+            let comm = state.comm.lock().unwrap_or_else(|e| e.into_inner());
+            if !comm.0.is_null() {
+                let mut code: c_int = 0;
+                // SAFETY: a live communicator (the mutex is held).
+                unsafe { (state.lib.comm_get_async_error)(comm.0, &mut code) };
+                if code != ncclResult_t::ncclSuccess as c_int
+                    && code != ncclResult_t::ncclInProgress as c_int
+                {
+                    failure = Some(format!(
+                        "rank {}: NCCL asynchronous error: {}",
+                        state.rank,
+                        state.lib.describe(code)
+                    ));
+                }
+            }
+        }
+        if let Some(reason) = failure {
+            state.fail(reason);
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(1));
+    }
+}
 
 /// One rank of an NCCL communicator, bound to one CUDA device.
 pub struct NcclCollective {
@@ -303,13 +482,13 @@ pub struct NcclCollective {
     world: usize,
     ordinal: usize,
     lib: &'static NcclLib,
-    ctx: Arc<CudaContext>,
+    state: Arc<RankState>,
     stream: Arc<CudaStream>,
-    event: CudaEvent,
-    /// Null once aborted.
-    comm: CommHandle,
-    abort: Arc<GroupAbort>,
-    timeout: Duration,
+    /// Created with `ncclCommInitRankConfig(blocking = 0)`: calls may return `ncclInProgress`.
+    non_blocking: bool,
+    watchdog: Option<std::thread::JoinHandle<()>>,
+    /// Operations queued so far.
+    issued: u64,
     /// One element on the device, for `barrier`.
     scratch: Tensor,
 }
@@ -339,7 +518,7 @@ impl NcclCollective {
     }
 
     /// A new unique id for [`NcclCollective::from_id`] (rank 0 creates it and hands the bytes to
-    /// the others, e.g. through the rendezvous).
+    /// the others through the job's store).
     pub fn unique_id() -> Result<Vec<u8>> {
         let lib = lib().map_err(CollectiveError::Unavailable)?;
         let mut id = ncclUniqueId {
@@ -373,6 +552,7 @@ impl NcclCollective {
         world: usize,
         ordinal: usize,
         abort: Arc<GroupAbort>,
+        non_blocking: bool,
     ) -> Result<NcclCollective> {
         let driver = |what: &str, e: cudarc::driver::DriverError| {
             CollectiveError::Nccl(format!("{what} on cuda:{ordinal}: {e}"))
@@ -385,21 +565,37 @@ impl NcclCollective {
         };
         let ctx = CudaContext::new(ordinal).map_err(|e| fail(driver("CUDA context", e)))?;
         let stream = ctx.default_stream();
-        let event = ctx
-            .new_event(None)
-            .map_err(|e| fail(driver("CUDA event", e)))?;
         let scratch = Tensor::zeros([1], (Kind::Float, Device::Cuda(ordinal)));
+        let state = Arc::new(RankState {
+            rank,
+            ordinal,
+            lib,
+            ctx,
+            comm: Mutex::new(CommHandle(comm)),
+            abort,
+            pending: Mutex::new(VecDeque::new()),
+            spare: Mutex::new(Vec::new()),
+            timeout: Mutex::new(DEFAULT_TIMEOUT),
+            stop: AtomicBool::new(false),
+        });
+        let s = state.clone();
+        let watchdog = std::thread::Builder::new()
+            .name(format!("cptlab-nccl-watch-{rank}"))
+            .spawn(move || watchdog(s))
+            .map_err(|e| {
+                state.abort_comm();
+                CollectiveError::Nccl(format!("starting the NCCL watchdog: {e}"))
+            })?;
         Ok(NcclCollective {
             rank,
             world,
             ordinal,
             lib,
-            ctx,
+            state,
             stream,
-            event,
-            comm: CommHandle(comm),
-            abort,
-            timeout: DEFAULT_TIMEOUT,
+            non_blocking,
+            watchdog: Some(watchdog),
+            issued: 0,
             scratch,
         })
     }
@@ -445,13 +641,15 @@ impl NcclCollective {
         let mut out = Vec::with_capacity(world);
         let mut pending = comms.into_iter().enumerate();
         while let Some((rank, comm)) = pending.next() {
-            match NcclCollective::wrap(lib, comm, rank, world, ordinals[rank], abort.clone()) {
+            match NcclCollective::wrap(lib, comm, rank, world, ordinals[rank], abort.clone(), false)
+            {
                 Ok(c) => out.push(c),
                 Err(e) => {
                     for (_, rest) in pending.by_ref() {
                         // SAFETY: created above, never used.
                         unsafe { (lib.comm_abort)(rest) };
                     }
+                    abort.abort(&format!("rank {rank}: {e}"));
                     restore();
                     return Err(e);
                 }
@@ -461,11 +659,18 @@ impl NcclCollective {
         Ok(out)
     }
 
-    /// One rank of a communicator spanning processes (one process per GPU, like torchrun):
-    /// every rank calls this with the bytes of rank 0's [`NcclCollective::unique_id`]. Blocks
-    /// until all `world` ranks have joined (NCCL's own initialisation has no timeout; the
-    /// rendezvous has checked that every rank is there just before).
-    pub fn from_id(id: &[u8], rank: usize, world: usize, device: Device) -> Result<NcclCollective> {
+    /// One rank of a communicator spanning processes (one process per GPU): every rank calls
+    /// this with the bytes of rank 0's [`NcclCollective::unique_id`]. Initialisation is
+    /// non-blocking and polled; if every rank has not joined within `init_timeout` (a rank died
+    /// after the rendezvous, or cannot reach the others) the communicator is aborted and the
+    /// error says so.
+    pub fn from_id(
+        id: &[u8],
+        rank: usize,
+        world: usize,
+        device: Device,
+        init_timeout: Duration,
+    ) -> Result<NcclCollective> {
         let lib = NcclCollective::check_available()?;
         let ordinal = NcclCollective::ordinal_of(device)?;
         if id.len() != UNIQUE_ID_BYTES {
@@ -491,10 +696,49 @@ impl NcclCollective {
         ctx.bind_to_thread()
             .map_err(|e| CollectiveError::Nccl(format!("binding cuda:{ordinal}: {e}")))?;
         let mut comm: RawComm = std::ptr::null_mut();
-        // SAFETY: writes one communicator.
-        lib.check("ncclCommInitRank", unsafe {
-            (lib.comm_init_rank)(&mut comm, world as c_int, uid, rank as c_int)
-        })?;
+        let mut config = NcclConfig::non_blocking();
+        // SAFETY: writes one communicator; the config outlives the call.
+        let code = unsafe {
+            (lib.comm_init_rank_config)(&mut comm, world as c_int, uid, rank as c_int, &mut config)
+        };
+        if code != ncclResult_t::ncclInProgress as c_int {
+            lib.check("ncclCommInitRankConfig", code)?;
+        }
+        if comm.is_null() {
+            return Err(CollectiveError::Nccl(
+                "ncclCommInitRankConfig returned no communicator".into(),
+            ));
+        }
+        let deadline = Instant::now() + init_timeout;
+        loop {
+            let mut state: c_int = 0;
+            // SAFETY: the communicator being initialised; polling it is how non-blocking init
+            // is completed.
+            unsafe { (lib.comm_get_async_error)(comm, &mut state) };
+            if state == ncclResult_t::ncclSuccess as c_int {
+                break;
+            }
+            if state != ncclResult_t::ncclInProgress as c_int {
+                // SAFETY: not used again.
+                unsafe { (lib.comm_abort)(comm) };
+                return Err(CollectiveError::Nccl(format!(
+                    "rank {rank}: NCCL initialisation failed: {}",
+                    lib.describe(state)
+                )));
+            }
+            if Instant::now() > deadline {
+                // SAFETY: not used again.
+                unsafe { (lib.comm_abort)(comm) };
+                return Err(CollectiveError::Timeout {
+                    op: "NCCL initialisation",
+                    after: init_timeout,
+                    detail: format!(
+                        "rank {rank} of {world} on cuda:{ordinal}: not every rank joined (one died after the rendezvous, or cannot reach the others: check NCCL_SOCKET_IFNAME and the firewall)"
+                    ),
+                });
+            }
+            std::thread::sleep(Duration::from_millis(1));
+        }
         NcclCollective::wrap(
             lib,
             comm,
@@ -502,12 +746,14 @@ impl NcclCollective {
             world,
             ordinal,
             Arc::new(GroupAbort::default()),
+            true,
         )
     }
 
-    /// Limit on how long one operation may take (default [`DEFAULT_TIMEOUT`]).
+    /// Limit on how long one operation may take (default [`DEFAULT_TIMEOUT`]), enforced by the
+    /// watchdog.
     pub fn set_timeout(&mut self, timeout: Duration) {
-        self.timeout = timeout;
+        *self.state.timeout.lock().unwrap_or_else(|e| e.into_inner()) = timeout;
     }
 
     pub fn device(&self) -> Device {
@@ -526,112 +772,202 @@ impl NcclCollective {
         Ok(())
     }
 
-    fn abort_comm(&mut self) {
-        if !self.comm.0.is_null() {
-            // SAFETY: a live communicator, used by this thread only.
-            unsafe { (self.lib.comm_abort)(self.comm.0) };
-            self.comm.0 = std::ptr::null_mut();
-        }
-    }
-
-    /// Fails the whole group (in this process) and this communicator.
-    fn fail(&mut self, e: CollectiveError) -> CollectiveError {
-        let reason = format!("rank {}: {e}", self.rank);
-        self.abort.abort(&reason);
-        self.abort_comm();
-        e
-    }
-
-    /// Prepares a call: the group is alive, the context is current and every kernel torch has
-    /// queued on this device has finished.
-    fn begin(&mut self) -> Result<()> {
-        if let Some(r) = self.abort.abort_reason() {
-            self.abort_comm();
-            return Err(CollectiveError::Aborted(r));
-        }
-        if self.comm.0.is_null() {
-            return Err(CollectiveError::Aborted(
-                "this NCCL communicator was aborted".into(),
-            ));
-        }
-        let ordinal = self.ordinal;
-        let sync = self
-            .ctx
-            .bind_to_thread()
-            .and_then(|()| self.ctx.synchronize());
-        sync.map_err(|e| {
-            let e = CollectiveError::Nccl(format!("synchronizing cuda:{ordinal}: {e}"));
-            self.fail(e)
+    fn aborted(&self) -> Option<CollectiveError> {
+        self.state.abort.abort_reason().map(|r| {
+            self.state.abort_comm();
+            CollectiveError::Aborted(r)
         })
     }
 
-    /// Checks an enqueue result, then waits (polling) for the operation to finish.
-    fn finish(&mut self, op: &'static str, code: c_int) -> Result<()> {
-        if let Err(e) = self.lib.check(op, code) {
-            return Err(self.fail(e));
+    /// Queues one operation on the stream: `call` gets the communicator and the stream. Returns
+    /// once it is queued (and, on a non-blocking communicator, accepted), with its event handed
+    /// to the watchdog.
+    fn enqueue(
+        &mut self,
+        op: &'static str,
+        call: impl FnOnce(RawComm, RawStream) -> c_int,
+    ) -> Result<()> {
+        if let Some(e) = self.aborted() {
+            return Err(e);
         }
-        if let Err(e) = self.event.record(&self.stream) {
-            let e = CollectiveError::Nccl(format!("{op}: recording a CUDA event: {e}"));
-            return Err(self.fail(e));
+        if let Err(e) = self.state.ctx.bind_to_thread() {
+            let e = CollectiveError::Nccl(format!("binding cuda:{}: {e}", self.ordinal));
+            self.state.fail(format!("rank {}: {e}", self.rank));
+            return Err(e);
         }
-        let start = Instant::now();
-        loop {
-            match self.event.try_is_complete() {
-                Ok(true) => return Ok(()),
-                Ok(false) => {}
-                Err(e) => {
-                    let e = CollectiveError::Nccl(format!("{op}: CUDA error while waiting: {e}"));
-                    return Err(self.fail(e));
-                }
-            }
-            if let Some(r) = self.abort.abort_reason() {
-                self.abort_comm();
-                return Err(CollectiveError::Aborted(r));
-            }
-            let mut async_err: c_int = 0;
-            // SAFETY: live communicator (begin checked it).
-            unsafe { (self.lib.comm_get_async_error)(self.comm.0, &mut async_err) };
-            if async_err != ncclResult_t::ncclSuccess as c_int
-                && async_err != ncclResult_t::ncclInProgress as c_int
-            {
-                let e = CollectiveError::Nccl(format!(
-                    "{op}: asynchronous error: {}",
-                    self.lib.describe(async_err)
+        let stream = self.stream.cu_stream() as RawStream;
+        let outcome = {
+            let comm = self.state.comm.lock().unwrap_or_else(|e| e.into_inner());
+            if comm.0.is_null() {
+                return Err(CollectiveError::Aborted(
+                    "this NCCL communicator was aborted".into(),
                 ));
-                return Err(self.fail(e));
             }
-            let waited = start.elapsed();
-            if waited > self.timeout {
-                let e = CollectiveError::Timeout {
-                    op,
-                    after: self.timeout,
-                    detail: format!("rank {} on cuda:{}", self.rank, self.ordinal),
-                };
-                return Err(self.fail(e));
-            }
-            if waited < Duration::from_micros(50) {
-                std::hint::spin_loop();
-            } else if waited < Duration::from_millis(2) {
-                std::thread::yield_now();
+            let code = call(comm.0, stream);
+            if code == ncclResult_t::ncclInProgress as c_int && self.non_blocking {
+                self.settle(op, comm.0)
             } else {
-                std::thread::sleep(Duration::from_micros(200));
+                self.lib.check(op, code)
+            }
+        };
+        if let Err(e) = outcome {
+            self.state.fail(format!("rank {}: {e}", self.rank));
+            return Err(e);
+        }
+        let spare = self
+            .state
+            .spare
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .pop();
+        let event = match spare {
+            Some(ev) => Ok(ev),
+            None => self.state.ctx.new_event(None),
+        }
+        .and_then(|ev| ev.record(&self.stream).map(|()| ev));
+        match event {
+            Ok(event) => {
+                self.state
+                    .pending
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .push_back(Pending {
+                        event,
+                        op,
+                        at: Instant::now(),
+                    });
+                self.issued += 1;
+                Ok(())
+            }
+            Err(e) => {
+                let e = CollectiveError::Nccl(format!("{op}: recording a CUDA event: {e}"));
+                self.state.fail(format!("rank {}: {e}", self.rank));
+                Err(e)
             }
         }
     }
 
-    fn stream_ptr(&self) -> RawStream {
-        self.stream.cu_stream() as RawStream
+    /// A non-blocking communicator answered `ncclInProgress`: polls until it has accepted the
+    /// call (the caller holds the communicator's lock, so the watchdog cannot abort it
+    /// meanwhile; this loop enforces the timeout and the group's abort itself).
+    fn settle(&self, op: &'static str, comm: RawComm) -> Result<()> {
+        let start = Instant::now();
+        let timeout = self.state.timeout();
+        loop {
+            let mut code: c_int = 0;
+            // SAFETY: a live communicator (its lock is held by the caller).
+            unsafe { (self.lib.comm_get_async_error)(comm, &mut code) };
+            if code == ncclResult_t::ncclSuccess as c_int {
+                return Ok(());
+            }
+            if code != ncclResult_t::ncclInProgress as c_int {
+                return Err(CollectiveError::Nccl(format!(
+                    "{op}: {}",
+                    self.lib.describe(code)
+                )));
+            }
+            if let Some(r) = self.state.abort.abort_reason() {
+                return Err(CollectiveError::Aborted(r));
+            }
+            if start.elapsed() > timeout {
+                return Err(CollectiveError::Timeout {
+                    op,
+                    after: timeout,
+                    detail: format!("rank {}: NCCL did not accept the call", self.rank),
+                });
+            }
+            std::thread::yield_now();
+        }
+    }
+
+    /// Waits on the host until every queued operation has completed (or the group is aborted:
+    /// the watchdog enforces the timeout).
+    fn drain(&self) -> Result<()> {
+        loop {
+            if let Some(r) = self.state.abort.abort_reason() {
+                return Err(CollectiveError::Aborted(r));
+            }
+            let last_done = {
+                let q = self.state.pending.lock().unwrap_or_else(|e| e.into_inner());
+                match q.back() {
+                    None => true,
+                    Some(p) => p.event.try_is_complete().unwrap_or(false),
+                }
+            };
+            if last_done {
+                return Ok(());
+            }
+            std::thread::sleep(Duration::from_micros(100));
+        }
+    }
+
+    /// Normal end: flush this rank's operations and destroy the communicator (finalize, then
+    /// destroy); any failure on the way aborts instead.
+    fn finish(&mut self) -> Result<()> {
+        self.drain()?;
+        let _ = self.state.ctx.bind_to_thread();
+        let mut comm = self.state.comm.lock().unwrap_or_else(|e| e.into_inner());
+        if comm.0.is_null() {
+            return Ok(());
+        }
+        // SAFETY: a live communicator (lock held); after destroy it is never used again.
+        let code = unsafe { (self.lib.comm_finalize)(comm.0) };
+        let finalized = if code == ncclResult_t::ncclInProgress as c_int {
+            self.settle("ncclCommFinalize", comm.0)
+        } else {
+            self.lib.check("ncclCommFinalize", code)
+        };
+        finalized?;
+        // SAFETY: finalized; destroy frees the local resources.
+        let code = unsafe { (self.lib.comm_destroy)(comm.0) };
+        comm.0 = std::ptr::null_mut();
+        self.lib.check("ncclCommDestroy", code)
     }
 }
 
 impl Drop for NcclCollective {
     fn drop(&mut self) {
-        if self.world > 1 {
-            self.abort
-                .abort(&format!("rank {} left the group", self.rank));
+        let healthy = self.state.abort.abort_reason().is_none() && !std::thread::panicking();
+        if healthy {
+            // Every rank ends here after its last collective: meet, then finalize. A peer that
+            // never comes fails the barrier through the watchdog, within a minute at most. A
+            // rank that never communicated (a job that failed while building its ranks, which
+            // drops them one after another on one thread) has nothing to flush: no barrier.
+            let limit = self.state.timeout().min(LEAVE_TIMEOUT);
+            *self.state.timeout.lock().unwrap_or_else(|e| e.into_inner()) = limit;
+            let ended = if self.world > 1 && self.issued > 0 {
+                self.barrier().and_then(|()| self.finish())
+            } else {
+                self.finish()
+            };
+            if let Err(e) = ended {
+                self.state
+                    .fail(format!("rank {}: leaving the group: {e}", self.rank));
+            }
+        } else {
+            if self.world > 1 {
+                self.state
+                    .abort
+                    .abort(&format!("rank {} left the group", self.rank));
+            }
+            self.state.abort_comm();
         }
-        let _ = self.ctx.bind_to_thread();
-        self.abort_comm();
+        self.state.stop.store(true, Ordering::SeqCst);
+        if let Some(w) = self.watchdog.take() {
+            let _ = w.join();
+        }
+        // The events belong to this rank's context: drop them with it bound.
+        let _ = self.state.ctx.bind_to_thread();
+        self.state
+            .pending
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clear();
+        self.state
+            .spare
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clear();
     }
 }
 
@@ -651,60 +987,39 @@ impl Collective for NcclCollective {
     fn all_reduce(&mut self, t: &mut Tensor, op: ReduceOp) -> Result<()> {
         self.check_device(t, "all_reduce tensor")?;
         let dtype = nccl_kind(t.kind())?;
-        self.begin()?;
-        let p = t.data_ptr();
-        // SAFETY: p holds numel elements of dtype on this device, alive until `finish` returns.
-        let code = unsafe {
-            (self.lib.all_reduce)(
-                p,
-                p,
-                t.numel(),
-                dtype,
-                nccl_op(op),
-                self.comm.0,
-                self.stream_ptr(),
-            )
-        };
-        self.finish("ncclAllReduce", code)
+        let (p, n, lib) = (t.data_ptr(), t.numel(), self.lib);
+        // SAFETY: p holds n elements of dtype on this device; torch frees or reuses the memory
+        // only in stream order, after the operation.
+        self.enqueue("ncclAllReduce", |comm, stream| unsafe {
+            (lib.all_reduce)(p, p, n, dtype, nccl_op(op), comm, stream)
+        })
     }
 
     fn reduce_scatter(&mut self, input: &Tensor, output: &mut Tensor, op: ReduceOp) -> Result<()> {
         check_scatter_gather("reduce_scatter", input, output, self.world, self.rank)?;
         self.check_device(input, "reduce_scatter input")?;
         let dtype = nccl_kind(input.kind())?;
-        self.begin()?;
+        let (i, o, n, lib) = (
+            input.data_ptr(),
+            output.data_ptr(),
+            output.numel(),
+            self.lib,
+        );
         // SAFETY: sizes and aliasing checked (NCCL allows output = chunk `rank` of input).
-        let code = unsafe {
-            (self.lib.reduce_scatter)(
-                input.data_ptr(),
-                output.data_ptr(),
-                output.numel(),
-                dtype,
-                nccl_op(op),
-                self.comm.0,
-                self.stream_ptr(),
-            )
-        };
-        self.finish("ncclReduceScatter", code)
+        self.enqueue("ncclReduceScatter", |comm, stream| unsafe {
+            (lib.reduce_scatter)(i, o, n, dtype, nccl_op(op), comm, stream)
+        })
     }
 
     fn all_gather(&mut self, input: &Tensor, output: &mut Tensor) -> Result<()> {
         check_scatter_gather("all_gather", output, input, self.world, self.rank)?;
         self.check_device(input, "all_gather input")?;
         let dtype = nccl_kind(input.kind())?;
-        self.begin()?;
+        let (i, o, n, lib) = (input.data_ptr(), output.data_ptr(), input.numel(), self.lib);
         // SAFETY: sizes and aliasing checked (NCCL allows input = chunk `rank` of output).
-        let code = unsafe {
-            (self.lib.all_gather)(
-                input.data_ptr(),
-                output.data_ptr(),
-                input.numel(),
-                dtype,
-                self.comm.0,
-                self.stream_ptr(),
-            )
-        };
-        self.finish("ncclAllGather", code)
+        self.enqueue("ncclAllGather", |comm, stream| unsafe {
+            (lib.all_gather)(i, o, n, dtype, comm, stream)
+        })
     }
 
     fn broadcast(&mut self, t: &mut Tensor, root: usize) -> Result<()> {
@@ -716,30 +1031,29 @@ impl Collective for NcclCollective {
             )));
         }
         let dtype = nccl_kind(t.kind())?;
-        self.begin()?;
-        let p = t.data_ptr();
-        // SAFETY: p holds numel elements on this device.
-        let code = unsafe {
-            (self.lib.broadcast)(
-                p,
-                p,
-                t.numel(),
-                dtype,
-                root as c_int,
-                self.comm.0,
-                self.stream_ptr(),
-            )
-        };
-        self.finish("ncclBroadcast", code)
+        let (p, n, lib) = (t.data_ptr(), t.numel(), self.lib);
+        // SAFETY: p holds n elements on this device.
+        self.enqueue("ncclBroadcast", |comm, stream| unsafe {
+            (lib.broadcast)(p, p, n, dtype, root as c_int, comm, stream)
+        })
     }
 
+    /// The one call that waits on the host: it returns once every rank has reached it.
     fn barrier(&mut self) -> Result<()> {
         let mut s = self.scratch.shallow_clone();
-        self.all_reduce(&mut s, ReduceOp::Sum)
+        self.all_reduce(&mut s, ReduceOp::Sum)?;
+        self.drain()
     }
 
     fn abort_handle(&self) -> AbortHandle {
-        AbortHandle::new(self.abort.clone())
+        AbortHandle::new(self.state.abort.clone())
+    }
+
+    fn check_read(&self) -> Result<()> {
+        match self.state.abort.abort_reason() {
+            Some(r) => Err(CollectiveError::Aborted(r)),
+            None => Ok(()),
+        }
     }
 }
 
@@ -758,9 +1072,15 @@ mod tests {
                     .expect("no group without CUDA");
                 assert!(matches!(e, CollectiveError::Unavailable(_)), "{e}");
                 assert!(e.to_string().contains("NCCL not available"), "{e}");
-                let e = NcclCollective::from_id(&[0; 128], 0, 1, Device::Cuda(0))
-                    .err()
-                    .expect("no communicator without CUDA");
+                let e = NcclCollective::from_id(
+                    &[0; 128],
+                    0,
+                    1,
+                    Device::Cuda(0),
+                    Duration::from_secs(5),
+                )
+                .err()
+                .expect("no communicator without CUDA");
                 assert!(matches!(e, CollectiveError::Unavailable(_)), "{e}");
             }
         }
@@ -788,7 +1108,7 @@ mod tests {
                 .err()
                 .unwrap();
             assert!(e.to_string().contains("twice"), "{e}");
-            let e = NcclCollective::from_id(&[1; 5], 0, 1, Device::Cuda(0))
+            let e = NcclCollective::from_id(&[1; 5], 0, 1, Device::Cuda(0), Duration::from_secs(5))
                 .err()
                 .unwrap();
             assert!(e.to_string().contains("128"), "{e}");
