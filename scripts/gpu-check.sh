@@ -197,6 +197,7 @@ report ""
 echo "gpu-check: nccl world 1" >&2
 nccl_rc=0
 timeout 120 env RANK=0 WORLD_SIZE=1 LOCAL_RANK=0 LOCAL_WORLD_SIZE=1 MASTER_ADDR=127.0.0.1 MASTER_PORT=29517 \
+  CPTLAB_RDZV_TOKEN=gpu-check-one-rank \
   "$bin" worker --preset lenet-sgd --data "$data" --devices "$device" --max-steps 50 --json \
   >"$work/nccl.jsonl" 2>"$work/nccl.err" || nccl_rc=$?
 report "## NCCL, world size 1"

@@ -135,6 +135,7 @@ fn amp_bf16_matches_torch_autocast_on_the_same_weights_and_batch() {
     // ...and ours is PyTorch's within bf16 tolerance (2^-8 relative), and much closer to it
     // than to fp32 (so the tolerance cannot hide a missing cast).
     let diff = (ours_amp - theirs_amp).abs();
+    eprintln!("amp_bf16 loss: ours {ours_amp}, torch.autocast {theirs_amp}, fp32 {theirs32}");
     assert!(
         diff <= theirs_amp.abs() / 256.0 && diff < amp_effect / 4.0,
         "amp_bf16: ours {ours_amp}, torch.autocast {theirs_amp}, fp32 {theirs32}"

@@ -173,6 +173,9 @@ fn a_full_disk_while_writing_metrics_says_so() {
             "8",
             "--set",
             "train.checkpoint=false",
+            // An event per step: 512 of them fill the 64k disk.
+            "--set",
+            "train.log_every=1",
         ],
     );
     let err = stderr(&out);

@@ -130,3 +130,68 @@ fn bf16_trains_with_fp32_master_weights() {
     assert!((loss(&fp32, 29) - loss(&bf16, 29)).abs() < 0.1);
     assert_ne!(loss(&fp32, 29), loss(&bf16, 29));
 }
+
+/// DeepSpeed-style bf16: the replica's weights are bf16 but BatchNorm's parameters and running
+/// statistics stay fp32 (in the checkpoint too), and a resume from the fp32 master weights
+/// continues with exactly the numbers of an uninterrupted run.
+#[test]
+fn half_replicas_keep_batchnorm_in_fp32_and_resume_exactly() {
+    let args = |steps: &'static str| {
+        vec![
+            "run",
+            "--model",
+            "resnet20",
+            "--data",
+            "synthetic:256:32",
+            "--batch-size",
+            "16",
+            "--threads",
+            "1",
+            "--precision",
+            "bf16",
+            "--max-steps",
+            steps,
+            "--set",
+            "train.log_every=1",
+            // The run's length must not change the schedule (max_steps does change it).
+            "--set",
+            "lr_schedule.kind=constant",
+            "--json",
+        ]
+    };
+    let reference = Home::new();
+    let full = common::losses(&common::run_ok(&reference, &args("6")));
+    assert_eq!(full.len(), 6);
+
+    let home = Home::new();
+    common::run_ok(&home, &args("3"));
+    let run = home.run_dirs()[0].clone();
+    let saved = tch::Tensor::load_multi(run.join("checkpoints/last.pt")).unwrap();
+    let kind = |name: &str| {
+        saved
+            .iter()
+            .find(|(n, _)| n.replace('|', ".") == name)
+            .unwrap_or_else(|| panic!("no {name} in the checkpoint"))
+            .1
+            .kind()
+    };
+    assert_eq!(kind("var/conv1.weight"), tch::Kind::BFloat16);
+    assert_eq!(kind("var/linear.weight"), tch::Kind::BFloat16);
+    for bn in ["bn1", "layer2.0.bn2"] {
+        for v in ["weight", "bias", "running_mean", "running_var"] {
+            assert_eq!(kind(&format!("var/{bn}.{v}")), tch::Kind::Float, "{bn}.{v}");
+        }
+    }
+    let ev = common::run_ok(
+        &home,
+        &[
+            "run",
+            "--resume",
+            run.to_str().unwrap(),
+            "--max-steps",
+            "6",
+            "--json",
+        ],
+    );
+    assert_eq!(common::losses(&ev), full[3..], "resumed steps 4..6");
+}

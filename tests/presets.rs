@@ -63,6 +63,8 @@ fn every_builtin_preset_trains() {
             "synthetic:640:128",
             "--max-steps",
             &max_steps,
+            "--set",
+            "train.log_every=1",
             "--json",
         ]
         .map(String::from)

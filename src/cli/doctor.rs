@@ -100,7 +100,7 @@ fn gpu_lines() -> Result<()> {
 fn optimisation_lines(cuda: bool) -> Result<()> {
     if !cuda {
         outln!(
-            "gpu optimisations: none (no CUDA device); on the CPU a run prefetches batches on a thread and reads the device once per train.log_every steps"
+            "gpu optimisations: none (no CUDA device); on the CPU a run reads the device once per train.log_every steps and prefetches batches on a thread when a core is free"
         )?;
         return Ok(());
     }

@@ -659,6 +659,48 @@ mod tests {
         );
     }
 
+    /// The update's scalars are device tensors made at the first step and refilled in place
+    /// after (no new tensor, hence no host→device copy, per step).
+    #[test]
+    fn scalars_are_made_once_and_refilled() {
+        let cfg = OptimizerConfig::Adam {
+            lr: 1e-3,
+            betas: [0.9, 0.999],
+            eps: 1e-8,
+            weight_decay: 1e-2,
+        };
+        let mut opt = FlatOptimizer::new(&cfg, 4, Device::Cpu);
+        let mut p = Tensor::ones([4], (Kind::Float, Device::Cpu));
+        let ptrs = |o: &FlatOptimizer| -> Vec<usize> {
+            o.scalars
+                .iter()
+                .flatten()
+                .map(|t| t.data_ptr() as usize)
+                .collect()
+        };
+        ours_step(
+            &mut opt,
+            &mut p,
+            &mut Tensor::ones([4], (Kind::Float, Device::Cpu)),
+            (1e-3, None),
+        );
+        let first = ptrs(&opt);
+        // Weight decay, 1 - β2 and -step_size.
+        assert_eq!(first.len(), 3);
+        ours_step(
+            &mut opt,
+            &mut p,
+            &mut Tensor::ones([4], (Kind::Float, Device::Cpu)),
+            (2e-3, None),
+        );
+        assert_eq!(ptrs(&opt), first);
+        let step_size = opt.scalars[Scalar::NegStepSize as usize]
+            .as_ref()
+            .unwrap()
+            .double_value(&[]);
+        assert_eq!(step_size, (-2e-3 / (1.0 - 0.9f64.powi(2))) as f32 as f64);
+    }
+
     #[test]
     fn sgd_step_by_hand() {
         // p = 1, g = 2, lr 0.1, momentum 0.9: step 1 buf = 2 → p = 0.8; step 2 buf = 0.9·2 + 2 = 3.8 → p = 0.42.

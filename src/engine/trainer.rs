@@ -713,13 +713,17 @@ impl Trainer {
                     .push(positions[m * micro..(m + 1) * micro].to_vec());
             }
         }
-        let prefetch = Prefetcher::spawn(
+        let gpu = matches!(self.device, Device::Cuda(_));
+        // A thread of its own only where it takes no core from libtorch's intra-op threads.
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let busy = tch::get_num_threads().max(1) as usize * self.world;
+        let mut prefetch = Prefetcher::spawn(
             self.dataset.clone(),
             plan,
             aug,
-            self.cfg.seed,
-            epoch,
-            matches!(self.device, Device::Cuda(_)),
+            (self.cfg.seed, epoch),
+            gpu,
+            gpu || busy < cores,
         );
         let mut w = Window::new(clock.now());
         for s in first_step_in_epoch..end {
@@ -731,7 +735,7 @@ impl Trainer {
             let mut step_loss: Option<Tensor> = None;
             for _ in 0..accum {
                 let t = clock.now();
-                let host = prefetch.next()?;
+                let host = prefetch.next_batch()?;
                 let (x, y) = self.converter.convert_batch(&host);
                 w.t_data += clock.secs_since(t);
                 let t = clock.now();
