@@ -289,31 +289,6 @@ impl SkipRun {
     }
 }
 
-/// A TOML table as `dotted.key = value` pairs (strings without their quotes).
-pub fn flatten_toml(t: &toml::Table) -> BTreeMap<String, String> {
-    fn walk(prefix: &str, t: &toml::Table, out: &mut BTreeMap<String, String>) {
-        for (k, v) in t {
-            let key = if prefix.is_empty() {
-                k.clone()
-            } else {
-                format!("{prefix}.{k}")
-            };
-            match v {
-                toml::Value::Table(sub) => walk(&key, sub, out),
-                toml::Value::String(s) => {
-                    out.insert(key, s.clone());
-                }
-                other => {
-                    out.insert(key, other.to_string());
-                }
-            }
-        }
-    }
-    let mut out = BTreeMap::new();
-    walk("", t, &mut out);
-    out
-}
-
 impl RunData {
     pub fn new(label: impl Into<String>) -> RunData {
         RunData {
@@ -364,7 +339,7 @@ impl RunData {
         if let Ok(text) = std::fs::read_to_string(dir.join(crate::telemetry::store::CONFIG_FILE)) {
             self.plan = PrecisionPlan::from_config_text(&text);
             if let Ok(t) = text.parse::<toml::Table>() {
-                self.config = flatten_toml(&t);
+                self.config = crate::config::diff::flatten_toml(&t);
             }
         }
     }
