@@ -63,12 +63,16 @@ fn only_run(home: &Home) -> PathBuf {
 
 /// `cptlab run --devices cpu:2` (two worker threads): the reference.
 fn threads_run(zero: u8) -> (Home, Vec<(u64, f64)>) {
+    threads_run_on(zero, "cpu:2")
+}
+
+fn threads_run_on(zero: u8, devices: &str) -> (Home, Vec<(u64, f64)>) {
     let home = Home::new();
     let out = home
         .cmd()
         .arg("run")
         .args(train_args(zero))
-        .args(["--devices", "cpu:2"])
+        .args(["--devices", devices])
         .output()
         .unwrap();
     assert!(out.status.success(), "{}", text(&out));
@@ -260,6 +264,45 @@ fn plain_variables_two_cpu_ranks_train_as_two_threads() {
 #[test]
 fn a_slurm_environment_two_cpu_ranks_train_as_two_threads() {
     matches_threads(Launcher::Slurm, "srun variables");
+}
+
+/// One process per node driving several ranks as threads: two processes of `--devices cpu:2`
+/// are a world of four (process p's threads are ranks 2p, 2p+1) and train as four threads do.
+#[test]
+fn two_processes_of_two_cpu_ranks_train_as_four_threads() {
+    let Some(tr) = torchrun() else {
+        eprintln!("skipped: no .venv/bin/torchrun");
+        return;
+    };
+    let bin = assert_cmd::cargo::cargo_bin("cptlab");
+    let (_ref_home, want) = threads_run_on(1, "cpu:4");
+    let home = Home::new();
+    let out = retry_port(|| {
+        with_home(&home, &tr)
+            .args(["--nproc-per-node", "2", "--master-addr", "127.0.0.1"])
+            .arg("--master-port")
+            .arg(free_port().to_string())
+            .arg("--no-python")
+            .arg(&bin)
+            .args(["worker", "--devices", "cpu:2", "--rdzv-timeout", "60"])
+            .args(train_args(1))
+            .output()
+            .unwrap()
+    });
+    assert!(out.status.success(), "{}", text(&out));
+    let run = only_run(&home);
+    assert_same_losses(&step_losses(&run), &want, "2 processes × cpu:2");
+    let recorded = events(&std::fs::read(run.join("metrics.jsonl")).unwrap());
+    let started = of_kind(&recorded, "started");
+    assert_eq!(started.len(), 1, "{started:?}");
+    assert_eq!(
+        started[0]["devices"].as_array().map(Vec::len),
+        Some(4),
+        "a world of four: {}",
+        started[0]
+    );
+    let summary = read_json(&run.join("summary.json"));
+    assert_eq!(summary["status"], "finished", "{summary}");
 }
 
 #[test]

@@ -196,8 +196,14 @@ fn deepspeeds_local_rank_argument_is_accepted() {
             .env("MASTER_ADDR", "127.0.0.1")
             .env("MASTER_PORT", port.to_string())
             .env("CPTLAB_RDZV_TOKEN", TOKEN)
-            .args(["worker", "--check", "--rdzv-timeout", "20"])
-            .arg(format!("--local_rank={r}"))
+            // `deepspeed --no_python cptlab worker …` runs `cptlab --local_rank=N worker …`:
+            // rank 0 has it where the launcher puts it, rank 1 after the subcommand.
+            .args(if r == 0 {
+                vec![format!("--local_rank={r}"), "worker".into()]
+            } else {
+                vec!["worker".into(), format!("--local_rank={r}")]
+            })
+            .args(["--check", "--rdzv-timeout", "20"])
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
@@ -226,6 +232,14 @@ fn deepspeeds_local_rank_argument_is_accepted() {
         "{}",
         text(&out)
     );
+    // Before another subcommand it is a usage error that says where it belongs.
+    let out = home
+        .cmd()
+        .args(["--local_rank=0", "runs", "list"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert!(text(&out).contains("is for `cptlab worker`"), "{}", text(&out));
 }
 
 #[test]

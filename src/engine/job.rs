@@ -72,29 +72,39 @@ impl Job {
         Ok(Self::spawn(config, data, trainers, Some(store), None))
     }
 
-    /// Starts this process's rank of a multi-process job (`cptlab worker`): one device, the
-    /// given collective (NCCL across machines). Rank 0 records the run; the others only train.
-    pub fn start_rank(
+    /// Starts this process's ranks of a multi-process job (`cptlab worker`): one per device,
+    /// each with its collective (Gloo or NCCL across processes). Global rank 0 records the run;
+    /// the others only train.
+    pub fn start_ranks(
         spec: JobSpec,
-        device: tch::Device,
-        collective: Box<dyn Collective>,
+        ranks: Vec<(tch::Device, Box<dyn Collective>)>,
     ) -> Result<Job> {
         let JobSpec { mut config, paths } = spec;
         config.validate()?;
         let source = resolve_data_source(&mut config)?;
         let data = load_data(&config, &source, &paths)?;
-        let threads = worker_threads(&config, 1);
-        let rank = collective.rank();
-        let trainer = build_quietly(|| {
-            Trainer::new(config.clone(), device, data.dataset.clone(), collective)
+        let cpu_ranks = ranks.iter().filter(|(d, _)| *d == tch::Device::Cpu).count();
+        let threads = worker_threads(&config, cpu_ranks);
+        let records = ranks.iter().any(|(_, c)| c.rank() == 0);
+        // One after another, as build_trainers: identical seeding gives identical weights.
+        let trainers = build_quietly(|| {
+            ranks
+                .into_iter()
+                .map(|(device, c)| {
+                    crate::quant::set_current_device(device).map_err(|e| {
+                        anyhow::anyhow!("selecting {device:?} for its replica: {e}")
+                    })?;
+                    Trainer::new(config.clone(), device, data.dataset.clone(), c)
+                })
+                .collect::<Result<Vec<_>>>()
         })?;
         config.devices.threads = Some(threads);
-        let store = if rank == 0 {
+        let store = if records {
             Some(RunStore::create(&paths.runs, &config)?)
         } else {
             None
         };
-        Ok(Self::spawn(config, data, vec![trainer], store, None))
+        Ok(Self::spawn(config, data, trainers, store, None))
     }
 
     /// Continues the run in `run_dir` from its last checkpoint, with the config it recorded;
@@ -170,7 +180,7 @@ impl Job {
             .map(|s| s.dir().to_path_buf())
             .unwrap_or_else(|| paths_placeholder(&config));
         let aborts: Vec<AbortHandle> = trainers.iter().map(|t| t.abort_handle()).collect();
-        // Resolved by build_trainers / start_rank: every worker sets it in its own thread.
+        // Resolved by build_trainers / start_ranks: every worker sets it in its own thread.
         let threads = config.devices.threads;
         let mut handles = Vec::new();
         for trainer in trainers {
@@ -184,6 +194,7 @@ impl Job {
             };
             let (control, data, resume) = (control.clone(), data.clone(), resume.clone());
             let aborts = aborts.clone();
+            let device = trainer.device();
             let handle = std::thread::Builder::new()
                 .name(format!("cptlab-worker-{rank}"))
                 .spawn(move || {
@@ -194,6 +205,11 @@ impl Job {
                     // A libtorch error surfaces as a panic in tch: turn it into this rank's
                     // error so the others are aborted instead of waiting for a timeout.
                     let out = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                        // The current CUDA device is per thread (0 by default): set this rank's
+                        // before its first CUDA call, so nothing lands on another rank's GPU.
+                        crate::quant::set_current_device(device).map_err(|e| {
+                            anyhow::anyhow!("rank {rank}: selecting {device:?}: {e}")
+                        })?;
                         run_worker(data, trainer, resume.as_deref(), &mut rec, &control)
                     }))
                     .unwrap_or_else(|p| {
@@ -463,7 +479,12 @@ fn build_trainers(
         collectives
             .into_iter()
             .zip(devices)
-            .map(|(c, &d)| Trainer::new(config.clone(), d, data.dataset.clone(), c))
+            .map(|(c, &d)| {
+                // The replica's CUDA state (allocator, cuDNN, streams) on its own GPU.
+                crate::quant::set_current_device(d)
+                    .map_err(|e| anyhow::anyhow!("selecting {d:?} for its replica: {e}"))?;
+                Trainer::new(config.clone(), d, data.dataset.clone(), c)
+            })
             .collect()
     })
 }
@@ -477,6 +498,8 @@ fn run_worker(
 ) -> Result<Summary> {
     let threads = tch::get_num_threads() as usize;
     let dataset = data.dataset;
+    // Collective: every rank tells its own device (rank 0 alone would repeat its own).
+    let devices = trainer.rank_devices()?;
     if trainer.rank() != 0 {
         return trainer.run(rec, control);
     }
@@ -511,7 +534,9 @@ fn run_worker(
         })?;
     }
     let dir = rec.run_dir().display().to_string();
-    rec.emit(Event::Started(trainer.started_event(&dir, threads)))?;
+    let mut started = trainer.started_event(&dir, threads);
+    started.devices = devices;
+    rec.emit(Event::Started(started))?;
     trainer.run(rec, control)
 }
 

@@ -5,10 +5,15 @@
 //! only follows the job it gets back (or prints the peers of a `--check`) and then calls
 //! [`WorkerExit::leave`].
 //!
-//! Layout: one process per device. A CPU rank (`--devices cpu`) trains over Gloo with
-//! `devices.threads` intra-op threads (default: this host's cores divided among the ranks on
-//! it). A GPU rank (`--devices cuda`) uses the GPU numbered by its local rank, or `cuda:0` when
-//! `CUDA_VISIBLE_DEVICES` leaves one.
+//! Layouts (`--devices`):
+//! - one process per device: `cpu` (a Gloo rank with `devices.threads` intra-op threads,
+//!   default this host's cores divided among the ranks on it) or `cuda` (the GPU numbered by the
+//!   local rank, or `cuda:0` when `CUDA_VISIBLE_DEVICES` leaves one);
+//! - one process driving several ranks as threads: `cpu:N`, `cuda:all` or `cuda:0,1,…` (one
+//!   task per node, e.g. `torchrun --nproc-per-node 1`). Each thread is a rank of its own in
+//!   the job's collective; process p's threads are the global ranks after those of processes
+//!   0..p (each process posts its count to the store), so with equal counts the global rank is
+//!   node rank × local devices + thread index.
 use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
@@ -60,8 +65,10 @@ pub enum WorkerStart {
 /// store, waits for the others first, so none loses the store while reading an error from it).
 pub struct WorkerExit {
     agreement: Agreement,
+    /// This process's rank among the launched processes (the store's check-out is per process).
     rank: usize,
-    watch: Option<GlooWatch>,
+    /// One per Gloo rank this process drives.
+    watches: Vec<GlooWatch>,
 }
 
 /// How long rank 0 keeps the store up for ranks still checking out.
@@ -72,38 +79,117 @@ impl WorkerExit {
     /// then checks out of the store.
     pub fn leave(self, summary: &Summary) {
         if summary.status == RunStatus::Failed && !summary.aborted_by_peer {
-            if let Some(w) = &self.watch {
-                let error = summary.error.as_deref().unwrap_or("unknown error");
+            let error = summary.error.as_deref().unwrap_or("unknown error");
+            for w in &self.watches {
                 w.post_failure(&format!("rank {} failed: {error}", self.rank));
             }
         }
-        let gone = self.watch.as_ref().map(|w| w.gone()).unwrap_or_default();
+        let mut gone: Vec<usize> = self.watches.iter().flat_map(|w| w.gone()).collect();
+        gone.sort_unstable();
+        gone.dedup();
         rendezvous::leave(&self.agreement, self.rank, &gone, LEAVE_GRACE);
     }
 }
 
-/// The device a rank trains on, checked against the layout `cptlab worker` supports.
-enum RankDevice {
-    Cpu,
-    Cuda(tch::Device),
+/// The devices of this process's ranks, checked against the layouts `cptlab worker` supports.
+enum RankDevices {
+    /// `cpu` or `cpu:N`: N CPU ranks, each a Gloo rank of its own.
+    Cpu(usize),
+    /// One GPU per process, or every GPU listed (or visible) as a rank of its own.
+    Cuda(Vec<tch::Device>),
 }
 
-fn rank_device(launch: &Launch, spec: &DeviceSpec) -> Result<RankDevice> {
+impl RankDevices {
+    fn len(&self) -> usize {
+        match self {
+            RankDevices::Cpu(n) => *n,
+            RankDevices::Cuda(d) => d.len(),
+        }
+    }
+}
+
+fn rank_devices(launch: &Launch, spec: &DeviceSpec) -> Result<RankDevices> {
     match spec {
-        DeviceSpec::Cpu { workers: 1 } => {
+        DeviceSpec::Cpu { workers } => {
             if GlooCollective::available().is_err() {
                 bail!("{NO_GLOO}");
             }
-            Ok(RankDevice::Cpu)
+            Ok(RankDevices::Cpu(*workers))
         }
-        DeviceSpec::Cpu { workers } => bail!(
-            "devices = \"cpu:{workers}\": cptlab worker runs one CPU rank per process (--devices cpu); start {workers} processes instead (torchrun --nproc-per-node {workers} --no-python cptlab worker --devices cpu …)"
-        ),
-        DeviceSpec::Cuda(ids) if ids.len() == 1 => Ok(RankDevice::Cuda(cuda_device(launch, spec)?)),
-        other => bail!(
-            "devices = \"{other}\": cptlab worker drives one GPU per process (--devices cuda; the GPU is the local rank's); start one process per GPU (torchrun --nproc-per-node <GPUs per node>). One process per node driving all its GPUs is not supported yet"
-        ),
+        DeviceSpec::Cuda(ids) if ids.len() == 1 => {
+            Ok(RankDevices::Cuda(vec![cuda_device(launch, spec)?]))
+        }
+        DeviceSpec::Cuda(ids) => node_gpus(launch, spec, Some(ids)),
+        DeviceSpec::CudaAll => node_gpus(launch, spec, None),
     }
+}
+
+/// `cuda:all` or `cuda:0,1,…`: this process drives the GPUs itself, one rank per GPU; only
+/// with one process per node (several would train on the same GPUs).
+fn node_gpus(launch: &Launch, spec: &DeviceSpec, ids: Option<&[usize]>) -> Result<RankDevices> {
+    let per_node = launch.local_world_size.unwrap_or(1);
+    if per_node > 1 {
+        bail!(
+            "devices = \"{spec}\" drives the node's GPUs from one process, but this node runs {per_node} processes: start one per node (torchrun --nproc-per-node 1), or one per GPU with --devices cuda"
+        );
+    }
+    let count = tch::Cuda::device_count() as usize;
+    if count == 0 {
+        bail!(
+            "devices = \"{spec}\": this machine has no CUDA device that libtorch can use; use --devices cpu (Gloo)"
+        );
+    }
+    let ids: Vec<usize> = match ids {
+        Some(ids) => {
+            if let Some(bad) = ids.iter().find(|&&i| i >= count) {
+                bail!("cuda:{bad} does not exist: this process sees {count} CUDA device(s)");
+            }
+            ids.to_vec()
+        }
+        None => (0..count).collect(),
+    };
+    Ok(RankDevices::Cuda(ids.into_iter().map(tch::Device::Cuda).collect()))
+}
+
+/// This process's first global rank and the job's world size, when each process drives
+/// `local` ranks: every process posts its count; a process's ranks follow those of the
+/// processes before it.
+fn global_ranks(
+    agreement: &Agreement,
+    launch: &Launch,
+    local: usize,
+    timeout: Duration,
+) -> Result<(usize, usize)> {
+    if launch.world_size == 1 {
+        return Ok((0, local));
+    }
+    let store = agreement
+        .store
+        .prefixed("layout")
+        .context("the store's layout prefix")?;
+    store
+        .set(&format!("ranks/{}", launch.rank), local.to_string().as_bytes())
+        .context("posting this process's rank count")?;
+    let keys: Vec<String> = (0..launch.world_size)
+        .map(|p| format!("ranks/{p}"))
+        .collect();
+    let refs: Vec<&str> = keys.iter().map(String::as_str).collect();
+    store.wait(&refs, timeout).with_context(|| {
+        format!(
+            "the other processes' rank counts did not arrive within {}",
+            rendezvous::seconds(timeout)
+        )
+    })?;
+    let mut counts = Vec::with_capacity(keys.len());
+    for key in &keys {
+        let raw = store.get(key).with_context(|| format!("reading {key}"))?;
+        let n: usize = String::from_utf8_lossy(&raw)
+            .parse()
+            .with_context(|| format!("{key} in the store is not a count"))?;
+        counts.push(n);
+    }
+    let first = counts[..launch.rank].iter().sum();
+    Ok((first, counts.iter().sum()))
 }
 
 /// The GPU of a one-GPU-per-process rank: `cuda:LOCAL_RANK`, or `cuda:0` when only one is
@@ -159,7 +245,7 @@ pub fn start(mut config: RunConfig, paths: &Paths, opts: &WorkerOptions) -> Resu
     let token = rendezvous::token_from_env()?;
     config.validate()?;
     // A rank without its device fails here, before the others wait for it.
-    let device_kind = rank_device(&launch, &config.devices.devices)?;
+    let devices = rank_devices(&launch, &config.devices.devices)?;
     // Every rank resolves the data source the same way, so the configs compare equal.
     crate::engine::job::resolve_data_source(&mut config)?;
     let own = config.to_toml();
@@ -184,50 +270,76 @@ pub fn start(mut config: RunConfig, paths: &Paths, opts: &WorkerOptions) -> Resu
         },
         addr: agreement.store_addr.clone(),
     };
-    let (device, collective, watch): (tch::Device, Box<dyn Collective>, Option<GlooWatch>) =
-        match device_kind {
-            RankDevice::Cpu => {
+    let (first, world) = global_ranks(&agreement, &launch, devices.len(), opts.rdzv_timeout)?;
+    let ranks: Vec<usize> = (first..first + devices.len()).collect();
+    // Every rank of this process connects in a thread of its own: a group's constructor
+    // returns only once all its ranks have joined, this process's other ranks among them.
+    let (ranks, watches): (Vec<(tch::Device, Box<dyn Collective>)>, Vec<GlooWatch>) =
+        match &devices {
+            RankDevices::Cpu(_) => {
                 if config.devices.threads.is_none() {
                     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-                    let local = local_ranks(&launch, &agreement.peers);
+                    let local = local_ranks(&launch, &agreement.peers) * devices.len();
                     config.devices.threads = Some((cores / local).max(1));
                 }
                 let me = &agreement.peers[launch.rank];
                 let address = rendezvous::transport_address(me, &agreement.peers);
-                let (c, w) = GlooCollective::connect(
-                    &agreement.store,
-                    launch.rank,
-                    launch.world_size,
-                    &address,
-                    opts.collective_timeout,
-                    owner,
-                )?;
-                (tch::Device::Cpu, Box::new(c), Some(w))
+                let connected = connect_each(&ranks, |rank| {
+                    // A connection of its own: a c10d store client serialises its calls, so
+                    // one rank's blocking wait for a peer's address would hold up this
+                    // process's other rank posting its own.
+                    let own;
+                    let store = if devices.len() > 1 {
+                        own = agreement.store.connect_again()?;
+                        &own
+                    } else {
+                        &agreement.store
+                    };
+                    GlooCollective::connect(
+                        store,
+                        rank,
+                        world,
+                        &address,
+                        opts.collective_timeout,
+                        owner.clone(),
+                    )
+                    .map_err(anyhow::Error::from)
+                })?;
+                connected
+                    .into_iter()
+                    .map(|(c, w)| ((tch::Device::Cpu, Box::new(c) as Box<dyn Collective>), w))
+                    .unzip()
             }
-            RankDevice::Cuda(device) => {
+            RankDevices::Cuda(gpus) => {
                 let id = nccl_id(&agreement, launch.rank, opts.rdzv_timeout)?;
-                let mut c = NcclCollective::from_id(
-                    &id,
-                    launch.rank,
-                    launch.world_size,
-                    device,
-                    opts.rdzv_timeout,
-                )?;
-                c.set_timeout(opts.collective_timeout);
-                (device, Box::new(c), None)
+                let gpu_of: Vec<(usize, tch::Device)> =
+                    ranks.iter().copied().zip(gpus.iter().copied()).collect();
+                let connected = connect_each(&gpu_of, |(rank, device)| {
+                    // This thread's CUDA calls (the main thread's when one GPU per process:
+                    // it then builds the replica) go to the rank's GPU, not to cuda:0.
+                    crate::quant::set_current_device(device)
+                        .map_err(|e| anyhow::anyhow!("rank {rank}: selecting {device:?}: {e}"))?;
+                    let mut c =
+                        NcclCollective::from_id(&id, rank, world, device, opts.rdzv_timeout)?;
+                    c.set_timeout(opts.collective_timeout);
+                    Ok((device, Box::new(c) as Box<dyn Collective>))
+                })?;
+                (connected, Vec::new())
             }
         };
-    let abort = collective.abort_handle();
+    let aborts: Vec<_> = ranks.iter().map(|(_, c)| c.abort_handle()).collect();
     let spec = JobSpec {
         config,
         paths: paths.clone(),
     };
-    let job = match Job::start_rank(spec, device, collective) {
+    let job = match Job::start_ranks(spec, ranks) {
         Ok(job) => job,
         Err(e) => {
             // The others are told why this rank will not train (they would otherwise only see
             // it leave), and rank 0 keeps the store up while they read it.
-            abort.abort(&format!("rank {} failed to start: {e:#}", launch.rank));
+            for abort in &aborts {
+                abort.abort(&format!("rank {} failed to start: {e:#}", launch.rank));
+            }
             rendezvous::leave(&agreement, launch.rank, &[], LEAVE_GRACE);
             return Err(e);
         }
@@ -238,7 +350,7 @@ pub fn start(mut config: RunConfig, paths: &Paths, opts: &WorkerOptions) -> Resu
         exit: WorkerExit {
             agreement,
             rank: launch.rank,
-            watch,
+            watches,
         },
     })
 }
@@ -263,4 +375,30 @@ fn nccl_id(agreement: &Agreement, rank: usize, timeout: Duration) -> Result<Vec<
         )
     })?;
     store.get("unique_id").context("reading the NCCL id")
+}
+
+/// Runs `connect` for every item at once, one thread each, and returns the results in order;
+/// the first error wins (the other connections then time out or fail with it).
+fn connect_each<I, T>(items: &[I], connect: impl Fn(I) -> Result<T> + Sync) -> Result<Vec<T>>
+where
+    I: Copy + Send + Sync,
+    T: Send,
+{
+    if let [one] = items {
+        return Ok(vec![connect(*one)?]);
+    }
+    let connect = &connect;
+    std::thread::scope(|s| {
+        let handles: Vec<_> = items
+            .iter()
+            .map(|&item| s.spawn(move || connect(item)))
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| {
+                h.join()
+                    .unwrap_or_else(|_| Err(anyhow::anyhow!("connecting a rank panicked")))
+            })
+            .collect()
+    })
 }
