@@ -65,6 +65,8 @@ fn the_cifar_example_resolves_field_by_field() {
     assert_eq!(ls.min_loss_scale, 1.0);
     assert_eq!(c.devices.zero, ZeroStage::Zero1);
     assert_eq!(ds.steps_per_print, Some(2000));
+    // DeepSpeed's logging interval is the step-event window.
+    assert_eq!(c.train.log_every, 2000);
     assert_eq!(ds.wall_clock_breakdown, Some(false));
     // What the JSON does not say comes from the base.
     assert_eq!(c.model, base.model);
@@ -294,4 +296,46 @@ fn an_imported_preset_shows_and_trains() {
     let recorded = RunConfig::from_file(&dirs[0].join("config.toml")).unwrap();
     assert_eq!(recorded.train.batch_size, 16);
     assert_eq!(recorded.precision.loss_scale.loss_scale_window, 500);
+}
+
+#[test]
+fn steps_per_print_sets_the_step_event_window() {
+    let base = quickstart();
+    let ds = deepspeed::parse(r#"{"steps_per_print": 7}"#, "ds.json", &base).unwrap();
+    let c = ds.apply(&base).unwrap();
+    c.validate().unwrap();
+    assert_eq!(c.train.log_every, 7);
+    assert_ne!(base.train.log_every, 7);
+    // "auto" keeps the base's window.
+    let auto = deepspeed::parse(r#"{"steps_per_print": "auto"}"#, "ds.json", &base).unwrap();
+    assert_eq!(
+        auto.apply(&base).unwrap().train.log_every,
+        base.train.log_every
+    );
+    let err = deepspeed::parse(r#"{"steps_per_print": 0}"#, "ds.json", &base)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("ds.json") && err.contains("steps_per_print") && err.contains("positive"),
+        "{err}"
+    );
+}
+
+/// The built-in presets that reproduce the DeepSpeed CIFAR benchmark's "Adam" train with Adam
+/// (L2 weight decay added to the gradient), not AdamW's decoupled decay.
+#[test]
+fn the_deepspeed_lenet_presets_use_adam_with_l2_decay() {
+    let store = PresetStore::new("/nonexistent");
+    for name in ["lenet-adam-warmup", "lenet-deepspeed-fp16"] {
+        let c = store.load(name).unwrap();
+        assert!(
+            matches!(
+                c.optimizer,
+                OptimizerConfig::Adam { betas, weight_decay, .. }
+                    if betas == [0.8, 0.999] && weight_decay == 3e-7
+            ),
+            "{name}: {:?}",
+            c.optimizer
+        );
+    }
 }

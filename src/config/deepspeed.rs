@@ -258,7 +258,7 @@ pub struct DeepSpeedImport {
     pub overrides: Vec<Override>,
     /// Ignored and unknown keys, one line each (the CLI prints them on stderr).
     pub warnings: Vec<String>,
-    /// DeepSpeed's logging interval; cptlab reports every step, so it only informs.
+    /// DeepSpeed's logging interval, applied as `train.log_every` (the step-event window).
     pub steps_per_print: Option<u64>,
     /// cptlab always records the time breakdown; this only informs.
     pub wall_clock_breakdown: Option<bool>,
@@ -329,6 +329,20 @@ pub fn parse(
     }
     if let Some(v) = root.get("steps_per_print") {
         r.out.steps_per_print = r.count("steps_per_print", v)?.map(|n| n as u64);
+        // DeepSpeed's logging interval is cptlab's step-event window (`train.log_every`).
+        match r.out.steps_per_print {
+            Some(0) => {
+                return Err(r.err(
+                    "steps_per_print",
+                    "0: expected a positive number of steps between reports",
+                ))
+            }
+            Some(n) => r.out.overrides.push(Override::new(
+                "train.log_every",
+                toml::Value::Integer(n as i64),
+            )),
+            None => {} // auto: the base's
+        }
     }
     if let Some(v) = root.get("wall_clock_breakdown") {
         r.out.wall_clock_breakdown = r.boolean("wall_clock_breakdown", v)?;
