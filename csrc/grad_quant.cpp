@@ -23,6 +23,7 @@
 #include <ATen/ops/aminmax.h>
 #include <ATen/ops/convolution.h>
 #include <ATen/ops/convolution_backward.h>
+#include <ATen/ops/empty.h>
 #include <ATen/ops/empty_like.h>
 #include <ATen/ops/fake_quantize_per_channel_affine.h>
 #include <ATen/ops/fake_quantize_per_tensor_affine.h>
@@ -38,6 +39,7 @@
 #include <cstring>
 #include <mutex>
 #include <string>
+#include <vector>
 
 namespace {
 
@@ -67,6 +69,38 @@ inline uint32_t fmix32(uint32_t h) {
 
 inline bool is_half(const at::Tensor& t) {
   return t.scalar_type() == at::kHalf || t.scalar_type() == at::kBFloat16;
+}
+
+// A one-element tensor's value as float. A CPU float tensor is read through its pointer:
+// `item()` is two dispatched ops (item, _local_scalar_dense) for the same number.
+inline float scalar_of(const at::Tensor& t) {
+  if (t.device().is_cpu() && t.scalar_type() == at::kFloat) {
+    return *t.const_data_ptr<float>();
+  }
+  return t.item<float>();
+}
+
+// `t` in `st` (no dispatched `to` when it already is).
+inline at::Tensor to_type(const at::Tensor& t, at::ScalarType st) {
+  return t.scalar_type() == st ? t : t.to(st);
+}
+
+// The quantizer parameters of one range in f32, operation for operation what the ATen path
+// computes on tensors (the same IEEE operations, NaN propagated as clamp does), so the fused
+// CPU paths give libtorch's numbers without dispatching a dozen one-element ops:
+// l = min(lo, 0), h = max(hi, 0), scale = max((h - l)·f32(1/L), eps),
+// zp = clamp(-round_half_even(l / scale), 0, L).
+inline void host_qparams(float lo, float hi, double levels, float* scale_out, float* zp_out) {
+  const float eps = std::numeric_limits<float>::epsilon();
+  const float top = static_cast<float>(levels);
+  const float l = std::isnan(lo) ? lo : std::min(lo, 0.0f);
+  const float h = std::isnan(hi) ? hi : std::max(hi, 0.0f);
+  float scale = (h - l) * static_cast<float>(1.0 / levels);
+  scale = std::isnan(scale) ? scale : std::max(scale, eps);
+  float zp = -std::nearbyint(l / scale);
+  zp = std::isnan(zp) ? zp : std::min(std::max(zp, 0.0f), top);
+  *scale_out = scale;
+  *zp_out = zp;
 }
 
 // Under autocast (the thread's state for t's device) a floating tensor in the autocast dtype,
@@ -109,6 +143,73 @@ CPT_CLONES void sr_chunk(const float* in, float* out, int64_t begin, int64_t end
   }
 }
 
+// [min, max] of n > 0 floats, as `aminmax` gives them (a NaN anywhere makes both NaN), in 16
+// independent lanes so that the loop vectorises without fast-math.
+CPT_CLONES void minmax_span(const float* in, int64_t n, float* mn_out, float* mx_out,
+                            bool* nan_out) {
+  constexpr int W = 16;
+  float mn[W], mx[W];
+  int32_t bad[W];
+  for (int j = 0; j < W; ++j) {
+    mn[j] = std::numeric_limits<float>::infinity();
+    mx[j] = -std::numeric_limits<float>::infinity();
+    bad[j] = 0;
+  }
+  int64_t i = 0;
+  for (; i + W <= n; i += W) {
+    for (int j = 0; j < W; ++j) {
+      const float v = in[i + j];
+      mn[j] = v < mn[j] ? v : mn[j];
+      mx[j] = v > mx[j] ? v : mx[j];
+      bad[j] |= static_cast<int32_t>(v != v);
+    }
+  }
+  for (; i < n; ++i) {
+    const float v = in[i];
+    mn[0] = v < mn[0] ? v : mn[0];
+    mx[0] = v > mx[0] ? v : mx[0];
+    bad[0] |= static_cast<int32_t>(v != v);
+  }
+  float a = mn[0], b = mx[0];
+  int32_t nan = bad[0];
+  for (int j = 1; j < W; ++j) {
+    a = mn[j] < a ? mn[j] : a;
+    b = mx[j] > b ? mx[j] : b;
+    nan |= bad[j];
+  }
+  *mn_out = a;
+  *mx_out = b;
+  *nan_out = nan != 0;
+}
+
+// [min, max] of a contiguous float range (n > 0) without dispatching an op (`aminmax` is eight:
+// output allocation, fills, reshapes): fixed chunks in parallel, combined in order.
+void minmax_cpu(const float* in, int64_t n, float* mn, float* mx) {
+  constexpr int64_t chunk = 1 << 16;
+  const int64_t chunks = (n + chunk - 1) / chunk;
+  std::vector<float> lo(chunks), hi(chunks);
+  std::vector<char> bad(chunks);
+  at::parallel_for(0, chunks, 1, [&](int64_t begin, int64_t end) {
+    for (int64_t c = begin; c < end; ++c) {
+      bool b = false;
+      minmax_span(in + c * chunk, std::min(chunk, n - c * chunk), &lo[c], &hi[c], &b);
+      bad[c] = b;
+    }
+  });
+  float a = lo[0], b = hi[0];
+  bool nan = bad[0];
+  for (int64_t c = 1; c < chunks; ++c) {
+    a = lo[c] < a ? lo[c] : a;
+    b = hi[c] > b ? hi[c] : b;
+    nan = nan || bad[c];
+  }
+  if (nan) {
+    a = b = std::numeric_limits<float>::quiet_NaN();
+  }
+  *mn = a;
+  *mx = b;
+}
+
 // The fused CPU path for contiguous float32.
 void sr_cpu_float(const float* in, float* out, int64_t n, float mn, float scale, float inv,
                   float levels, uint32_t seed) {
@@ -136,9 +237,8 @@ at::Tensor sr_quantize(const at::Tensor& g, int64_t bits, bool inplace, bool gen
   const double levels = std::ldexp(1.0, static_cast<int>(bits)) - 1.0;
   if (!generic && bits <= 24 && g.device().is_cpu() && g.scalar_type() == at::kFloat &&
       g.is_contiguous()) {
-    auto mm = at::aminmax(g);
-    const float mn = std::get<0>(mm).item<float>();
-    const float mx = std::get<1>(mm).item<float>();
+    float mn, mx;
+    minmax_cpu(g.const_data_ptr<float>(), g.numel(), &mn, &mx);
     at::Tensor out = inplace ? g : at::empty_like(g);
     const float range = mx - mn;
     if (!std::isfinite(range)) {
@@ -188,31 +288,52 @@ at::Tensor fake_quant_channels(const at::Tensor& w, int64_t bits, bool generic) 
   const double levels = std::ldexp(1.0, static_cast<int>(bits)) - 1.0;
   const double eps = std::numeric_limits<float>::epsilon();
   const int64_t channels = w.size(0);
+  if (!generic && bits <= 22 && w.device().is_cpu() && w.scalar_type() == at::kFloat &&
+      w.is_contiguous() && channels > 0) {
+    // Per channel: its [min, max] (minmax_span), qparams on the host (host_qparams: the ATen
+    // path's numbers), the fused quantizing pass; one allocation is the only dispatched op.
+    const int64_t k = w.numel() / channels;
+    at::Tensor out = at::empty_like(w);
+    const float* in = w.const_data_ptr<float>();
+    float* o = out.mutable_data_ptr<float>();
+    const float top = static_cast<float>(levels);
+    at::parallel_for(0, channels, std::max<int64_t>(1, 32768 / std::max<int64_t>(k, 1)),
+                     [&](int64_t begin, int64_t end) {
+                       for (int64_t c = begin; c < end; ++c) {
+                         float lo, hi, sc, z;
+                         bool nan = false;
+                         minmax_span(in + c * k, k, &lo, &hi, &nan);
+                         if (nan) {
+                           lo = hi = std::numeric_limits<float>::quiet_NaN();
+                         }
+                         host_qparams(lo, hi, levels, &sc, &z);
+                         fq_span(in + c * k, o + c * k, k, 1.0f / sc, -z, top - z, sc);
+                       }
+                     });
+    return out;
+  }
   auto mm = at::aminmax(w.reshape({channels, -1}), 1);
   at::Tensor l = std::get<0>(mm).to(at::kFloat).clamp_max_(0.0);
   at::Tensor h = std::get<1>(mm).to(at::kFloat).clamp_min_(0.0);
   at::Tensor scale = h.sub(l).mul_(1.0 / levels).clamp_min_(eps);
   at::Tensor zp = l.div(scale).round_().neg_().clamp_(0.0, levels);
-  if (!generic && bits <= 22 && w.device().is_cpu() && w.scalar_type() == at::kFloat &&
-      w.is_contiguous()) {
-    at::Tensor out = at::empty_like(w);
-    const int64_t k = w.numel() / std::max<int64_t>(channels, 1);
-    const float* in = w.const_data_ptr<float>();
-    float* o = out.mutable_data_ptr<float>();
-    const float* sc = scale.const_data_ptr<float>();
-    const float* z = zp.const_data_ptr<float>();
-    const float top = static_cast<float>(levels);
-    at::parallel_for(0, channels, std::max<int64_t>(1, 32768 / std::max<int64_t>(k, 1)),
-                     [&](int64_t begin, int64_t end) {
-                       for (int64_t c = begin; c < end; ++c) {
-                         fq_span(in + c * k, o + c * k, k, 1.0f / sc[c], -z[c], top - z[c],
-                                 sc[c]);
-                       }
-                     });
-    return out;
-  }
   return at::fake_quantize_per_channel_affine(w, scale, zp, 0, 0,
                                               static_cast<int64_t>(levels));
+}
+
+// The fused CPU per-tensor quantizer (contiguous f32 `x`, range given on the host).
+at::Tensor fake_quant_host(const at::Tensor& x, float lo, float hi, double levels) {
+  float scale, zp;
+  host_qparams(lo, hi, levels, &scale, &zp);
+  const float top = static_cast<float>(levels);
+  const float inv = 1.0f / scale;
+  at::Tensor out = at::empty_like(x);
+  const float* in = x.const_data_ptr<float>();
+  float* o = out.mutable_data_ptr<float>();
+  at::parallel_for(0, x.numel(), 32768, [&](int64_t begin, int64_t end) {
+    fq_span(in + begin, o + begin, end - begin, inv, -zp, top - zp, scale);
+  });
+  return out;
 }
 
 // Per-tensor fake quantization of `x` with the range [lo, hi] (0-dim tensors), the formulas of
@@ -228,21 +349,7 @@ at::Tensor fake_quant_tensor(const at::Tensor& x, const at::Tensor& lo, const at
   const float eps = std::numeric_limits<float>::epsilon();
   if (!generic && bits <= 22 && x.device().is_cpu() && x.scalar_type() == at::kFloat &&
       x.is_contiguous()) {
-    const float l = std::min(lo.item<float>(), 0.0f);
-    const float h = std::max(hi.item<float>(), 0.0f);
-    float scale = (h - l) * static_cast<float>(1.0 / levels);
-    scale = scale > eps ? scale : eps;
-    float zp = -std::nearbyint(l / scale);
-    const float top = static_cast<float>(levels);
-    zp = zp < 0.0f ? 0.0f : (zp > top ? top : zp);
-    const float inv = 1.0f / scale;
-    at::Tensor out = at::empty_like(x);
-    const float* in = x.const_data_ptr<float>();
-    float* o = out.mutable_data_ptr<float>();
-    at::parallel_for(0, x.numel(), 32768, [&](int64_t begin, int64_t end) {
-      fq_span(in + begin, o + begin, end - begin, inv, -zp, top - zp, scale);
-    });
-    return out;
+    return fake_quant_host(x, scalar_of(lo), scalar_of(hi), levels);
   }
   at::Tensor l = lo.to(at::kFloat).clamp_max(0.0);
   at::Tensor h = hi.to(at::kFloat).clamp_min(0.0);
@@ -302,7 +409,7 @@ struct QConv2dFn : public torch::autograd::Function<QConv2dFn> {
     auto dilation = ctx->saved_data["dilation"].toIntVector();
     std::vector<int64_t> output_padding = {0, 0};
     auto r = at::convolution_backward(
-        g.to(x.scalar_type()), x, w, has_bias ? at::OptionalIntArrayRef(bias_sizes) : std::nullopt,
+        to_type(g, x.scalar_type()), x, w, has_bias ? at::OptionalIntArrayRef(bias_sizes) : std::nullopt,
         stride, padding, dilation, false, output_padding, ctx->saved_data["groups"].toInt(),
         mask);
     return {as_type(std::get<0>(r), ctx, "x_type"), as_type(std::get<1>(r), ctx, "w_type"),
@@ -336,7 +443,7 @@ struct QLinearFn : public torch::autograd::Function<QLinearFn> {
     const at::Tensor& w = saved[1];
     const bool has_bias = ctx->saved_data["bias"].toBool();
     at::Tensor g =
-        sr_quantize(grads[0], ctx->saved_data["bits"].toInt(), false).to(x.scalar_type());
+        to_type(sr_quantize(grads[0], ctx->saved_data["bits"].toInt(), false), x.scalar_type());
     const int64_t out_features = w.size(0);
     at::Tensor g2 = g.reshape({-1, out_features});
     at::Tensor gx, gw, gb;
@@ -365,6 +472,20 @@ struct FakeQuantFn : public torch::autograd::Function<FakeQuantFn> {
 
   static variable_list backward(AutogradContext* /*ctx*/, variable_list grads) {
     return {grads[0], at::Tensor(), at::Tensor(), at::Tensor(), at::Tensor()};
+  }
+};
+
+// Per-tensor fake quantization with the range given on the host (the fused CPU path of a
+// training pass, whose range the host already has), pure straight-through estimator.
+struct FakeQuantHostFn : public torch::autograd::Function<FakeQuantHostFn> {
+  static at::Tensor forward(AutogradContext* /*ctx*/, const at::Tensor& x, double lo, double hi,
+                            int64_t bits) {
+    const double levels = std::ldexp(1.0, static_cast<int>(bits)) - 1.0;
+    return fake_quant_host(x, static_cast<float>(lo), static_cast<float>(hi), levels);
+  }
+
+  static variable_list backward(AutogradContext* /*ctx*/, variable_list grads) {
+    return {grads[0], at::Tensor(), at::Tensor(), at::Tensor()};
   }
 };
 
@@ -442,6 +563,42 @@ char* cpt_grad_quant(const at::Tensor* x, int64_t bits, at::Tensor** out) {
 char* cpt_fake_quant(const at::Tensor* x, const at::Tensor* lo, const at::Tensor* hi,
                      int64_t bits, int generic, at::Tensor** out) {
   CPT_PROTECT({ *out = new at::Tensor(FakeQuantFn::apply(*x, *lo, *hi, bits, generic != 0)); })
+}
+
+// A training pass of an activation quantizer (`ActRange::quantize`) in one call on the CPU:
+// the batch range (one aminmax, read through its pointer), the running range `range` ([min,
+// max], f32) set to it when unset (min > max) or moved by `range.lerp_(batch, momentum)` (the
+// kernel the ATen path uses, so the same numbers), and the fused quantizer over the batch range.
+// Where that path does not apply (not a contiguous f32 CPU tensor, above 22 bits, a range of
+// another type) `*out` is null and nothing was changed: the caller takes the ATen path.
+char* cpt_act_quant_train(const at::Tensor* x, const at::Tensor* range, double momentum,
+                          int64_t bits, at::Tensor** out) {
+  CPT_PROTECT({
+    *out = nullptr;
+    const at::Tensor& r = *range;
+    const bool fused = bits <= 22 && x->device().is_cpu() && x->scalar_type() == at::kFloat &&
+                       x->is_contiguous() && x->numel() > 0 && r.device().is_cpu() &&
+                       r.scalar_type() == at::kFloat && r.is_contiguous() && r.numel() == 2;
+    if (fused) {
+      float lo, hi;
+      {
+        at::NoGradGuard no_grad;
+        minmax_cpu(x->const_data_ptr<float>(), x->numel(), &lo, &hi);
+        float* rp = r.mutable_data_ptr<float>();
+        if (rp[0] > rp[1]) {
+          rp[0] = lo;
+          rp[1] = hi;
+        } else {
+          at::Tensor b = at::empty({2}, r.options());
+          float* bp = b.mutable_data_ptr<float>();
+          bp[0] = lo;
+          bp[1] = hi;
+          r.lerp_(b, momentum);
+        }
+      }
+      *out = new at::Tensor(FakeQuantHostFn::apply(*x, lo, hi, bits));
+    }
+  })
 }
 
 // Per-output-channel fake quantization of the weight `w` to `bits` in 1..=31, each channel over

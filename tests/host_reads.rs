@@ -117,3 +117,59 @@ fn step_events_carry_the_mean_of_their_steps() {
     );
     assert_eq!(reads_per_step(&ev), 1.0);
 }
+
+/// Gradient clipping stays on the device (as `clip_grad_norm_`): the norm is read only with the
+/// window's loss, at world size 1 and under ZeRO-1 across two ranks; fp16 keeps its one read
+/// per step for the overflow decision. The step events still carry the (mean) gradient norm,
+/// and a tight clip changes the training (the clip is applied, not just measured).
+#[test]
+fn clipping_reads_the_norm_only_with_the_step_events() {
+    let home = Home::new();
+    let clip = "train.grad_clip=0.05";
+    let norms = |ev: &[Value]| -> Vec<f64> {
+        of_kind(ev, "step")
+            .iter()
+            .map(|e| {
+                e["grad_norm"]
+                    .as_f64()
+                    .unwrap_or_else(|| panic!("no grad_norm in {e}"))
+            })
+            .collect()
+    };
+    for devices in ["cpu", "cpu:2"] {
+        let ev = run(
+            &home,
+            1280,
+            &[
+                "--max-steps",
+                "40",
+                "--devices",
+                devices,
+                "--zero",
+                "1",
+                "--set",
+                clip,
+            ],
+        );
+        let r = reads_per_step(&ev);
+        assert!(r <= 0.1, "{devices}: {r} reads per step with clipping on");
+        let n = norms(&ev);
+        assert_eq!(n.len(), 4, "{devices}");
+        // Every norm is above the clip, or the case would not exercise it.
+        assert!(
+            n.iter().all(|g| g.is_finite() && *g > 0.05),
+            "{devices}: {n:?}"
+        );
+    }
+    let ev = run(
+        &home,
+        1280,
+        &["--max-steps", "40", "--precision", "fp16", "--set", clip],
+    );
+    let r = reads_per_step(&ev);
+    assert!(r > 1.0 && r <= 1.1, "fp16 with clipping: {r}");
+    // Clipping changes the losses (same seed, same data, without the clip).
+    let clipped = common::losses(&run(&home, 1280, &["--max-steps", "20", "--set", clip]));
+    let free = common::losses(&run(&home, 1280, &["--max-steps", "20"]));
+    assert_ne!(clipped, free, "clipping at 0.05 changed nothing");
+}

@@ -42,6 +42,10 @@ pub struct BenchArgs {
     /// Skip the PyTorch reference
     #[arg(long)]
     pub no_reference: bool,
+    /// Also time each case under CPT (precision schedule CR 3→8 bits, backward 8) beside fp32,
+    /// and count ATen operator calls per step of both (one extra run each, counter on)
+    #[arg(long)]
+    pub cpt: bool,
 }
 
 struct Case {
@@ -129,7 +133,10 @@ pub fn run(args: BenchArgs, paths: &Paths) -> Result<()> {
             * LOG_EVERY;
         for &threads in &args.threads {
             let ours: Vec<f64> = (0..args.reps)
-                .map(|_| ours_seconds_per_step(case, threads, steps, &data, &bench_paths))
+                .map(|_| {
+                    ours_seconds_per_step(case, threads, steps, &data, &bench_paths, false, false)
+                        .map(|r| r.0)
+                })
                 .collect::<Result<_>>()?;
             let ours = median(ours) * EPOCH_IMAGES / case.batch as f64;
             let theirs = match &cache_file {
@@ -153,20 +160,79 @@ pub fn run(args: BenchArgs, paths: &Paths) -> Result<()> {
             )?;
         }
     }
+    if args.cpt {
+        cpt_table(&args, &data, &bench_paths)?;
+    }
     Ok(())
 }
 
-/// Times `steps` optimizer steps of a real run (after warm-up) from its step events.
+/// fp32 against CPT for each case: median seconds per step over `reps` runs of each
+/// (interleaved), and ATen operator calls per step (a separate run each with the counter on:
+/// counting costs a callback per op, so it stays out of the timed runs).
+fn cpt_table(args: &BenchArgs, data: &str, paths: &Paths) -> Result<()> {
+    outln!()?;
+    outln!(
+        "| case | threads | fp32 ms/step | CPT ms/step | CPT/fp32 | fp32 ops/step | CPT ops/step | steps timed |"
+    )?;
+    outln!("|---|---|---|---|---|---|---|---|")?;
+    for name in &args.cases {
+        let case = CASES
+            .iter()
+            .find(|c| c.name == name)
+            .ok_or_else(|| anyhow::anyhow!("unknown bench case {name:?}"))?;
+        let steps = args
+            .steps
+            .unwrap_or(case.default_steps)
+            .div_ceil(LOG_EVERY)
+            .max(1)
+            * LOG_EVERY;
+        for &threads in &args.threads {
+            let (mut fp32, mut cpt) = (Vec::new(), Vec::new());
+            for _ in 0..args.reps {
+                fp32.push(
+                    ours_seconds_per_step(case, threads, steps, data, paths, false, false)?.0,
+                );
+                cpt.push(ours_seconds_per_step(case, threads, steps, data, paths, true, false)?.0);
+            }
+            let ops = |cpt: bool| -> Result<f64> {
+                let (_, ops) =
+                    ours_seconds_per_step(case, threads, LOG_EVERY, data, paths, cpt, true)?;
+                ops.ok_or_else(|| anyhow::anyhow!("no op count"))
+            };
+            let (fp32_ops, cpt_ops) = (ops(false)?, ops(true)?);
+            let (a, b) = (median(fp32) * 1e3, median(cpt) * 1e3);
+            outln!(
+                "| {} b{} | {} | {:.2} | {:.2} | {:.2}× | {:.0} | {:.0} | {} |",
+                case.model,
+                case.batch,
+                threads,
+                a,
+                b,
+                b / a,
+                fp32_ops,
+                cpt_ops,
+                steps
+            )?;
+        }
+    }
+    Ok(())
+}
+
+/// Times `steps` optimizer steps of a real run (after warm-up) from its step events; under
+/// `cpt` with the precision schedule CR 3→8 bits (backward 8 bits); with `count_ops` also the
+/// ATen operator calls per step (process-wide, the prefetch thread's included).
 fn ours_seconds_per_step(
     case: &Case,
     threads: usize,
     steps: u64,
     data: &str,
     paths: &Paths,
-) -> Result<f64> {
+    cpt: bool,
+    count_ops: bool,
+) -> Result<(f64, Option<f64>)> {
     let base = PresetStore::new(&paths.presets).load(case.preset)?;
     let o = |k: &str, v: toml::Value| Override::new(k, v);
-    let config = base.with_overrides(&[
+    let mut overrides = vec![
         o("name", format!("bench-{}", case.name).into()),
         o("data.source", data.into()),
         o("train.batch_size", (case.batch as i64).into()),
@@ -182,22 +248,40 @@ fn ours_seconds_per_step(
             "lr_schedule",
             toml::Value::Table(toml::toml! { kind = "constant" }),
         ),
-    ])?;
+    ];
+    if cpt {
+        overrides.push(o(
+            "precision.schedule",
+            toml::Value::Table(
+                toml::toml! { kind = "CR" q_min = 3 q_max = 8 cycles = 8 q_bwd = 8 },
+            ),
+        ));
+    }
+    let config = base.with_overrides(&overrides)?;
     let job = Job::start(JobSpec {
         config,
         paths: paths.clone(),
     })?;
+    if count_ops {
+        crate::quant::OpCount::enable(true)?;
+    }
     let mut t_start = None;
     let mut t_end = None;
+    let (mut ops_start, mut ops_end) = (0, 0);
     for event in job.events().iter() {
         if let Event::Step(s) = &event {
             if s.step == WARMUP_STEPS {
                 t_start = Some(Instant::now());
+                ops_start = crate::quant::OpCount::global();
             }
             if s.step == WARMUP_STEPS + steps {
                 t_end = Some(Instant::now());
+                ops_end = crate::quant::OpCount::global();
             }
         }
+    }
+    if count_ops {
+        crate::quant::OpCount::enable(false)?;
     }
     let summary = job.wait();
     anyhow::ensure!(
@@ -206,8 +290,9 @@ fn ours_seconds_per_step(
         case.name,
         summary.error.unwrap_or_default()
     );
+    let ops = count_ops.then(|| (ops_end - ops_start) as f64 / steps as f64);
     match (t_start, t_end) {
-        (Some(a), Some(b)) => Ok((b - a).as_secs_f64() / steps as f64),
+        (Some(a), Some(b)) => Ok(((b - a).as_secs_f64() / steps as f64, ops)),
         _ => anyhow::bail!("bench run {} reported too few steps", case.name),
     }
 }

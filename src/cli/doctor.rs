@@ -87,6 +87,17 @@ fn gpu_lines() -> Result<()> {
                 };
                 outln!("  gpu {i}: {name}, {mem}, {uuid}, MIG {mig}")?;
             }
+            // `cuda:N` is CUDA's numbering (CUDA_VISIBLE_DEVICES, CUDA_DEVICE_ORDER), not
+            // NVML's: matched by UUID, as the workbench's sampler does.
+            use crate::tui::sampler::{cuda_uuids, match_devices, nvml_gpus};
+            match cuda_uuids() {
+                Ok(cuda) => {
+                    for m in match_devices(&cuda, &nvml_gpus(&nvml)) {
+                        outln!("  {}", m.describe(&cuda[m.cuda() as usize]))?;
+                    }
+                }
+                Err(e) => outln!("  cuda devices to NVML: unknown ({e})")?,
+            }
         }
     }
     match crate::engine::collective::NcclCollective::library() {

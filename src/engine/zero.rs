@@ -24,9 +24,10 @@ use std::ops::Range;
 use std::time::Instant;
 
 use anyhow::{ensure, Result};
-use tch::{Device, Tensor};
+use tch::{Device, Kind, Tensor};
 
 use super::collective::{all_reduce_scalars, AbortHandle, Collective, ReduceOp};
+use super::device::read_to_host;
 use super::flat::FlatParams;
 use super::optim::FlatOptimizer;
 use crate::config::OptimizerConfig;
@@ -113,11 +114,12 @@ impl ShardLayout {
 }
 
 /// What one step did.
-#[derive(Clone, Debug, Default, PartialEq)]
+#[derive(Debug, Default)]
 pub struct StepOutcome {
     /// The global gradient norm before clipping, agreed by every rank (computed when clipping
-    /// or checking overflow).
-    pub grad_norm: Option<f64>,
+    /// or checking overflow): a 0-dim f64 tensor on the device, so that nothing waits for it;
+    /// read it ([`StepOutcome::grad_norm_value`]) only where a value is needed.
+    pub grad_norm: Option<Tensor>,
     /// Some rank's gradient held inf or NaN: every rank skipped the update (the optimizer's
     /// step count did not advance).
     pub overflow: bool,
@@ -125,6 +127,13 @@ pub struct StepOutcome {
     pub t_comm: f64,
     /// Seconds in the local norm, clipping and optimizer update.
     pub t_opt: f64,
+}
+
+impl StepOutcome {
+    /// The gradient norm on the host (a device read: tests and reports, not the step).
+    pub fn grad_norm_value(&self) -> Option<f64> {
+        self.grad_norm.as_ref().map(|t| t.double_value(&[]))
+    }
 }
 
 /// One rank's optimizer in a data-parallel group: owns the collective and a [`FlatOptimizer`]
@@ -286,30 +295,38 @@ impl DataParallelOptimizer {
         let mut inner_comm = 0.0;
         if clip.is_some() || check_overflow {
             // Accumulated in f64: an f32 norm of millions of elements is off by ~1e-6 relative,
-            // and the shard norms must combine to the full buffer's norm.
-            let local = tch::no_grad(|| {
-                grads
-                    .norm_scalaropt_dtype(2.0, tch::Kind::Double)
-                    .double_value(&[])
-            });
+            // and the shard norms must combine to the full buffer's norm. Everything stays on
+            // the device (the same f64 operations the host did before, so the same numbers).
+            let local = tch::no_grad(|| grads.norm_scalaropt_dtype(2.0, Kind::Double));
             let norm = if self.stage == ZeroStage::Zero1 && world > 1 {
                 let tc = Instant::now();
-                let mut sq = [local * local];
-                all_reduce_scalars(self.coll.as_mut(), &mut sq, ReduceOp::Sum, self.device)?;
+                let mut sq = (&local * &local).view([1]);
+                self.coll.all_reduce(&mut sq, ReduceOp::Sum)?;
                 inner_comm = tc.elapsed().as_secs_f64();
-                sq[0].sqrt()
+                sq.sqrt().view([])
             } else {
                 local
             };
+            if check_overflow {
+                // fp16's skip decision is the one read per step (as GradScaler's).
+                let v = read_to_host(&norm)?;
+                self.coll.check_read()?;
+                out.overflow = !v[0].is_finite();
+            }
             out.grad_norm = Some(norm);
-            out.overflow = !norm.is_finite();
         }
         if !(check_overflow && out.overflow) {
-            if let (Some(max), Some(norm)) = (clip, out.grad_norm) {
-                let coef = max / (norm + 1e-6);
-                if coef < 1.0 {
-                    let _ = tch::no_grad(|| grads.g_mul_scalar_(coef));
-                }
+            if let (Some(max), Some(norm)) = (clip, &out.grad_norm) {
+                // As clip_grad_norm_: min(1, max / (norm + 1e-6)) on the device, no sync. The
+                // division is max / (norm + 1e-6) in f64 as the host did it (torch's
+                // reciprocal-then-multiply can differ in the last bit); a factor of exactly 1
+                // leaves the gradients unchanged.
+                tch::no_grad(|| {
+                    let coef = Tensor::full([], max, (Kind::Double, self.device))
+                        .g_div(&(norm + 1e-6))
+                        .clamp_max(1.0);
+                    let _ = grads.g_mul_(&coef);
+                });
             }
             self.opt.step(&mut params, &mut grads, lr, momentum);
         }
@@ -391,7 +408,6 @@ mod tests {
     use super::*;
     use crate::engine::collective::LocalGroup;
     use tch::nn::{Init, VarStore};
-    use tch::Kind;
 
     /// LeNet-5's parameter shapes for 3-channel 32×32 inputs: 62,006 parameters.
     const LENET: [&[i64]; 10] = [
@@ -692,15 +708,60 @@ mod tests {
                 runs.push(run(s));
             }
             let want = &runs[0][0];
-            let norm0 = want.outcomes[0].grad_norm.unwrap();
+            let norm0 = want.outcomes[0].grad_norm_value().unwrap();
             assert!(norm0 > 10.0, "clipping is active: {norm0}");
             for res in &runs[1..] {
                 for r in res {
                     for (a, b) in r.outcomes.iter().zip(&want.outcomes) {
-                        let (a, b) = (a.grad_norm.unwrap(), b.grad_norm.unwrap());
+                        let (a, b) = (a.grad_norm_value().unwrap(), b.grad_norm_value().unwrap());
                         assert!((a - b).abs() / b < 1e-6, "norm {a} vs {b}");
                     }
                     assert!(rel_diff(&r.params, &want.params) < 1e-6);
+                }
+            }
+        }
+    }
+
+    /// Clipping happens on the device with the host formula's numbers: above `max` the
+    /// gradients come out scaled by exactly `max / (norm + 1e-6)` (rounded to f32, as the
+    /// host-side scalar multiply did), so their norm is `max`; below it they are untouched.
+    #[test]
+    fn clipping_scales_to_max_norm_and_leaves_small_gradients_alone() {
+        for stage in [ZeroStage::Zero0, ZeroStage::Zero1] {
+            for (scale, max) in [(50.0, 1.0), (1e-3, 1e3)] {
+                let vs = VarStore::new(Device::Cpu);
+                let _ = vs.root().var("w", &[N], Init::Const(0.0));
+                let mut flat = FlatParams::with_padding(&vs, 1);
+                // Deterministic (other tests seed the shared generator concurrently).
+                let g = (Tensor::arange(N, (Kind::Float, Device::Cpu)) * 0.731).sin() * scale;
+                tch::no_grad(|| flat.grads.copy_(&g));
+                let layout = ShardLayout::for_flat(&flat, 1, 0).unwrap();
+                let coll = LocalGroup::new(1).pop().unwrap();
+                let mut dp =
+                    DataParallelOptimizer::new(stage, &sgd(), layout, Box::new(coll), Device::Cpu)
+                        .unwrap();
+                let out = dp.step(&mut flat, 0.0, None, Some(max), false).unwrap();
+                let before = g.norm_scalaropt_dtype(2.0, Kind::Double).double_value(&[]);
+                assert_eq!(out.grad_norm_value(), Some(before), "{stage}");
+                assert!(!out.overflow);
+                let after = flat
+                    .grads
+                    .norm_scalaropt_dtype(2.0, Kind::Double)
+                    .double_value(&[]);
+                let coef = max / (before + 1e-6);
+                if coef < 1.0 {
+                    assert!(before > 10.0 * max, "clipping is exercised: {before}");
+                    let want = &g * coef;
+                    assert!(
+                        flat.grads.equal(&want),
+                        "{stage}: not the host formula's bits"
+                    );
+                    assert!(
+                        (after - max).abs() < 1e-5 * max,
+                        "{stage}: {after} vs {max}"
+                    );
+                } else {
+                    assert!(flat.grads.equal(&g), "{stage}: small gradients changed");
                 }
             }
         }
@@ -730,7 +791,7 @@ mod tests {
                     !o[0].overflow && o[1].overflow && !o[2].overflow,
                     "{stage} {o:?}"
                 );
-                assert!(!o[1].grad_norm.unwrap().is_finite());
+                assert!(!o[1].grad_norm_value().unwrap().is_finite());
                 assert_eq!(res[r].steps_taken, 2);
                 assert!(res[r].params.equal(&without[r].params), "{stage} rank {r}");
             }

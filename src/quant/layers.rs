@@ -449,8 +449,12 @@ mod tests {
         assert_eq!(conv.stats().calls(), 2);
     }
 
-    /// Forward and all gradients of `f` (a layer pass) and `g` (the reference) agree exactly.
+    /// The forward of `f` (a layer pass) and `g` (the reference) agree exactly, and so do all
+    /// gradients up to float rounding: the shim's backward and autograd's may reach different
+    /// convolution kernels (libtorch picks by the intra-op thread count, which other tests in
+    /// this process change), so their sums need not be bit-identical.
     fn same_forward_backward(
+        exact_grads: bool,
         params: &[&Tensor],
         x: &Tensor,
         f: impl Fn(&Tensor) -> Tensor,
@@ -470,7 +474,12 @@ mod tests {
         };
         let (a, b) = (run(&f), run(&g));
         for (i, (a, b)) in a.iter().zip(&b).enumerate() {
-            assert!(a.equal(b), "tensor {i} differs");
+            let same = if i == 0 || exact_grads {
+                a.equal(b)
+            } else {
+                a.allclose(b, 1e-5, 1e-6, false)
+            };
+            assert!(same, "tensor {i} differs");
         }
     }
 
@@ -497,13 +506,25 @@ mod tests {
             fc.bias().unwrap().shallow_clone(),
         );
         let plain_fc = |x: &Tensor| x.linear(&fw, Some(&fb));
-        same_forward_backward(&[&w, &b], &x, |x| conv.forward(x, Bits::FULL), plain_conv);
-        same_forward_backward(&[&fw, &fb], &t, |x| fc.forward(x, Bits::FULL), plain_fc);
+        same_forward_backward(
+            true,
+            &[&w, &b],
+            &x,
+            |x| conv.forward(x, Bits::FULL),
+            plain_conv,
+        );
+        same_forward_backward(
+            true,
+            &[&fw, &fb],
+            &t,
+            |x| fc.forward(x, Bits::FULL),
+            plain_fc,
+        );
         conv.set_role(LayerRole::FullPrecision);
         fc.set_role(LayerRole::FullPrecision);
         let low = Bits { fwd: 3, bwd: 4 };
-        same_forward_backward(&[&w, &b], &x, |x| conv.forward(x, low), plain_conv);
-        same_forward_backward(&[&fw, &fb], &t, |x| fc.forward(x, low), plain_fc);
+        same_forward_backward(true, &[&w, &b], &x, |x| conv.forward(x, low), plain_conv);
+        same_forward_backward(true, &[&fw, &fb], &t, |x| fc.forward(x, low), plain_fc);
         assert_eq!(
             conv.running_range(),
             None,
@@ -521,6 +542,7 @@ mod tests {
         let b = conv.bias().unwrap().shallow_clone();
         let bits = Bits { fwd: 4, bwd: 32 };
         same_forward_backward(
+            false,
             &[&w, &b],
             &x,
             |x| conv.forward(x, bits),
@@ -654,6 +676,76 @@ mod tests {
         assert!(y.equal(&x.linear(fc.weight(), fc.bias())));
         assert_eq!(fc.stats().macs_per_sample(), 5 * 4 * 6);
         assert_eq!(fc.role(), LayerRole::FullPrecision);
+    }
+
+    /// ATen operator calls (this thread's, `OpCount`) of one training step of a small
+    /// conv-conv-linear model: forward, loss, backward.
+    fn step_ops(bits: Bits) -> u64 {
+        // No draws from libtorch's process-wide generator (other tests seed and draw from it
+        // concurrently): deterministic weights and data.
+        let vs = VarStore::new(Device::Cpu);
+        let root = vs.root();
+        let wave = |shape: &[i64], f: f64| {
+            let n: i64 = shape.iter().product();
+            (Tensor::arange(n, (Kind::Float, Device::Cpu)) * f)
+                .sin()
+                .view(shape)
+        };
+        let conv = |p: &str, c_in, c_out| {
+            let l = QConv2d::new(&(&root / p), c_in, c_out, 3, ConvOpts::default());
+            tch::no_grad(|| {
+                let mut w = l.weight().shallow_clone();
+                w.copy_(&(wave(&w.size(), 0.37) * 0.2));
+                let _ = l.bias().unwrap().shallow_clone().fill_(0.01);
+            });
+            l
+        };
+        let c1 = conv("c1", 3, 8);
+        let c2 = conv("c2", 8, 8);
+        let fc = QLinear::new(&(&root / "fc"), 8 * 4 * 4, 10, LinearOpts::default());
+        tch::no_grad(|| {
+            let mut w = fc.weight().shallow_clone();
+            w.copy_(&(wave(&w.size(), 0.11) * 0.1));
+        });
+        let x = wave(&[4, 3, 8, 8], 0.7);
+        let y = Tensor::from_slice(&[1i64, 2, 3, 4]);
+        let step = || {
+            let h = c1.forward(&x, bits).relu();
+            let h = c2.forward(&h, bits).relu().flatten(1, -1);
+            let loss = fc.forward(&h, bits).cross_entropy_for_logits(&y);
+            loss.backward();
+        };
+        // The first step also initialises the running ranges: count a later one.
+        step();
+        super::super::OpCount::enable(true).unwrap();
+        let before = super::super::OpCount::thread();
+        step();
+        super::super::OpCount::thread() - before
+    }
+
+    /// The op counter counts, and a quantized layer's training step (input range update and
+    /// quantizer, weight quantizer, error-signal quantizer) costs few operator calls more than
+    /// the same step at full precision: below the count recorded before the fused CPU
+    /// quantizers (66 more per layer: `aminmax` alone dispatches eight), and within the
+    /// budget they keep now (7.3 measured).
+    #[test]
+    fn a_quantized_step_adds_few_ops_per_layer() {
+        const BEFORE_PER_LAYER: u64 = 66;
+        const MAX_PER_LAYER: u64 = 12;
+        let fp32 = step_ops(Bits::FULL);
+        let cpt = step_ops(Bits { fwd: 4, bwd: 8 });
+        assert!(fp32 > 20, "the counter counts: {fp32} ops for a whole step");
+        let layers = 3;
+        let per_layer = cpt.saturating_sub(fp32) as f64 / layers as f64;
+        eprintln!("ops per step: fp32 {fp32}, CPT {cpt}: {per_layer:.1} more per quantized layer");
+        assert!(
+            cpt < fp32 + BEFORE_PER_LAYER * layers,
+            "CPT step {cpt} ops vs fp32 {fp32}: not below the count before the fused quantizers"
+        );
+        assert!(
+            cpt <= fp32 + MAX_PER_LAYER * layers,
+            "CPT step {cpt} ops vs fp32 {fp32}: {per_layer:.1} more per layer, at most {MAX_PER_LAYER} expected"
+        );
     }
 
     #[test]

@@ -25,3 +25,4 @@ pub use layers::{
     QConv2d, QLayer, QLinear, TORCH_DEFAULT_WEIGHT_INIT,
 };
 pub use shim::{autocast_state, cuda_math, pin_memory, set_cuda_math, AutocastGuard, CudaMath};
+pub use shim::{current_cuda_device, set_current_device, OpCount};

@@ -68,6 +68,18 @@ extern "C" {
     fn cpt_set_cuda_math(benchmark: c_int, tf32_matmul: c_int, tf32_conv: c_int) -> *mut c_char;
     fn cpt_get_cuda_math(out: *mut c_int) -> *mut c_char;
     fn cpt_pin_memory(t: *const C_tensor, out: *mut *mut C_tensor) -> *mut c_char;
+    fn cpt_act_quant_train(
+        x: *const C_tensor,
+        range: *const C_tensor,
+        momentum: f64,
+        bits: i64,
+        out: *mut *mut C_tensor,
+    ) -> *mut c_char;
+    fn cpt_op_count_enable(on: c_int) -> *mut c_char;
+    fn cpt_op_count_global() -> i64;
+    fn cpt_op_count_thread() -> i64;
+    fn cpt_set_cuda_device(index: i64) -> *mut c_char;
+    fn cpt_current_cuda_device(out: *mut i64) -> *mut c_char;
 }
 
 /// Turns the shim's error pointer into a `Result`, freeing the message.
@@ -237,6 +249,31 @@ pub fn sr_quantize_segments_(
     })
 }
 
+/// A training pass of an activation quantizer in one call where the fused CPU path applies
+/// (contiguous f32 `x` at ≤ 22 bits, an f32 `range` on the CPU): updates the running `range`
+/// (`[min, max]`; set when unset, else `lerp_` towards the batch range by `momentum`) and returns
+/// `x` fake-quantized over its own range (straight-through backward). `None`: not applicable,
+/// nothing changed.
+pub fn act_quant_train(
+    x: &Tensor,
+    range: &Tensor,
+    momentum: f64,
+    bits: u32,
+) -> Result<Option<Tensor>, TchError> {
+    let mut out = std::ptr::null_mut();
+    // SAFETY: pointers live for the call; the shim leaves `out` null when it does nothing.
+    check(unsafe {
+        cpt_act_quant_train(
+            x.as_ptr(),
+            range.as_ptr(),
+            momentum,
+            i64::from(bits),
+            &mut out,
+        )
+    })?;
+    Ok((!out.is_null()).then(|| owned(out)))
+}
+
 /// Whether autograd records operations on the calling thread (false inside `tch::no_grad`).
 pub fn grad_enabled() -> bool {
     // SAFETY: reads a thread-local flag.
@@ -351,4 +388,48 @@ pub fn pin_memory(t: &Tensor) -> Result<Tensor, TchError> {
     // SAFETY: pointer lives for the call.
     check(unsafe { cpt_pin_memory(t.as_ptr(), &mut out) })?;
     Ok(owned(out))
+}
+
+/// Counts ATen operator calls (`csrc/runtime.cpp`: a global `RecordFunction` callback, scope
+/// FUNCTION, nested calls included) while enabled. Counts only grow: read differences.
+pub struct OpCount;
+
+impl OpCount {
+    /// Installs (or removes) the counting callback for the whole process. Off, operators pay
+    /// nothing; on, every call pays one callback.
+    pub fn enable(on: bool) -> Result<(), TchError> {
+        // SAFETY: plain value; the shim serialises installation.
+        check(unsafe { cpt_op_count_enable(c_int::from(on)) })
+    }
+
+    /// Calls counted in the process (every thread, autograd's device threads included).
+    pub fn global() -> u64 {
+        // SAFETY: reads an atomic.
+        unsafe { cpt_op_count_global() as u64 }
+    }
+
+    /// Calls counted on the calling thread (CPU backward runs on the caller's thread too).
+    pub fn thread() -> u64 {
+        // SAFETY: reads a thread-local counter.
+        unsafe { cpt_op_count_thread() as u64 }
+    }
+}
+
+/// Makes `device` the calling thread's current CUDA device (what `torch.cuda.set_device` and a
+/// `CUDAGuard` set): kernels, streams and NCCL calls that do not name a device go there. A
+/// no-op for the CPU.
+pub fn set_current_device(device: Device) -> Result<(), TchError> {
+    match device {
+        // SAFETY: plain value.
+        Device::Cuda(i) => check(unsafe { cpt_set_cuda_device(i as i64) }),
+        _ => Ok(()),
+    }
+}
+
+/// The calling thread's current CUDA device index (an error without CUDA support).
+pub fn current_cuda_device() -> Result<usize, TchError> {
+    let mut out = -1i64;
+    // SAFETY: `out` outlives the call.
+    check(unsafe { cpt_current_cuda_device(&mut out) })?;
+    Ok(out.max(0) as usize)
 }
