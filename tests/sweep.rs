@@ -82,6 +82,18 @@ fn a_sweep_runs_every_point_once_and_a_rerun_redoes_nothing() {
     let md = String::from_utf8(out.stdout).unwrap();
     assert!(md.contains("| optimizer.lr=0.05 | 2 |"), "{md}");
     assert!(md.contains("| optimizer.lr=0.1 | 2 |"), "{md}");
+
+    // A changed sweep file numbers its points anew (a third seed makes point 2 lr 0.05's seed
+    // 44, where the directory of point 2 holds lr 0.1's seed 42): refused, nothing trained.
+    std::fs::write(&file, SWEEP.replace("seeds = 2", "seeds = 3")).unwrap();
+    let out = home.cmd().args(["sweep", f]).output().unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("changed since") && err.contains("point 2") && err.contains("optimizer.lr"),
+        "{err}"
+    );
+    assert_eq!(point_dirs(&home), dirs, "nothing trained");
 }
 
 #[test]
@@ -181,4 +193,88 @@ fn vary_flags_and_dry_run() {
         .unwrap();
     assert_eq!(bad.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&bad.stderr).contains("--vary optimizer.lr"));
+}
+
+/// The run directory of each point, by the point's name.
+fn by_point_name(home: &Home) -> std::collections::BTreeMap<String, PathBuf> {
+    point_dirs(home)
+        .into_iter()
+        .map(|d| {
+            let text = std::fs::read_to_string(d.join("config.toml")).unwrap();
+            let name = text
+                .lines()
+                .find_map(|l| l.strip_prefix("name = "))
+                .unwrap()
+                .trim_matches('"')
+                .to_string();
+            (name, d)
+        })
+        .collect()
+}
+
+#[test]
+fn parallel_2_trains_every_point_as_a_sequential_sweep_does() {
+    let (seq, par) = (Home::new(), Home::new());
+    let fs = write_sweep(&seq);
+    let fp = write_sweep(&par);
+    common::run_ok(&seq, &["sweep", fs.to_str().unwrap(), "--json"]);
+    let events = common::run_ok(
+        &par,
+        &["sweep", fp.to_str().unwrap(), "--json", "--parallel", "2"],
+    );
+    let ended = common::of_kind(&events, "point_ended");
+    assert_eq!(ended.len(), 4, "{events:?}");
+    assert!(ended.iter().all(|e| e["status"] == "finished"), "{ended:?}");
+    // Every point's run events come through, tagged with the point.
+    let steps = common::of_kind(&events, "step");
+    assert!(!steps.is_empty() && steps.iter().all(|e| e["point"].is_u64()));
+    assert_eq!(common::of_kind(&events, "sweep_ended")[0]["parallel"], 2);
+    // No point config files left behind.
+    let leftovers: Vec<_> = std::fs::read_dir(par.runs().join("tiny"))
+        .unwrap()
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().starts_with(".point-"))
+        .collect();
+    assert!(leftovers.is_empty(), "{leftovers:?}");
+    // The same record, point by point: config, losses, accuracies.
+    let (a, b) = (by_point_name(&seq), by_point_name(&par));
+    assert_eq!(a.keys().collect::<Vec<_>>(), b.keys().collect::<Vec<_>>());
+    assert_eq!(a.len(), 4);
+    for (name, da) in &a {
+        let db = &b[name];
+        assert_eq!(
+            std::fs::read_to_string(da.join("config.toml")).unwrap(),
+            std::fs::read_to_string(db.join("config.toml")).unwrap(),
+            "{name}"
+        );
+        assert_eq!(common::step_losses(da), common::step_losses(db), "{name}");
+        let (sa, sb) = (
+            common::read_json(&da.join("summary.json")),
+            common::read_json(&db.join("summary.json")),
+        );
+        for k in ["status", "final_test_acc", "test_acc_per_epoch", "steps"] {
+            assert_eq!(sa[k], sb[k], "{name}: {k}");
+        }
+    }
+    // A rerun, parallel or not, redoes nothing.
+    let again = common::run_ok(
+        &par,
+        &["sweep", fp.to_str().unwrap(), "--json", "--parallel", "2"],
+    );
+    assert_eq!(common::of_kind(&again, "point_skipped").len(), 4);
+    assert!(common::of_kind(&again, "point_started").is_empty());
+    // Bad combinations are usage errors.
+    for bad in [
+        vec!["--parallel", "0"],
+        vec!["--point-devices", "cuda:0,cuda:0"],
+        vec!["--point-devices", "cuda:0", "--parallel", "2"],
+    ] {
+        let out = par
+            .cmd()
+            .args(["sweep", fp.to_str().unwrap(), "--dry-run"])
+            .args(&bad)
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(2), "{bad:?}");
+    }
 }

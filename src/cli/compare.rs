@@ -30,14 +30,22 @@ pub struct CompareArgs {
     #[arg(long, conflicts_with = "csv")]
     pub md: bool,
     /// CSV
-    #[arg(long)]
+    #[arg(long, conflicts_with = "json")]
     pub csv: bool,
+    /// JSON: every group's estimates as numbers (mean, half width, bounds), for scripts
+    #[arg(long, conflicts_with = "md")]
+    pub json: bool,
     /// Write to this file (atomically) instead of stdout
     #[arg(short, long)]
     pub output: Option<PathBuf>,
-    /// Also draw final accuracy against GBitOps per group, with intervals, into this SVG file
-    #[arg(long, value_name = "FILE.svg")]
+    /// Also draw final accuracy against GBitOps per group, with intervals, into this file
+    /// (.svg or .png, by the extension)
+    #[arg(long, value_name = "FILE.svg|FILE.png")]
     pub plot: Option<PathBuf>,
+    /// Also draw each group's training loss and test accuracy across epochs, the mean over its
+    /// seeds with a 95% interval band, into this file (.svg or .png)
+    #[arg(long, value_name = "FILE.svg|FILE.png")]
+    pub plot_curves: Option<PathBuf>,
 }
 
 pub fn run(args: CompareArgs, paths: &Paths) -> Result<()> {
@@ -46,6 +54,10 @@ pub fn run(args: CompareArgs, paths: &Paths) -> Result<()> {
             (0.0..=1.0).contains(&t),
             "--target-acc {t}: expected a fraction of the test set in 0..=1 (e.g. 0.6 for 60%)"
         );
+    }
+    // A plot's format comes from its extension: refused before anything is read or written.
+    for p in args.plot.iter().chain(&args.plot_curves) {
+        comparison::plot::Format::of(p)?;
     }
     let (runs, warnings) = comparison::load(&paths.runs, &args.runs)?;
     for w in &warnings {
@@ -56,13 +68,22 @@ pub fn run(args: CompareArgs, paths: &Paths) -> Result<()> {
         c.markdown()
     } else if args.csv {
         c.csv()
+    } else if args.json {
+        format!("{:#}\n", c.json())
     } else {
         c.text()
     };
     if let Some(p) = &args.plot {
-        let svg = comparison::plot::accuracy_vs_gbitops_svg(&c)?;
-        store::write_atomic(p, svg.as_bytes())
-            .with_context(|| format!("cannot write {}", p.display()))?;
+        let bytes = comparison::plot::accuracy_vs_gbitops(&c, comparison::plot::Format::of(p)?)
+            .with_context(|| format!("--plot {}", p.display()))?;
+        store::write_atomic(p, &bytes).with_context(|| format!("cannot write {}", p.display()))?;
+    }
+    if let Some(p) = &args.plot_curves {
+        let format = comparison::plot::Format::of(p)?;
+        let curves = comparison::curves(&c, &runs)?;
+        let bytes = comparison::plot::curves(&curves, format)
+            .with_context(|| format!("--plot-curves {}", p.display()))?;
+        store::write_atomic(p, &bytes).with_context(|| format!("cannot write {}", p.display()))?;
     }
     match args.output {
         Some(p) => store::write_atomic(&p, text.as_bytes())

@@ -40,6 +40,14 @@ pub struct SweepArgs {
     /// Print the points and exit
     #[arg(long, help_heading = "Sweep")]
     pub dry_run: bool,
+    /// Train up to N points at once, each in its own cptlab run process; CPU points split the
+    /// cores (devices.threads = cores ÷ N unless the sweep sets it). Resumable as a plain sweep
+    #[arg(long, value_name = "N", help_heading = "Sweep")]
+    pub parallel: Option<usize>,
+    /// Spread the points over these devices, one point per device at a time (cuda:0,cuda:1):
+    /// each point trains on one of them; --parallel defaults to their count
+    #[arg(long, value_name = "LIST", help_heading = "Sweep")]
+    pub point_devices: Option<String>,
     #[command(flatten)]
     pub config: ConfigArgs,
     /// One JSON object per event on stdout (sweep events and every point's run events)
@@ -94,6 +102,22 @@ pub fn run(args: SweepArgs, paths: &Paths) -> Result<i32> {
         );
     }
     let dir = paths.runs.join(&plan.name);
+    let point_devices = match &args.point_devices {
+        Some(list) => Some(sweep::parse_point_devices(list).map_err(|e| usage(format!("{e:#}")))?),
+        None => None,
+    };
+    let parallel = match (args.parallel, &point_devices) {
+        (Some(0), _) => return Err(usage("--parallel 0: at least one point at a time")),
+        (Some(n), Some(d)) if n > d.len() => {
+            return Err(usage(format!(
+                "--parallel {n} with {} --point-devices: at most one point per device at a time",
+                d.len()
+            )))
+        }
+        (Some(n), _) => n,
+        (None, Some(d)) => d.len(),
+        (None, None) => 1,
+    };
     if args.dry_run {
         for p in &plan.points {
             outln!("{:>3}  {}  {}", p.index, p.config.name, p.label)?;
@@ -124,11 +148,27 @@ pub fn run(args: SweepArgs, paths: &Paths) -> Result<i32> {
         }
         Ok(())
     };
-    let signals = Signals::install()?;
     let point_paths = Paths {
         runs: dir.clone(),
         ..paths.clone()
     };
+    // A point is found again by its name: a changed sweep file would map names to other runs.
+    sweep::check_points(&dir, &plan)?;
+    if parallel > 1 || point_devices.is_some() {
+        return parallel::run(
+            &plan,
+            &dir,
+            &point_paths,
+            parallel::Options {
+                parallel,
+                devices: point_devices,
+                json: args.json,
+                fail_fast: args.fail_fast,
+            },
+            &mut note,
+        );
+    }
+    let signals = Signals::install()?;
     let (mut done, mut skipped, mut failed) = (0usize, 0usize, 0usize);
     for p in &plan.points {
         let state = sweep::point_state(&dir, p);
@@ -175,6 +215,13 @@ pub fn run(args: SweepArgs, paths: &Paths) -> Result<i32> {
                     }),
                 }
             }
+            PointState::Mismatch { dir, fields } => bail!(
+                "point {} ({}): {} was recorded with other values of {}",
+                p.index,
+                p.label,
+                dir.display(),
+                fields.join(", ")
+            ),
             PointState::New => {
                 note(json!({"event": "point_started", "point": p.index, "label": p.label}))?;
                 if !args.json {
@@ -240,4 +287,357 @@ pub fn run(args: SweepArgs, paths: &Paths) -> Result<i32> {
     } else {
         EXIT_OK
     })
+}
+
+/// `--parallel N` / `--point-devices`: up to N points at once, each a `cptlab run --json` child
+/// process in the sweep's directory (libtorch's generator and thread pool are process-wide, so
+/// points in one process would not train as they do alone). The points, their names and their
+/// run directories are those of a plain sweep, so either kind of rerun resumes the other.
+mod parallel {
+    use std::collections::VecDeque;
+    use std::io::{BufRead, BufReader};
+    use std::path::{Path, PathBuf};
+    use std::process::{Child, Command, Stdio};
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::{mpsc, Arc};
+    use std::time::Duration;
+
+    use anyhow::{Context, Result};
+    use serde_json::{json, Value};
+
+    use super::super::output::{self, errln, outln};
+    use super::super::{exit_code, EXIT_OK};
+    use crate::config::paths::Paths;
+    use crate::config::{DeviceSpec, Override};
+    use crate::files;
+    use crate::sweep::{self, Plan, Point, PointState};
+    use crate::telemetry::store::CHECKPOINT_DIR;
+    use crate::telemetry::RunStatus;
+
+    pub struct Options {
+        pub parallel: usize,
+        /// One entry per slot: the device its points train on (None: each point's own).
+        pub devices: Option<Vec<String>>,
+        pub json: bool,
+        pub fail_fast: bool,
+    }
+
+    enum Msg {
+        Line(usize, Value),
+        Exited(usize),
+    }
+
+    struct Running {
+        point: usize,
+        slot: usize,
+        child: Child,
+        /// The point's config file, removed once the child has read it (its run has started).
+        config: Option<PathBuf>,
+        summary: Option<Value>,
+        error: Option<String>,
+    }
+
+    /// The point's config as it trains in slot `slot`: on the slot's device, with its share of
+    /// the cores when the sweep does not set the thread count.
+    fn slot_config(p: &Point, opts: &Options, slot: usize) -> Result<crate::config::RunConfig> {
+        let mut o = Vec::new();
+        if let Some(d) = opts.devices.as_ref().map(|d| &d[slot]) {
+            o.push(Override::new("devices.devices", d.clone().into()));
+        }
+        let config = p.config.with_overrides(&o)?;
+        let mut o = Vec::new();
+        if let DeviceSpec::Cpu { workers } = config.devices.devices {
+            if config.devices.threads.is_none() {
+                let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+                let t = sweep::split_threads(cores, opts.parallel, workers);
+                o.push(Override::new("devices.threads", (t as i64).into()));
+            }
+        }
+        Ok(config.with_overrides(&o)?)
+    }
+
+    fn spawn(
+        p: &Point,
+        state: &PointState,
+        slot: usize,
+        dir: &Path,
+        paths: &Paths,
+        opts: &Options,
+    ) -> Result<(Child, Option<PathBuf>)> {
+        let exe = std::env::current_exe().context("cannot find the cptlab executable")?;
+        let mut cmd = Command::new(exe);
+        let mut config_file = None;
+        let resume = match state {
+            PointState::Interrupted(run_dir) => run_dir
+                .join(CHECKPOINT_DIR)
+                .read_dir()
+                .is_ok_and(|mut d| d.next().is_some())
+                .then_some(run_dir),
+            _ => None,
+        };
+        match resume {
+            Some(run_dir) => {
+                cmd.arg("run").arg("--resume").arg(run_dir);
+                if let Some(d) = opts.devices.as_ref().map(|d| &d[slot]) {
+                    cmd.arg("--devices").arg(d);
+                }
+            }
+            None => {
+                let config = slot_config(p, opts, slot)?;
+                let path = dir.join(format!(".point-{:03}.toml", p.index));
+                files::write_atomic(&path, config.to_toml().as_bytes())?;
+                cmd.arg("run").arg("--config").arg(&path);
+                config_file = Some(path);
+            }
+        }
+        cmd.arg("--json")
+            .arg("--runs-dir")
+            .arg(&paths.runs)
+            .arg("--presets-dir")
+            .arg(&paths.presets)
+            .arg("--cache-dir")
+            .arg(&paths.cache)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit());
+        {
+            use std::os::unix::process::CommandExt;
+            // SAFETY: prctl is async-signal-safe and touches nothing of the parent. A child
+            // whose sweep dies (kill -9) is asked to stop gracefully, so a rerun never finds a
+            // point still training behind its back.
+            unsafe {
+                cmd.pre_exec(|| {
+                    libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM as libc::c_ulong);
+                    Ok(())
+                });
+            }
+        }
+        let child = cmd
+            .spawn()
+            .with_context(|| format!("cannot start `cptlab run` for point {}", p.index))?;
+        Ok((child, config_file))
+    }
+
+    pub fn run(
+        plan: &Plan,
+        dir: &Path,
+        paths: &Paths,
+        opts: Options,
+        note: &mut dyn FnMut(Value) -> Result<()>,
+    ) -> Result<i32> {
+        let total = plan.points.len();
+        let interrupted = Arc::new(AtomicBool::new(false));
+        for sig in [libc::SIGINT, libc::SIGTERM, libc::SIGHUP] {
+            // A second signal exits at once (the children then get SIGTERM from the kernel).
+            signal_hook::flag::register_conditional_shutdown(sig, 130, interrupted.clone())?;
+            signal_hook::flag::register(sig, interrupted.clone())?;
+        }
+        let (mut done, mut skipped, mut failed) = (0usize, 0usize, 0usize);
+        let mut queue: VecDeque<(usize, PointState)> = VecDeque::new();
+        for p in &plan.points {
+            match sweep::point_state(dir, p) {
+                PointState::Ended(status, run_dir) => {
+                    skipped += 1;
+                    if status != RunStatus::Finished {
+                        failed += 1;
+                    }
+                    note(
+                        json!({"event": "point_skipped", "point": p.index, "label": p.label,
+                        "status": status.to_string(), "run_dir": run_dir}),
+                    )?;
+                    if !opts.json {
+                        outln!(
+                            "[{}/{total}] {}: already {status}, skipped",
+                            p.index + 1,
+                            p.label
+                        )?;
+                    }
+                }
+                state => queue.push_back((p.index, state)),
+            }
+        }
+        let (tx, rx) = mpsc::channel::<Msg>();
+        let mut running: Vec<Running> = Vec::new();
+        let mut free: Vec<usize> = (0..opts.parallel).rev().collect();
+        let mut stopping = false;
+        let mut stop_sent = false;
+        loop {
+            while !stopping && !queue.is_empty() && !free.is_empty() {
+                let (i, state) = queue.pop_front().expect("not empty");
+                let p = &plan.points[i];
+                let slot = free.pop().expect("not empty");
+                let (event, verb) = match &state {
+                    PointState::Interrupted(_) => ("point_resumed", "resuming"),
+                    _ => ("point_started", "starting"),
+                };
+                let mut v = json!({"event": event, "point": i, "label": p.label});
+                if let PointState::Interrupted(d) = &state {
+                    v["run_dir"] = json!(d);
+                }
+                note(v)?;
+                match spawn(p, &state, slot, dir, paths, &opts) {
+                    Ok((mut child, config)) => {
+                        if !opts.json {
+                            outln!(
+                                "[{}/{total}] {}: {verb} (slot {slot}, pid {})",
+                                i + 1,
+                                p.label,
+                                child.id()
+                            )?;
+                        }
+                        let stdout = child.stdout.take().expect("stdout is piped");
+                        let tx = tx.clone();
+                        std::thread::Builder::new()
+                            .name(format!("cptlab-sweep-p{i:03}"))
+                            .spawn(move || {
+                                for line in BufReader::new(stdout).lines() {
+                                    let Ok(line) = line else { break };
+                                    if let Ok(v) = serde_json::from_str::<Value>(&line) {
+                                        if tx.send(Msg::Line(i, v)).is_err() {
+                                            return;
+                                        }
+                                    }
+                                }
+                                let _ = tx.send(Msg::Exited(i));
+                            })
+                            .context("cannot start a thread to follow a point")?;
+                        running.push(Running {
+                            point: i,
+                            slot,
+                            child,
+                            config,
+                            summary: None,
+                            error: None,
+                        });
+                    }
+                    Err(e) => {
+                        free.push(slot);
+                        failed += 1;
+                        note(
+                            json!({"event": "point_failed", "point": i, "label": p.label,
+                            "error": format!("{e:#}")}),
+                        )?;
+                        errln!("point {i} ({}): {e:#}", p.label)?;
+                        if opts.fail_fast {
+                            stopping = true;
+                        }
+                    }
+                }
+            }
+            if running.is_empty() {
+                break;
+            }
+            if interrupted.load(Ordering::SeqCst) && !stop_sent {
+                // Every running point stops gracefully (checkpoint, summary `stopped`).
+                stopping = true;
+                stop_sent = true;
+                for r in &running {
+                    // SAFETY: kill only sends a signal to our own child's pid.
+                    unsafe { libc::kill(r.child.id() as libc::pid_t, libc::SIGTERM) };
+                }
+            }
+            let msg = match rx.recv_timeout(Duration::from_millis(100)) {
+                Ok(m) => m,
+                Err(mpsc::RecvTimeoutError::Timeout) => continue,
+                Err(mpsc::RecvTimeoutError::Disconnected) => break,
+            };
+            match msg {
+                Msg::Line(i, mut v) => {
+                    let r = running
+                        .iter_mut()
+                        .find(|r| r.point == i)
+                        .expect("a running point");
+                    match v["event"].as_str() {
+                        Some("started") => {
+                            if let Some(c) = r.config.take() {
+                                let _ = std::fs::remove_file(c);
+                            }
+                        }
+                        Some("finished") => r.summary = Some(v["summary"].clone()),
+                        Some("failed") => r.error = v["error"].as_str().map(str::to_string),
+                        _ => {}
+                    }
+                    if opts.json {
+                        v["point"] = json!(i);
+                        output::stdout().json_line(&v)?;
+                    }
+                }
+                Msg::Exited(i) => {
+                    let k = running
+                        .iter()
+                        .position(|r| r.point == i)
+                        .expect("a running point");
+                    let mut r = running.swap_remove(k);
+                    let code = r.child.wait().ok().and_then(|s| s.code());
+                    if let Some(c) = r.config.take() {
+                        let _ = std::fs::remove_file(c);
+                    }
+                    free.push(r.slot);
+                    let p = &plan.points[i];
+                    let status = r
+                        .summary
+                        .as_ref()
+                        .and_then(|s| s["status"].as_str())
+                        .and_then(|s| RunStatus::ALL.into_iter().find(|k| k.as_str() == s))
+                        .unwrap_or(RunStatus::Failed);
+                    let summary = r.summary.clone().unwrap_or(Value::Null);
+                    note(json!({"event": "point_ended", "point": i, "label": p.label,
+                        "status": status.to_string(), "final_test_acc": summary["final_test_acc"],
+                        "run_dir": summary["run_dir"], "exit_code": code}))?;
+                    match status {
+                        RunStatus::Finished => {
+                            done += 1;
+                            if !opts.json {
+                                let acc = summary["final_test_acc"]
+                                    .as_f64()
+                                    .map_or("-".to_string(), |a| format!("{:.2}%", a * 100.0));
+                                outln!(
+                                    "[{}/{total}] {}: finished, final test accuracy {acc}",
+                                    i + 1,
+                                    p.label
+                                )?;
+                            }
+                        }
+                        RunStatus::Stopped => {
+                            if !opts.json {
+                                outln!("[{}/{total}] {}: stopped", i + 1, p.label)?;
+                            }
+                        }
+                        RunStatus::Failed | RunStatus::Diverged => {
+                            failed += 1;
+                            let why = r.error.clone().unwrap_or_else(|| match code {
+                                Some(c) => format!("`cptlab run` exited {c} without a summary"),
+                                None => "`cptlab run` was killed by a signal".to_string(),
+                            });
+                            errln!("point {i} ({}): {status}: {why}", p.label)?;
+                            if opts.fail_fast {
+                                stopping = true;
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        if stop_sent {
+            outln!("sweep stopped; run it again to resume the unfinished points")?;
+            return Ok(exit_code(RunStatus::Stopped));
+        }
+        note(
+            json!({"event": "sweep_ended", "trained": done, "skipped": skipped, "failed": failed,
+            "points": total, "dir": dir, "parallel": opts.parallel}),
+        )?;
+        if !opts.json {
+            outln!(
+                "sweep {}: {done} trained, {skipped} already done, {failed} failed, of {total} points ({} at a time); compare with `cptlab compare {}`",
+                plan.name,
+                opts.parallel,
+                dir.display()
+            )?;
+        }
+        Ok(if failed > 0 {
+            exit_code(RunStatus::Failed)
+        } else {
+            EXIT_OK
+        })
+    }
 }

@@ -305,6 +305,83 @@ pub fn time_to_accuracy(s: &Summary, target: f64) -> Option<f64> {
     Some(secs.iter().sum())
 }
 
+/// A group's training curves: x in epochs (steps ÷ steps per epoch), each point the mean over the
+/// group's runs that recorded it, with its 95% interval.
+#[derive(Debug, Clone, PartialEq)]
+pub struct GroupCurves {
+    pub label: String,
+    /// The training loss of the step events (each the mean over `train.log_every` steps).
+    pub loss: Vec<(f64, Estimate)>,
+    /// The test accuracy (a fraction) of the evaluations.
+    pub test_acc: Vec<(f64, Estimate)>,
+}
+
+/// Every group's curves, in the comparison's group order.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Curves {
+    pub groups: Vec<GroupCurves>,
+}
+
+/// One run's recorded curves, keyed by step: (steps per epoch, loss by step, accuracy by step).
+type RunCurves = (u64, BTreeMap<u64, f64>, BTreeMap<u64, f64>);
+
+fn run_curves(dir: &Path) -> Result<RunCurves> {
+    use crate::telemetry::Event;
+    let events = store::read_metrics(dir).with_context(|| format!("{}", dir.display()))?;
+    let mut spe = 0;
+    let (mut loss, mut acc) = (BTreeMap::new(), BTreeMap::new());
+    for e in events {
+        match e {
+            Event::Started(s) => spe = s.steps_per_epoch,
+            Event::Step(s) if s.loss.is_finite() => {
+                loss.insert(s.step, s.loss);
+            }
+            // A later evaluation at the same step (an open epoch finished) replaces it.
+            Event::Eval(e) if e.test_acc.is_finite() => {
+                acc.insert(e.step, e.test_acc);
+            }
+            _ => {}
+        }
+    }
+    if spe == 0 {
+        bail!(
+            "{}: metrics.jsonl has no started event (steps per epoch unknown)",
+            dir.display()
+        );
+    }
+    Ok((spe, loss, acc))
+}
+
+/// Reads the curves of every group of `c` from its runs' `metrics.jsonl`.
+pub fn curves(c: &Comparison, runs: &[RunRecord]) -> Result<Curves> {
+    let mut groups = Vec::new();
+    for g in &c.groups {
+        let recorded: Vec<RunCurves> = g
+            .runs
+            .iter()
+            .map(|&i| run_curves(&runs[i].dir))
+            .collect::<Result<_>>()?;
+        let spe = recorded[0].0 as f64;
+        let merge = |pick: fn(&RunCurves) -> &BTreeMap<u64, f64>| -> Vec<(f64, Estimate)> {
+            let mut at: BTreeMap<u64, Vec<f64>> = BTreeMap::new();
+            for r in &recorded {
+                for (&step, &v) in pick(r) {
+                    at.entry(step).or_default().push(v);
+                }
+            }
+            at.into_iter()
+                .map(|(step, xs)| (step as f64 / spe, mean_ci(&xs, LEVEL)))
+                .collect()
+        };
+        groups.push(GroupCurves {
+            label: g.label.clone(),
+            loss: merge(|r| &r.1),
+            test_acc: merge(|r| &r.2),
+        });
+    }
+    Ok(Curves { groups })
+}
+
 impl Comparison {
     /// The table as rows of cells, a header first: what the terminal, Markdown and CSV print.
     pub fn rows(&self) -> Vec<Vec<String>> {
@@ -391,6 +468,52 @@ impl Comparison {
             }
         }
         s
+    }
+
+    /// The comparison as JSON, numbers unformatted (fractions for accuracies): for scripts that
+    /// draw conclusions from it (`scripts/reproduce.sh`). Each estimate is `{n, mean, half_width,
+    /// lo, hi}`, `half_width`/`lo`/`hi` null below two samples.
+    pub fn json(&self) -> serde_json::Value {
+        use serde_json::json;
+        let est = |e: &Estimate| {
+            let finite = |x: f64| x.is_finite().then_some(x);
+            json!({
+                "n": e.n,
+                "mean": finite(e.mean),
+                "half_width": e.half_width.and_then(finite),
+                "lo": e.half_width.and_then(|h| finite(e.mean - h)),
+                "hi": e.half_width.and_then(|h| finite(e.mean + h)),
+            })
+        };
+        let groups: Vec<serde_json::Value> = self
+            .groups
+            .iter()
+            .enumerate()
+            .map(|(g, group)| {
+                let s = &group.stats;
+                json!({
+                    "label": group.label,
+                    "runs": group.runs.len(),
+                    "not_finished": s.not_finished,
+                    "final_acc": est(&s.final_acc),
+                    "best_acc": est(&s.best_acc),
+                    "seconds_per_epoch": est(&s.seconds_per_epoch),
+                    "gbitops": est(&s.gbitops),
+                    "gbitops_ratio": est(&s.gbitops_ratio),
+                    "time_to_target": est(&s.time_to_target),
+                    "reached": s.reached,
+                    "delta_final_vs_baseline": est(&self.paired[g].final_acc),
+                    "delta_best_vs_baseline": est(&self.paired[g].best_acc),
+                })
+            })
+            .collect();
+        json!({
+            "level": LEVEL,
+            "keys": self.keys,
+            "baseline": self.groups[self.baseline].label,
+            "target_acc": self.target_acc,
+            "groups": groups,
+        })
     }
 
     /// CSV of the table (fields with commas quoted).
@@ -552,6 +675,154 @@ mod tests {
         // Without a cost figure there is nothing to plot, and it says so.
         let c = compare(&self::runs(), &[], None, None).unwrap();
         assert!(plot::accuracy_vs_gbitops_svg(&c).is_err());
+    }
+
+    #[test]
+    fn plots_are_svg_or_png_by_extension_and_parse() {
+        use plot::Format;
+        assert_eq!(Format::of(Path::new("a/b.svg")).unwrap(), Format::Svg);
+        assert_eq!(Format::of(Path::new("B.PNG")).unwrap(), Format::Png);
+        let e = Format::of(Path::new("plot.jpg")).unwrap_err().to_string();
+        assert!(e.contains("plot.jpg") && e.contains(".svg or .png"), "{e}");
+        assert!(Format::of(Path::new("plot")).is_err());
+        let mut runs = runs();
+        for (i, r) in runs.iter_mut().enumerate() {
+            r.summary.gbitops = Some(100.0 + i as f64);
+        }
+        let c = compare(&runs, &[], None, None).unwrap();
+        let png = plot::accuracy_vs_gbitops(&c, Format::Png).unwrap();
+        assert_eq!(&png[..8], b"\x89PNG\r\n\x1a\n");
+        let img = image::load_from_memory(&png).unwrap().to_rgb8();
+        assert_eq!(img.dimensions(), (900, 560));
+        // Not a blank canvas: the points, axes and text left non-white pixels, and some of
+        // them in the first group's colour (the markers).
+        let dark = img
+            .pixels()
+            .filter(|p| p.0.iter().all(|&v| v < 100))
+            .count();
+        assert!(dark > 500, "{dark} dark pixels: no text or axes drawn");
+        assert!(img.pixels().any(|p| p.0 == [31, 119, 180]));
+        let svg = plot::accuracy_vs_gbitops(&c, Format::Svg).unwrap();
+        let svg = String::from_utf8(svg).unwrap();
+        let doc = roxmltree::Document::parse(&svg).unwrap();
+        assert_eq!(doc.root_element().tag_name().name(), "svg");
+        assert!(doc
+            .descendants()
+            .any(|n| n.text().map(str::trim) == Some("optimizer.lr=0.2")));
+    }
+
+    fn metrics_line(e: &crate::telemetry::Event) -> String {
+        serde_json::to_string(e).unwrap() + "\n"
+    }
+
+    /// Writes a run directory's metrics.jsonl: steps 10, 20, … with the given losses, and an
+    /// evaluation after every `spe` steps with the given accuracies.
+    fn write_metrics(dir: &Path, spe: u64, losses: &[f64], accs: &[f64]) {
+        use crate::telemetry::event::StartedEvent;
+        use crate::telemetry::{EvalEvent, Event, StepEvent};
+        std::fs::create_dir_all(dir).unwrap();
+        let started: StartedEvent = serde_json::from_value(serde_json::json!({
+            "run_dir": "", "name": "", "model": "", "params": 0, "dataset": "",
+            "classes": [], "train_size": 0, "test_size": 0, "steps_per_epoch": spe,
+            "total_steps": 0, "epochs": 0, "devices": [], "threads": 1, "epoch_base": 1
+        }))
+        .unwrap();
+        let mut text = metrics_line(&Event::Started(started));
+        for (i, &loss) in losses.iter().enumerate() {
+            let step: StepEvent = serde_json::from_value(serde_json::json!({
+                "step": (i as u64 + 1) * 10, "epoch": 1, "loss": loss, "lr": 0.1,
+                "images_per_sec": 1.0, "t_data": 0.0, "t_fwd": 0.0, "t_bwd": 0.0,
+                "t_comm": 0.0, "t_opt": 0.0
+            }))
+            .unwrap();
+            text.push_str(&metrics_line(&Event::Step(step)));
+        }
+        for (i, &acc) in accs.iter().enumerate() {
+            text.push_str(&metrics_line(&Event::Eval(EvalEvent {
+                epoch: i as u64 + 1,
+                step: (i as u64 + 1) * spe,
+                test_loss: 1.0,
+                test_acc: acc,
+                train_loss: 1.0,
+                epoch_seconds: 1.0,
+            })));
+        }
+        std::fs::write(dir.join("metrics.jsonl"), text).unwrap();
+    }
+
+    #[test]
+    fn curves_average_the_seeds_step_by_step_and_plot_with_bands() {
+        let tmp = tempfile::tempdir().unwrap();
+        let mut runs = runs();
+        for (i, r) in runs.iter_mut().enumerate() {
+            r.dir = tmp.path().join(format!("run{i}"));
+            let shift = (i % 3) as f64 * 0.1;
+            write_metrics(
+                &r.dir,
+                20,
+                &[2.0 + shift, 1.5 + shift, 1.2 + shift, 1.0 + shift],
+                &r.summary.test_acc_per_epoch.clone(),
+            );
+        }
+        let c = compare(&runs, &[], None, None).unwrap();
+        let curves = curves(&c, &runs).unwrap();
+        assert_eq!(curves.groups.len(), 2);
+        let g = &curves.groups[0];
+        assert_eq!(g.label, "optimizer.lr=0.1");
+        // Steps 10..40 at 20 steps per epoch: x = 0.5, 1, 1.5, 2 epochs; each point over 3 seeds.
+        let xs: Vec<f64> = g.loss.iter().map(|p| p.0).collect();
+        assert_eq!(xs, [0.5, 1.0, 1.5, 2.0]);
+        assert_eq!(g.loss[0].1.n, 3);
+        assert!((g.loss[0].1.mean - 2.1).abs() < 1e-12);
+        // Losses 2.0, 2.1, 2.2: sd 0.1, half = t(0.975, 2) · 0.1 / sqrt(3).
+        let want = 4.302652730 * 0.1 / 3f64.sqrt();
+        assert!((g.loss[0].1.half_width.unwrap() - want).abs() < 1e-9);
+        // Accuracy after epochs 1 and 2: the means of the seeds' (0.40, 0.45, 0.42), ….
+        assert_eq!(g.test_acc.len(), 2);
+        assert!((g.test_acc[0].1.mean - (0.40 + 0.45 + 0.42) / 3.0).abs() < 1e-12);
+        assert_eq!(g.test_acc[1].0, 2.0);
+        for format in [plot::Format::Svg, plot::Format::Png] {
+            let bytes = plot::curves(&curves, format).unwrap();
+            assert!(bytes.len() > 1000, "{format:?}: {} bytes", bytes.len());
+            match format {
+                plot::Format::Png => {
+                    let img = image::load_from_memory(&bytes).unwrap();
+                    assert_eq!((img.width(), img.height()), (1200, 520));
+                }
+                plot::Format::Svg => {
+                    let svg = String::from_utf8(bytes).unwrap();
+                    let doc = roxmltree::Document::parse(&svg).unwrap();
+                    // A band (polygon) and a line per group.
+                    let polygons = doc
+                        .descendants()
+                        .filter(|n| n.tag_name().name() == "polygon")
+                        .count();
+                    assert!(polygons >= 2, "{polygons} polygons");
+                    assert!(svg.contains("optimizer.lr=0.2"));
+                }
+            }
+        }
+        // A run without metrics is an error naming its directory.
+        std::fs::remove_file(runs[4].dir.join("metrics.jsonl")).unwrap();
+        let e = format!("{:#}", self::curves(&c, &runs).unwrap_err());
+        assert!(e.contains("run4"), "{e}");
+    }
+
+    #[test]
+    fn the_markdown_table_is_stable() {
+        let mut runs = runs();
+        for (i, r) in runs.iter_mut().enumerate() {
+            r.summary.gbitops = Some(100.0 + (i / 3) as f64 * 50.0);
+            r.summary.gbitops_ratio_vs_static = Some(1.0 - (i / 3) as f64 * 0.25);
+        }
+        let c = compare(&runs, &[], Some("0.1"), Some(0.5)).unwrap();
+        insta::assert_snapshot!(c.markdown());
+        let j = c.json();
+        assert_eq!(j["baseline"], "optimizer.lr=0.1");
+        let d = &j["groups"][1]["delta_final_vs_baseline"];
+        assert!((d["mean"].as_f64().unwrap() - 0.07 / 3.0).abs() < 1e-12);
+        assert!(d["lo"].as_f64().unwrap() > 0.0);
+        assert_eq!(j["groups"][0]["final_acc"]["n"], 3);
     }
 
     #[test]
