@@ -25,6 +25,11 @@ $(TORCH_STAMP):
 
 venv: $(TORCH_STAMP)
 
+# The tests read TensorBoard event files back with the real `tensorboard` package (tests/tensorboard.rs).
+$(VENV)/.tensorboard: $(TORCH_STAMP)
+	$(VENV)/bin/pip install --quiet --disable-pip-version-check tensorboard
+	touch $@
+
 # cargo decides what is up to date; nothing is rebuilt when nothing changed.
 build: $(TORCH_STAMP)
 	cargo build --release
@@ -39,6 +44,7 @@ deps:
 	command -v tmux >/dev/null || (apt-get update -qq && apt-get install -y -qq tmux)
 	test -f /usr/include/gloo/config.h || (apt-get update -qq && apt-get install -y -qq libgloo-dev)
 
+test: $(VENV)/.tensorboard
 test: $(TORCH_STAMP) deps lint
 	cargo test --release --no-fail-fast
 
@@ -87,3 +93,10 @@ gpu-bundle: build
 	} > $(GPU_BUNDLE)/README
 	@size=$$(du -sm $(GPU_BUNDLE) | cut -f1); echo "$(GPU_BUNDLE): $${size} MiB"; \
 	  test $$size -lt 64 || { echo "gpu-bundle: $${size} MiB is over 64 MiB" >&2; exit 1; }
+
+# `make reproduce`: the small-scale reproduction sweeps of the papers' claims on real CIFAR-10
+# (docs/reproduction/*.toml, about half an hour on 2 CPU cores; runs in target/reproduce/,
+# resumable) and docs/REPRODUCTION.md regenerated from `cptlab compare`'s tables and plots.
+.PHONY: reproduce
+reproduce: build
+	scripts/reproduce.sh

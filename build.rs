@@ -47,6 +47,8 @@ fn main() {
 fn compile_shim(lib: &str) {
     println!("cargo:rerun-if-changed=csrc/grad_quant.cpp");
     println!("cargo:rerun-if-changed=csrc/autocast.cpp");
+    println!("cargo:rerun-if-changed=csrc/memory.cpp");
+    println!("cargo:rerun-if-changed=csrc/runtime.cpp");
     println!("cargo:rerun-if-env-changed=LIBTORCH_CXX11_ABI");
     let root = Path::new(lib).join("..");
     let abi = std::env::var("LIBTORCH_CXX11_ABI").unwrap_or_else(|_| "1".into());
@@ -65,6 +67,8 @@ fn compile_shim(lib: &str) {
         .flag("-DGLOG_USE_GLOG_EXPORT")
         .file("csrc/grad_quant.cpp")
         .file("csrc/autocast.cpp")
+        .file("csrc/memory.cpp")
+        .file("csrc/runtime.cpp")
         .compile("cptlab_grad_quant");
 }
 

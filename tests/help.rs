@@ -123,3 +123,19 @@ fn the_man_page_describes_the_program() {
     assert!(page.contains("cptlab"));
     assert!(page.contains("completions"));
 }
+
+/// `--no-mouse` reaches the workbench (it and `CPTLAB_NO_MOUSE` each turn capture off), and is a
+/// top-level flag like `--preset`.
+#[test]
+fn no_mouse_is_a_workbench_flag() {
+    use clap::Parser;
+    let cli = Cli::try_parse_from(["cptlab", "--no-mouse"]).unwrap();
+    assert!(cli.no_mouse);
+    assert!(cli.command.is_none(), "the workbench starts");
+    let cli = Cli::try_parse_from(["cptlab"]).unwrap();
+    assert!(!cli.no_mouse);
+    assert!(!cptlab::tui::mouse::capture(true));
+    let help = Cli::command().render_long_help().to_string();
+    assert!(help.contains("--no-mouse"), "{help}");
+    assert!(help.contains("CPTLAB_NO_MOUSE"), "{help}");
+}

@@ -471,3 +471,40 @@ fn esc_is_safe_setup_is_remembered_and_the_mouse_picks_three_runs_to_compare() {
     again.keys(&["q"]);
     assert_eq!(home.exit_code(2, Duration::from_secs(30)), "0");
 }
+
+/// Charts in the real binary: a recorded run opened from Runs, the loss put on a log scale
+/// (`y`), zoomed (`+`) and read at the cursor (`i`, `→`), then `Esc` hides the cursor; with
+/// `--no-mouse`, which leaves the terminal's own mouse alone.
+#[test]
+fn log_y_zoom_and_the_cursor_in_the_real_binary() {
+    if !have_tmux() {
+        return;
+    }
+    let home = Home::new(2);
+    let name = "20250101-090000-replay";
+    let cfg = tui_common::config(name, Some(tui_common::cr()));
+    let dir = home.runs().join(name);
+    let ev = tui_common::events(&dir, &cfg, u64::MAX, true, 0.0);
+    tui_common::write_run(&home.runs(), name, &cfg, &ev, None);
+    let tmux = Tmux::start(
+        &format!("cptlab-e2e-{}-l1", std::process::id()),
+        &home.script_with(1, "--preset e2e --data synthetic:2048:512 --no-mouse"),
+    );
+    tmux.wait_for("Setup · preset e2e", Duration::from_secs(30));
+    tmux.keys(&["5"]);
+    tmux.wait_for("Runs · 1", Duration::from_secs(10));
+    tmux.keys(&["Enter"]);
+    tmux.wait_for("FINISHED", Duration::from_secs(20));
+    tmux.keys(&["y"]);
+    let pane = tmux.wait_for("loss y axis: log", Duration::from_secs(10));
+    assert!(pane.contains(" log"), "{pane}");
+    tmux.keys(&["+", "i", "Right"]);
+    let pane = tmux.wait_for("test acc 31.00% (epoch 1)", Duration::from_secs(10));
+    assert!(pane.contains("×2") && pane.contains("step 49"), "{pane}");
+    tmux.keys(&["Escape"]);
+    wait_until(Duration::from_secs(10), "the cursor to go", || {
+        !tmux.capture().contains("step 49")
+    });
+    tmux.keys(&["0", "q"]);
+    assert_eq!(home.exit_code(1, Duration::from_secs(30)), "0");
+}

@@ -653,7 +653,7 @@ fn a_key_sends_one_action_in_every_table() {
         }
     }
     // A key no table lists does nothing in normal mode.
-    for c in ['y', 'Z', '!', 'b'] {
+    for c in ['Y', 'Z', '!', 'b'] {
         assert_eq!(
             Action::from_key(Key::new(KeyCode::Char(c)).event(), InputMode::Normal),
             None
@@ -978,6 +978,7 @@ fn launch(home: &Home, preset: Option<&str>) -> App {
         &cptlab::tui::TuiOptions {
             preset: preset.map(str::to_string),
             data: Some("synthetic:2048:512".into()),
+            ..Default::default()
         },
     )
 }
@@ -1448,4 +1449,416 @@ fn help_scrolls_when_it_is_longer_than_the_terminal() {
         app.update(up.clone());
     }
     assert!(!render(&app, 80, 24).contains("Ctrl-Z"));
+}
+
+// ---- Charts you can read: log-y, zoom and pan, the cursor. ----
+
+use cptlab::tui::charts::LossY;
+
+/// Two finished runs opened from their directories (the first current), on the Dashboard.
+fn charts_app(home: &Home) -> (App, u64, u64) {
+    let mut app = home.app();
+    let mut ids = Vec::new();
+    for (name, better) in [("20250101-110000-a", 0.0), ("20250101-111000-b", 0.03)] {
+        let cfg = config(name, Some(cr()));
+        let dir = home.runs().join(name);
+        let ev = events(&dir, &cfg, u64::MAX, true, better);
+        write_run(&home.runs(), name, &cfg, &ev, None);
+        let id = app.open_dir(&dir);
+        for e in ev {
+            app.ingest(id, e);
+        }
+        ids.push(id);
+    }
+    app.current = Some(ids[0]);
+    app.show(View::Dashboard);
+    (app, ids[0], ids[1])
+}
+
+#[test]
+fn chart_keys_scale_zoom_pan_and_reset() {
+    let home = Home::new();
+    let (mut app, _, _) = charts_app(&home);
+    assert_eq!(app.dash.chart.loss_y, LossY::Auto);
+    keys(&mut app, "y");
+    assert_eq!(app.dash.chart.loss_y, LossY::Log);
+    assert!(
+        app.status
+            .as_ref()
+            .unwrap()
+            .text
+            .contains("loss y axis: log"),
+        "{:?}",
+        app.status
+    );
+    let frame = render(&app, 160, 48);
+    let title = frame.lines().find(|l| l.contains("┌ loss")).unwrap();
+    assert!(title.contains(" log"), "the title says log: {title}");
+    keys(&mut app, "y");
+    assert_eq!(app.dash.chart.loss_y, LossY::Linear);
+    keys(&mut app, "y");
+    assert_eq!(app.dash.chart.loss_y, LossY::Auto, "round to auto");
+
+    // + halves the window around its middle, ] pans a quarter right, [ back, - and 0 undo.
+    keys(&mut app, "+");
+    let c = &app.dash.chart;
+    assert_eq!((c.lo, c.hi), (0.25, 0.75));
+    keys(&mut app, "]");
+    let c = &app.dash.chart;
+    assert_eq!((c.lo, c.hi), (0.375, 0.875));
+    keys(&mut app, "[[[[");
+    let c = &app.dash.chart;
+    assert_eq!((c.lo, c.hi), (0.0, 0.5), "panning stops at the start");
+    keys(&mut app, "=");
+    assert_eq!(app.dash.chart.hi - app.dash.chart.lo, 0.25, "= zooms too");
+    keys(&mut app, "-");
+    assert_eq!(app.dash.chart.hi - app.dash.chart.lo, 0.5);
+    let frame = render(&app, 160, 48);
+    assert!(frame.contains("×2"), "the zoom is in the title\n{frame}");
+    keys(&mut app, "0");
+    assert!(!app.dash.chart.zoomed());
+    // Zooming never goes past the narrowest window, nor out past the whole run.
+    keys(&mut app, &"+".repeat(20));
+    assert!(app.dash.chart.hi - app.dash.chart.lo >= cptlab::tui::charts::MIN_SPAN);
+    keys(&mut app, &"-".repeat(20));
+    let c = &app.dash.chart;
+    assert_eq!((c.lo, c.hi), (0.0, 1.0));
+
+    // The same keys on Compare, with its own window.
+    keys(&mut app, "c");
+    assert_eq!(app.view, View::Compare);
+    keys(&mut app, "+y");
+    assert!(app.cmp.chart.zoomed());
+    assert_eq!(app.cmp.chart.loss_y, LossY::Log);
+    assert!(!app.dash.chart.zoomed());
+}
+
+#[test]
+fn the_cursor_reads_out_a_step_and_arrows_move_it_until_esc() {
+    let home = Home::new();
+    let (mut app, a, b) = charts_app(&home);
+    // Without the cursor, → is the next run.
+    key(&mut app, KeyCode::Right);
+    assert_eq!(app.current, Some(b));
+    key(&mut app, KeyCode::Left);
+    assert_eq!(app.current, Some(a));
+    keys(&mut app, "i");
+    assert_eq!(app.dash.chart.cursor, Some(0.5));
+    // 96 steps: the cursor starts at step 48, in epoch 2, after epoch 1's evaluation.
+    let frame = render(&app, 160, 48);
+    let line = frame.lines().nth(2).unwrap();
+    for want in [
+        "step 48",
+        "epoch 2",
+        "loss ",
+        "(ema ",
+        "lr ",
+        "q ",
+        "test acc 31.00% (epoch 1)",
+    ] {
+        assert!(line.contains(want), "readout lacks {want:?}: {line}");
+    }
+    // With the cursor, arrows move it (a fiftieth of the window) and the run stays.
+    for _ in 0..10 {
+        key(&mut app, KeyCode::Right);
+    }
+    assert_eq!(app.current, Some(a));
+    let c = app.dash.chart.cursor.unwrap();
+    assert!((c - 0.7).abs() < 1e-9, "{c}");
+    let frame = render(&app, 160, 48);
+    assert!(frame.lines().nth(2).unwrap().contains("step 67"), "{frame}");
+    // Zoomed in, the window follows the cursor past its edge.
+    keys(&mut app, "++");
+    for _ in 0..40 {
+        key(&mut app, KeyCode::Right);
+    }
+    let ch = &app.dash.chart;
+    let c = ch.cursor.unwrap();
+    assert!(ch.lo <= c && c <= ch.hi, "{ch:?}");
+    // Esc hides the cursor (and stays on the Dashboard); then → switches runs again.
+    key(&mut app, KeyCode::Esc);
+    assert_eq!(app.dash.chart.cursor, None);
+    assert_eq!(app.view, View::Dashboard);
+    key(&mut app, KeyCode::Right);
+    assert_eq!(app.current, Some(b));
+    // Enlarged panel: Esc restores it first, the cursor stays.
+    keys(&mut app, "i");
+    key(&mut app, KeyCode::Enter);
+    key(&mut app, KeyCode::Esc);
+    assert!(!app.dash.zoom);
+    assert!(app.dash.chart.cursor.is_some());
+}
+
+#[test]
+fn compare_reads_every_run_at_the_cursor() {
+    let home = Home::new();
+    let (mut app, _, _) = charts_app(&home);
+    keys(&mut app, "c");
+    keys(&mut app, "i");
+    let frame = render(&app, 160, 48);
+    let head = frame.lines().nth(1).unwrap();
+    assert!(head.contains("step 48"), "{head}");
+    assert!(head.contains(" A ") && head.contains(" B "), "{head}");
+    assert!(head.contains("31.00%") && head.contains("34.00%"), "{head}");
+    // ←→ move the cursor rather than the highlight while it is shown.
+    let sel = app.cmp.sel;
+    key(&mut app, KeyCode::Right);
+    assert_eq!(app.cmp.sel, sel);
+    key(&mut app, KeyCode::Esc);
+    assert_eq!(app.cmp.chart.cursor, None);
+    key(&mut app, KeyCode::Right);
+    assert_ne!(app.cmp.sel, sel);
+}
+
+#[test]
+fn the_wheel_over_a_chart_zooms_it() {
+    let home = Home::new();
+    let (mut app, _, _) = charts_app(&home);
+    let at = spot(&app, "loss ");
+    let a = wheel(&app, (at.0 + 4, at.1 + 3), false).expect("the wheel over the loss chart");
+    app.update(a);
+    assert!(app.dash.chart.zoomed(), "wheel up zooms in");
+    let a = wheel(&app, (at.0 + 4, at.1 + 3), true).unwrap();
+    app.update(a);
+    assert!(!app.dash.chart.zoomed(), "wheel down zooms out");
+}
+
+#[test]
+fn skipped_steps_and_loss_scale_changes_are_marked_from_the_events() {
+    let home = Home::new();
+    let mut app = home.app();
+    let mut cfg = config("fp16", None);
+    cfg.precision.mode = cptlab::config::PrecisionMode::Fp16;
+    let dir = write_run(&home.runs(), "20250101-130000-fp16", &cfg, &[], None);
+    let id = app.add_run(RunData::new("fp16"), Control::None, None);
+    for e in events(&dir, &cfg, 60, false, 0.0) {
+        let mut raw = e.raw.clone();
+        if let Some(step) = raw["step"].as_u64().filter(|_| raw["event"] == "step") {
+            // Events of ten steps each; the one ending at 30 skipped 3 and halved the scale.
+            raw["loss_scale"] = serde_json::json!(if step < 30 { 65536.0 } else { 32768.0 });
+            raw["steps"] = serde_json::json!(1);
+            raw["skipped_steps"] = serde_json::json!(if step == 30 { 3 } else { 0 });
+        }
+        app.ingest(id, ev(raw));
+    }
+    let d = &app.slot(id).unwrap().data;
+    assert_eq!(d.skip_marks.iter().copied().collect::<Vec<_>>(), [(30, 3)]);
+    assert_eq!(
+        d.scale_changes.iter().copied().collect::<Vec<_>>(),
+        [(30, 65536.0, 32768.0)]
+    );
+    assert_eq!(d.skipped, 3);
+    app.current = Some(id);
+    app.show(View::Dashboard);
+    let frame = render(&app, 160, 48);
+    assert!(frame.contains('×') && frame.contains("×skipped"), "{frame}");
+    assert!(frame.contains('▼') && frame.contains("▼scale"), "{frame}");
+    // The cursor on the skipped step says so.
+    keys(&mut app, "i");
+    app.dash.chart.cursor = Some(30.0 / (SPE * EPOCHS) as f64);
+    let frame = render(&app, 160, 48);
+    let line = frame.lines().nth(2).unwrap();
+    assert!(
+        line.contains("step 30") && line.contains("3 skipped"),
+        "{line}"
+    );
+    assert!(line.contains("scale 32.8k"), "{line}");
+}
+
+// ---- `e` on Setup: the whole config in $EDITOR. ----
+
+#[test]
+fn e_edits_the_whole_config_and_never_loses_a_bad_edit() {
+    let home = Home::new();
+    let mut app = home.app();
+    keys(&mut app, "e");
+    assert!(
+        app.edit,
+        "e hands the terminal to the editor (the loop runs it)"
+    );
+    app.edit = false;
+    let path = cptlab::tui::editor::edit_path(&home.paths());
+    // The editor is a sed script: what it changes, Setup takes.
+    app.edit_config("sed -i 's/^lr = .*/lr = 0.2/'");
+    assert_eq!(app.setup.value(Field::Lr), "0.2");
+    assert!(app.setup.modified(), "marked modified");
+    assert_eq!(app.setup.edit_error, None);
+    assert!(!path.exists(), "a taken edit leaves no file");
+    assert!(app.setup.check.ok());
+
+    // An invalid value: not taken, shown in place naming the field, the text kept.
+    app.edit_config("sed -i 's/^batch_size = .*/batch_size = 0/'");
+    let e = app.setup.edit_error.clone().expect("the error is kept");
+    assert!(
+        e.contains("train.batch_size") && e.contains("at least 1"),
+        "{e}"
+    );
+    assert_eq!(app.setup.value(Field::Batch), "64", "Setup unchanged");
+    let frame = render(&app, 160, 48);
+    assert!(frame.contains("edited config not taken"), "{frame}");
+    assert!(std::fs::read_to_string(&path)
+        .unwrap()
+        .contains("batch_size = 0"));
+
+    // The next e reopens that text with the error on top (an editor that changes nothing
+    // brings the same error back), and the user's edit is still there.
+    app.edit_config("true");
+    let kept = std::fs::read_to_string(&path).unwrap();
+    assert!(
+        kept.starts_with("# cptlab: error: invalid train.batch_size"),
+        "{kept}"
+    );
+    assert!(
+        kept.contains("batch_size = 0") && kept.contains("lr = 0.2"),
+        "{kept}"
+    );
+    assert_eq!(
+        kept.matches("# cptlab: error:").count(),
+        1,
+        "old errors shed"
+    );
+    // A TOML error names the line.
+    app.edit_config("sed -i 's/^batch_size = 0/batch_size = = 0/'");
+    let e = app.setup.edit_error.clone().unwrap();
+    assert!(e.contains("setup-edit.toml") && e.contains("line"), "{e}");
+    // Fixed: taken, and the file goes.
+    app.edit_config("sed -i 's/^batch_size = = 0/batch_size = 32/'");
+    assert_eq!(app.setup.edit_error, None);
+    assert_eq!(app.setup.value(Field::Batch), "32");
+    assert_eq!(app.setup.value(Field::Lr), "0.2");
+    assert!(!path.exists());
+    // An editor that fails leaves Setup as it was, and says so.
+    app.edit_config("false");
+    assert!(app.setup.edit_error.clone().unwrap().contains("exited"));
+    assert_eq!(app.setup.value(Field::Batch), "32");
+}
+
+// ---- Setup checked against this machine. ----
+
+#[test]
+fn setup_marks_what_this_machine_cannot_do_all_at_once() {
+    use cptlab::tui::setup::Machine;
+    let home = Home::new();
+    let mut app = home.app();
+    app.setup.machine = Some(Machine {
+        cuda_devices: 0,
+        cores: 2,
+    });
+    app.setup.set(Field::Devices, "cuda:0");
+    app.setup.set(Field::Mode, "fp16");
+    let e = app
+        .setup
+        .check
+        .error(Field::Devices)
+        .unwrap_or_default()
+        .to_string();
+    assert!(e.contains("no CUDA device"), "{e}");
+    // Start is refused, with the field marked in the form.
+    keys(&mut app, "s");
+    assert!(app.overlay.is_none() && app.take_commands().is_empty());
+    assert!(render(&app, 160, 48).contains("no CUDA device"));
+
+    // On the CPU: fp16 and too many threads are warnings, both shown, and start still asks.
+    app.setup.set(Field::Devices, "cpu:2");
+    app.setup.set(Field::Threads, "2");
+    assert!(app.setup.check.ok(), "{:?}", app.setup.check.errors);
+    let w = |f| app.setup.check.warning(f).unwrap_or_default().to_string();
+    assert!(
+        w(Field::Mode).contains("100× slower than bf16"),
+        "{}",
+        w(Field::Mode)
+    );
+    assert!(
+        w(Field::Threads).contains("2 worker(s) × 2 thread(s) = 4"),
+        "{}",
+        w(Field::Threads)
+    );
+    let frame = render(&app, 160, 48);
+    assert!(
+        frame.contains("100× slower") && frame.contains("more than this"),
+        "{frame}"
+    );
+    keys(&mut app, "s");
+    assert!(matches!(
+        app.overlay,
+        Some(Overlay::Dialog(Dialog::ConfirmStart(_)))
+    ));
+    key(&mut app, KeyCode::Esc);
+
+    // A GPU that is not there, on a machine with two.
+    app.setup.machine = Some(Machine {
+        cuda_devices: 2,
+        cores: 2,
+    });
+    app.setup.set(Field::Devices, "cuda:0,3");
+    let e = app
+        .setup
+        .check
+        .error(Field::Devices)
+        .unwrap_or_default()
+        .to_string();
+    assert!(
+        e.contains("cuda:3 is not on this machine") && e.contains("2 GPU(s)"),
+        "{e}"
+    );
+    app.setup.set(Field::Devices, "cuda:1");
+    assert_eq!(app.setup.check.error(Field::Devices), None);
+    assert_eq!(
+        app.setup.check.warning(Field::Mode),
+        None,
+        "fp16 is fine on a GPU"
+    );
+}
+
+// ---- Runs: clone a run's config, resume an incomplete run. ----
+
+#[test]
+fn runs_u_clones_a_config_and_r_resumes_an_incomplete_run() {
+    let (home, dirs) = runs_home();
+    // An interrupted run: events, no summary, no process.
+    let cfg = config("20250101-110000-cut", Some(cr()));
+    let dir = home.runs().join("20250101-110000-cut");
+    let ev = events(&dir, &cfg, SPE + 3, false, 0.0);
+    let cut = write_run(&home.runs(), "20250101-110000-cut", &cfg, &ev, None);
+    let mut app = home.app();
+    keys(&mut app, "5");
+    let at = |app: &App, d: &std::path::Path| {
+        app.history
+            .rows
+            .iter()
+            .position(|r| r.dir == d)
+            .expect("listed")
+    };
+    // u on a finished CR run: Setup holds its config, marked modified.
+    app.history.cursor = at(&app, &dirs[1]);
+    keys(&mut app, "u");
+    assert_eq!(app.view, View::Setup);
+    assert_eq!(app.setup.value(Field::Name), "20250101-093000-cr-3-8");
+    assert_eq!(app.setup.value(Field::Cpt), "CR");
+    assert!(app.setup.modified(), "marked modified");
+    assert!(app.take_commands().is_empty(), "nothing starts");
+
+    // r on a finished run refuses and says why; on the interrupted one it resumes.
+    keys(&mut app, "5");
+    app.history.cursor = at(&app, &dirs[0]);
+    keys(&mut app, "r");
+    assert!(app.take_commands().is_empty());
+    assert!(app
+        .status
+        .as_ref()
+        .unwrap()
+        .text
+        .contains("only an incomplete or stopped run"));
+    app.history.cursor = at(&app, &cut);
+    keys(&mut app, "r");
+    let cmds = app.take_commands();
+    assert!(
+        matches!(&cmds[..], [Command::Resume { dir, .. }] if *dir == cut),
+        "{cmds:?}"
+    );
+    assert_eq!(app.view, View::Dashboard);
+    // R refreshes (the list re-read, nothing started).
+    keys(&mut app, "5R");
+    assert!(app.take_commands().is_empty());
+    assert!(app.status.as_ref().unwrap().text.contains("run(s)"));
 }

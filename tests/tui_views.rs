@@ -410,3 +410,62 @@ fn dashboard_fp16_shows_the_loss_scale_and_skipped_steps() {
     app.show(View::Dashboard);
     snap(&app, "dashboard_fp16");
 }
+
+/// The loss on a log scale, the steps zoomed in twice (the middle half, then a quarter) and the
+/// cursor a few steps right of the middle: its line down every chart, its readout in the header.
+#[test]
+fn dashboard_log_y_zoom_and_cursor() {
+    let home = Home::new();
+    let mut app = home.app();
+    let cfg = config("cr-replay", Some(cr()));
+    let dir = home.runs().join("20250101-110000-cr-replay");
+    let ev = events(&dir, &cfg, u64::MAX, true, 0.0);
+    write_run(&home.runs(), "20250101-110000-cr-replay", &cfg, &ev, None);
+    let id = app.open_dir(&dir);
+    for e in ev {
+        app.ingest(id, e);
+    }
+    app.current = Some(id);
+    app.show(View::Dashboard);
+    for a in [
+        Action::Key('y'),
+        Action::Key('+'),
+        Action::Key('i'),
+        Action::Right,
+        Action::Right,
+        Action::Right,
+    ] {
+        assert!(app.update(a.clone()), "{a:?} is a Dashboard key");
+    }
+    app.status = None;
+    snap(&app, "dashboard_log_zoom_cursor");
+}
+
+/// Compare with the cursor: each run's loss and accuracy at its step in the header.
+#[test]
+fn compare_with_the_cursor() {
+    let home = Home::new();
+    let mut app = home.app();
+    let mut ids = Vec::new();
+    for (name, cpt, better) in [
+        ("20250101-100000-static-8b", static8(), 0.0),
+        ("20250101-100500-cr-3-8", cr(), 0.03),
+    ] {
+        let cfg = config(name, Some(cpt));
+        let dir = home.runs().join(name);
+        let ev = events(&dir, &cfg, u64::MAX, true, better);
+        write_run(&home.runs(), name, &cfg, &ev, None);
+        let id = app.open_dir(&dir);
+        for e in ev {
+            app.ingest(id, e);
+        }
+        ids.push(id);
+    }
+    app.compared = ids;
+    app.show(View::Compare);
+    for a in [Action::Key('i'), Action::Key('-'), Action::Key('y')] {
+        app.update(a);
+    }
+    app.status = None;
+    snap(&app, "compare_cursor");
+}

@@ -239,7 +239,11 @@ fn deepspeeds_local_rank_argument_is_accepted() {
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(2), "{}", text(&out));
-    assert!(text(&out).contains("is for `cptlab worker`"), "{}", text(&out));
+    assert!(
+        text(&out).contains("is for `cptlab worker`"),
+        "{}",
+        text(&out)
+    );
 }
 
 #[test]

@@ -22,6 +22,7 @@ pub mod bench;
 pub mod compare;
 pub mod completions;
 pub mod doctor;
+pub mod estimate;
 pub mod follow;
 pub mod output;
 pub mod presets;
@@ -76,6 +77,20 @@ pub struct Cli {
     /// Data for runs started from the workbench (TUI only; run has its own --data)
     #[arg(long, env = "CPTLAB_DATA", hide_env_values = true)]
     pub data: Option<String>,
+    /// Leave the mouse to the terminal: its own selection and scrolling (TUI only; also
+    /// CPTLAB_NO_MOUSE=1)
+    #[arg(long)]
+    pub no_mouse: bool,
+    // DeepSpeed's launcher runs `PROGRAM --local_rank=N ARGS…`, so with `--no_python` the
+    // flag arrives before the subcommand; only `worker` takes it.
+    /// The local rank, as DeepSpeed's launcher passes it (cptlab worker only)
+    #[arg(
+        long = "local_rank",
+        alias = "local-rank",
+        value_name = "N",
+        hide = true
+    )]
+    pub local_rank: Option<usize>,
     #[command(subcommand)]
     pub command: Option<Command>,
 }
@@ -135,6 +150,9 @@ pub enum Command {
     Compare(compare::CompareArgs),
     /// Seconds per epoch beside a PyTorch eager reference (see docs/BENCHMARKS.md)
     Bench(bench::BenchArgs),
+    /// Memory per rank before a run: parameters, gradients, fp32 master copy, optimizer state
+    /// under ZeRO 0 and 1, activations (measured by a CPU forward at micro-batch 2 and 4)
+    Estimate(estimate::EstimateArgs),
     /// Shell completions (bash, zsh, fish) on stdout
     Completions(completions::CompletionsArgs),
     /// The man page (roff) on stdout
@@ -228,6 +246,8 @@ fn streams_events(args: &[OsString]) -> bool {
         "--cache-dir",
         "--preset",
         "--data",
+        "--local_rank",
+        "--local-rank",
     ];
     let mut words = args.iter().skip(1);
     while let Some(w) = words.next() {
@@ -265,12 +285,29 @@ fn report(e: &anyhow::Error) -> i32 {
 /// Runs the parsed command line; returns the process exit code.
 pub fn main(cli: Cli) -> Result<i32> {
     let paths = cli.global.paths();
+    if let Some(n) = cli.local_rank {
+        if !matches!(cli.command, Some(Command::Worker(_))) {
+            return Err(usage(format!(
+                "--local_rank={n} is for `cptlab worker` (DeepSpeed's launcher passes it)"
+            )));
+        }
+    }
+    if cli.command.is_none() {
+        // Setup's memory line: the engine's estimate, handed to the TUI as a function.
+        crate::tui::setup::set_memory_estimator(estimate::setup_figures);
+    }
     match cli.command {
         None => crate::tui::run(
             &paths,
             crate::tui::TuiOptions {
                 preset: cli.preset,
                 data: cli.data,
+                no_mouse: cli.no_mouse,
+                // Probed here, once: the TUI never touches libtorch.
+                machine: Some(crate::tui::setup::Machine {
+                    cuda_devices: tch::Cuda::device_count().max(0) as usize,
+                    cores: std::thread::available_parallelism().map_or(1, |n| n.get()),
+                }),
             },
         ),
         Some(Command::Run(args)) => run::run(args, &paths),
@@ -283,6 +320,7 @@ pub fn main(cli: Cli) -> Result<i32> {
         }
         Some(Command::Compare(args)) => compare::run(args, &paths).map(|()| EXIT_OK),
         Some(Command::Bench(args)) => bench::run(args, &paths).map(|()| EXIT_OK),
+        Some(Command::Estimate(args)) => estimate::run(args, &paths).map(|()| EXIT_OK),
         Some(Command::Completions(args)) => completions::run(args).map(|()| EXIT_OK),
         Some(Command::Man) => completions::man().map(|()| EXIT_OK),
         Some(Command::RangeTest(args)) => {
@@ -290,7 +328,16 @@ pub fn main(cli: Cli) -> Result<i32> {
             with_failed_event(json, range_test::run(args, &paths)).map(|()| EXIT_OK)
         }
         Some(Command::Schedule(cmd)) => schedule::run(cmd).map(|()| EXIT_OK),
-        Some(Command::Worker(args)) => {
+        Some(Command::Worker(mut args)) => {
+            if let Some(n) = cli.local_rank {
+                if args.local_rank.is_some_and(|m| m != n) {
+                    return Err(usage(format!(
+                        "--local_rank given twice: {n} before `worker`, {} after",
+                        args.local_rank.unwrap_or_default()
+                    )));
+                }
+                args.local_rank = Some(n);
+            }
             let json = args.json;
             with_failed_event(json, worker::run(args, &paths))
         }

@@ -36,6 +36,10 @@ pub struct RunArgs {
     /// One JSON object per event on stdout
     #[arg(long, help_heading = "Output")]
     pub json: bool,
+    /// Also write the run's events as a TensorBoard event file into DIR as it trains (view
+    /// with: tensorboard --logdir DIR; created if missing)
+    #[arg(long, value_name = "DIR", help_heading = "Output")]
+    pub tensorboard: Option<PathBuf>,
     /// The flags given on the command line (long names; not those from the environment),
     /// filled in by `entry`: what `--resume` checks.
     #[arg(skip)]
@@ -279,9 +283,10 @@ fn device_overrides(args: &DeviceArgs) -> Result<Vec<Override>> {
 }
 
 /// Flags `--resume` accepts: where the run goes on and for how long, not what it computes.
-const RESUME_FLAGS: [&str; 8] = [
+const RESUME_FLAGS: [&str; 9] = [
     "resume",
     "json",
+    "tensorboard",
     "max-steps",
     "epochs",
     "devices",
@@ -369,6 +374,19 @@ pub fn run(args: RunArgs, paths: &Paths) -> Result<i32> {
 
 fn run_inner(args: RunArgs, paths: &Paths) -> Result<i32> {
     let signals = Signals::install()?;
+    if let Some(dir) = &args.tensorboard {
+        // A DIR that is a file fails here, before anything trains; the recorder creates it
+        // once the run has started (nothing is created for a run that cannot start).
+        if let Ok(m) = std::fs::metadata(dir) {
+            anyhow::ensure!(
+                m.is_dir(),
+                "--tensorboard {}: not a directory (it is a {}); expected a directory for the event files",
+                dir.display(),
+                crate::files::file_type_name(&m.file_type())
+            );
+        }
+        crate::engine::recorder::write_tensorboard_to(dir.clone());
+    }
     let job = match &args.resume {
         Some(dir) => {
             let dir = store::resolve_run_dir(&paths.runs, dir)?;

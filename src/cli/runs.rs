@@ -9,6 +9,7 @@ use super::output::{self, outln};
 use crate::config::diff::differing_fields;
 use crate::config::paths::Paths;
 use crate::telemetry::store;
+use crate::telemetry::tensorboard;
 
 #[derive(Debug, Subcommand)]
 pub enum RunsCommand {
@@ -47,6 +48,9 @@ pub enum ExportFormat {
     Csv,
     /// The run's events, one JSON object per line
     Jsonl,
+    /// A TensorBoard event file (scalars and the config as text) in a directory (-o DIR;
+    /// default: the run's tensorboard folder); view it with: tensorboard --logdir DIR
+    Tensorboard,
 }
 
 #[derive(Debug, Args)]
@@ -62,7 +66,8 @@ pub struct ExportArgs {
     /// CSV of the evaluations instead of the steps
     #[arg(long)]
     pub evals: bool,
-    /// Write to this file (atomically) instead of stdout
+    /// Write to this file (atomically) instead of stdout; with --format tensorboard, the
+    /// directory the event file goes in
     #[arg(short, long)]
     pub output: Option<PathBuf>,
 }
@@ -244,11 +249,26 @@ fn export(args: ExportArgs, paths: &Paths) -> Result<()> {
             }
             text
         }
+        ExportFormat::Tensorboard => return export_tensorboard(&dir, &args),
     };
     match args.output {
         Some(p) => store::write_atomic(&p, text.as_bytes())
             .with_context(|| format!("cannot write {}", p.display()))?,
         None => output::stdout().write_str(&text)?,
     }
+    Ok(())
+}
+
+/// `runs export --format tensorboard`: one event file, into `-o DIR` or `<run dir>/tensorboard/`;
+/// prints its path and how to view it.
+fn export_tensorboard(dir: &std::path::Path, args: &ExportArgs) -> Result<()> {
+    anyhow::ensure!(
+        !args.evals,
+        "--evals applies to --format csv; a TensorBoard export holds the steps and the evaluations"
+    );
+    let path = tensorboard::export_run(dir, args.output.as_deref())?;
+    let logdir = path.parent().unwrap_or(dir);
+    outln!("{}", path.display())?;
+    outln!("view it with: tensorboard --logdir {}", logdir.display())?;
     Ok(())
 }

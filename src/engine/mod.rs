@@ -8,6 +8,7 @@ pub mod flat;
 pub mod job;
 pub mod launcher;
 pub mod loss_scale;
+pub mod memory;
 pub mod optim;
 pub mod range_test;
 pub mod recorder;

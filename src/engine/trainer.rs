@@ -6,7 +6,8 @@
 //! ([`read_to_host`](super::device::read_to_host), counted) brings the window's loss sum — with
 //! the ranks' stop and pause requests, all-reduced together — for one step event carrying the
 //! means over the window. Only fp16's overflow decision reads the device every step (as
-//! PyTorch's `GradScaler` does), and clipping reads the norm (in `zero`).
+//! PyTorch's `GradScaler` does); clipping stays on the device (`zero`), and the window's
+//! gradient norms are summed there and read with its loss.
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -17,7 +18,7 @@ use super::batch::{BatchConverter, BatchPlan, Prefetcher};
 use super::checkpoint::{self, Meta};
 use super::collective::{Collective, CollectiveError, ReduceOp};
 use super::control::Control;
-use super::device::{count_host_reads, host_reads, read_to_host};
+use super::device::{host_reads, read_to_host};
 use super::flat::FlatParams;
 use super::loss_scale::{LossScaleError, LossScaler};
 use super::recorder::Recorder;
@@ -90,7 +91,8 @@ struct Window {
     t_bwd: f64,
     t_comm: f64,
     t_opt: f64,
-    grad_norm_sum: f64,
+    /// Sum of the steps' global gradient norms (f64 on the device; read with the loss).
+    grad_norm_sum: Option<Tensor>,
     grad_norms: u64,
     gbitops: f64,
     skipped: u64,
@@ -107,7 +109,7 @@ impl Window {
             t_bwd: 0.0,
             t_comm: 0.0,
             t_opt: 0.0,
-            grad_norm_sum: 0.0,
+            grad_norm_sum: None,
             grad_norms: 0,
             gbitops: 0.0,
             skipped: 0,
@@ -353,6 +355,37 @@ impl Trainer {
         self.rank
     }
 
+    /// This rank's device.
+    pub fn device(&self) -> Device {
+        self.device
+    }
+
+    /// Every rank's own device in rank order (`cpu`, `cuda:N` as each rank's process numbers
+    /// its GPUs), agreed through the collective: every rank must call it. One small all-reduce
+    /// and read before training.
+    pub fn rank_devices(&mut self) -> Result<Vec<String>> {
+        if self.world == 1 {
+            return Ok(vec![super::device::device_name(self.device)]);
+        }
+        // 0: no rank wrote the slot, 1: CPU, 2 + i: cuda:i.
+        let code = match self.device {
+            Device::Cuda(i) => 2.0 + i as f64,
+            _ => 1.0,
+        };
+        let mut t = Tensor::zeros([self.world as i64], (Kind::Double, self.device));
+        let _ = t.narrow(0, self.rank as i64, 1).fill_(code);
+        self.dp.collective().all_reduce(&mut t, ReduceOp::Sum)?;
+        let v = read_to_host(&t)?;
+        self.dp.collective().check_read()?;
+        Ok(v.into_iter()
+            .map(|c| match c as i64 {
+                1 => "cpu".to_string(),
+                c if c >= 2 => format!("cuda:{}", c - 2),
+                _ => "?".to_string(),
+            })
+            .collect())
+    }
+
     pub fn abort_handle(&self) -> super::collective::AbortHandle {
         self.dp.abort_handle()
     }
@@ -411,6 +444,14 @@ impl Trainer {
             threads,
             resumed_after_epoch: (self.meta.epochs_done > 0).then_some(self.meta.epochs_done),
             epoch_base: crate::telemetry::event::EPOCH_BASE,
+            // `cptlab estimate`'s figure for the workbench (a failed estimate only leaves it out).
+            memory_estimate_bytes: super::memory::estimate(
+                &self.cfg,
+                d.classes.len() as i64,
+                d.shape.channels as i64,
+            )
+            .ok()
+            .map(|e| e.total_bytes),
         }
     }
 
@@ -442,6 +483,10 @@ impl Trainer {
         summary.host_reads_per_step =
             (self.session_steps > 0).then(|| self.step_reads as f64 / self.session_steps as f64);
         summary.gbitops = Some(self.meta.gbitops);
+        if let Some((bytes, kind)) = super::memory::peak_memory(self.device) {
+            summary.peak_memory_bytes = Some(bytes);
+            summary.peak_memory_kind = Some(kind);
+        }
         summary.gbitops_ratio_vs_static = Some(match &self.cfg.precision.schedule {
             Some(s) => {
                 let base = self.cost.static_baseline_gbitops(s, self.meta.global_step);
@@ -593,13 +638,9 @@ impl Trainer {
     ) -> Result<super::zero::StepOutcome> {
         let clip = self.cfg.train.grad_clip;
         let quantize = self.cfg.precision.quantize_weight_grads && bits.bwd < 32;
+        // The norm and the clip stay on the device; fp16's overflow check reads the norm once
+        // (through `read_to_host`, counted).
         let check_overflow = self.scaler.is_some();
-        if clip.is_some() || check_overflow {
-            // `DataParallelOptimizer::step` reads the gradient norm on the host (and, sharded
-            // over several ranks, the all-reduced square of it): counted here.
-            let sharded = self.dp.stage() == super::zero::ZeroStage::Zero1 && self.world > 1;
-            count_host_reads(1 + u64::from(sharded));
-        }
         let outcome = match &mut self.master {
             None => {
                 if loss_scale != 1.0 {
@@ -813,7 +854,10 @@ impl Trainer {
             w.t_comm += outcome.t_comm * fit;
             w.t_opt += outcome.t_opt * fit;
             if let Some(g) = outcome.grad_norm {
-                w.grad_norm_sum += g;
+                w.grad_norm_sum = Some(match w.grad_norm_sum.take() {
+                    None => g,
+                    Some(acc) => acc + g,
+                });
                 w.grad_norms += 1;
             }
             self.meta.global_step = step;
@@ -832,7 +876,7 @@ impl Trainer {
                 }
                 continue;
             }
-            let (window_sum, stop, pause) = self.agree(&mut w, control)?;
+            let (window_sum, stop, pause, grad_norm_sum) = self.agree(&mut w, control)?;
             let steps = w.steps as f64;
             let mean = window_sum / steps;
             // Under fp16 an overflow is the loss scaler's business (skip and rescale).
@@ -843,13 +887,14 @@ impl Trainer {
             *loss_count += w.steps;
             let dt = clock.secs_since(w.started);
             let fp16 = self.scaler.is_some();
+            let peak = super::memory::peak_memory(self.device);
             rec.emit(Event::Step(StepEvent {
                 step,
                 epoch: epoch + 1,
                 loss: mean,
                 lr,
                 images_per_sec: batch as f64 * steps / dt.max(1e-9),
-                grad_norm: (w.grad_norms > 0).then(|| w.grad_norm_sum / w.grad_norms as f64),
+                grad_norm: grad_norm_sum.map(|g| g / w.grad_norms as f64),
                 t_data: w.t_data / steps,
                 t_fwd: w.t_fwd / steps,
                 t_bwd: w.t_bwd / steps,
@@ -862,6 +907,8 @@ impl Trainer {
                 skipped: fp16.then_some(w.skipped > 0),
                 steps: (w.steps > 1).then_some(w.steps),
                 skipped_steps: (fp16 && w.steps > 1).then_some(w.skipped),
+                peak_memory_bytes: peak.map(|p| p.0),
+                peak_memory_kind: peak.map(|p| p.1),
             }))?;
             w = Window::new(clock.now());
             if stop {
@@ -877,13 +924,25 @@ impl Trainer {
     }
 
     /// The window's loss sum (mean over the ranks of their sums) and the stop and pause
-    /// requests, agreed by every rank: one all-reduce and one host read.
-    fn agree(&mut self, w: &mut Window, control: &Control) -> Result<(f64, bool, bool)> {
+    /// requests, agreed by every rank, and the window's gradient norm sum (already agreed):
+    /// one all-reduce and one host read.
+    fn agree(
+        &mut self,
+        w: &mut Window,
+        control: &Control,
+    ) -> Result<(f64, bool, bool, Option<f64>)> {
         let local = w.loss.take().expect("a window with steps");
+        let norms = w.grad_norm_sum.take();
+        // The norm sum rides along in the same read, after the all-reduce (every rank has the
+        // same norms: reducing them would only add rounding).
+        let with_norms = |t: Tensor| match &norms {
+            None => t,
+            Some(g) => Tensor::cat(&[t, g.view([1])], 0),
+        };
         let flags = [control.stop_requested(), control.is_paused()];
         if self.world == 1 {
-            let v = read_to_host(&local)?;
-            return Ok((v[0], flags[0], flags[1]));
+            let v = read_to_host(&with_norms(local.view([1])))?;
+            return Ok((v[0], flags[0], flags[1], norms.map(|_| v[1])));
         }
         let clock = control.clock();
         let t = clock.now();
@@ -892,9 +951,14 @@ impl Trainer {
         self.dp
             .collective()
             .all_reduce(&mut shared, ReduceOp::Sum)?;
-        let v = read_to_host(&shared)?;
+        let v = read_to_host(&with_norms(shared))?;
         w.t_comm += clock.secs_since(t);
-        Ok((v[0] / self.world as f64, v[1] > 0.0, v[2] > 0.0))
+        Ok((
+            v[0] / self.world as f64,
+            v[1] > 0.0,
+            v[2] > 0.0,
+            norms.map(|_| v[3]),
+        ))
     }
 
     /// Test loss, top-1 accuracy and per-class accuracy over the whole test split.

@@ -148,7 +148,9 @@ fn node_gpus(launch: &Launch, spec: &DeviceSpec, ids: Option<&[usize]>) -> Resul
         }
         None => (0..count).collect(),
     };
-    Ok(RankDevices::Cuda(ids.into_iter().map(tch::Device::Cuda).collect()))
+    Ok(RankDevices::Cuda(
+        ids.into_iter().map(tch::Device::Cuda).collect(),
+    ))
 }
 
 /// This process's first global rank and the job's world size, when each process drives
@@ -168,7 +170,10 @@ fn global_ranks(
         .prefixed("layout")
         .context("the store's layout prefix")?;
     store
-        .set(&format!("ranks/{}", launch.rank), local.to_string().as_bytes())
+        .set(
+            &format!("ranks/{}", launch.rank),
+            local.to_string().as_bytes(),
+        )
         .context("posting this process's rank count")?;
     let keys: Vec<String> = (0..launch.world_size)
         .map(|p| format!("ranks/{p}"))
@@ -239,6 +244,9 @@ fn local_ranks(launch: &Launch, peers: &[PeerInfo]) -> usize {
     })
 }
 
+/// One rank of this process: its device and collective.
+type RankCollective = (tch::Device, Box<dyn Collective>);
+
 /// Starts this process's rank from the launcher's environment and `CPTLAB_RDZV_TOKEN`.
 pub fn start(mut config: RunConfig, paths: &Paths, opts: &WorkerOptions) -> Result<WorkerStart> {
     let launch = Launch::from_env(opts.local_rank_arg)?;
@@ -274,59 +282,57 @@ pub fn start(mut config: RunConfig, paths: &Paths, opts: &WorkerOptions) -> Resu
     let ranks: Vec<usize> = (first..first + devices.len()).collect();
     // Every rank of this process connects in a thread of its own: a group's constructor
     // returns only once all its ranks have joined, this process's other ranks among them.
-    let (ranks, watches): (Vec<(tch::Device, Box<dyn Collective>)>, Vec<GlooWatch>) =
-        match &devices {
-            RankDevices::Cpu(_) => {
-                if config.devices.threads.is_none() {
-                    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-                    let local = local_ranks(&launch, &agreement.peers) * devices.len();
-                    config.devices.threads = Some((cores / local).max(1));
-                }
-                let me = &agreement.peers[launch.rank];
-                let address = rendezvous::transport_address(me, &agreement.peers);
-                let connected = connect_each(&ranks, |rank| {
-                    // A connection of its own: a c10d store client serialises its calls, so
-                    // one rank's blocking wait for a peer's address would hold up this
-                    // process's other rank posting its own.
-                    let own;
-                    let store = if devices.len() > 1 {
-                        own = agreement.store.connect_again()?;
-                        &own
-                    } else {
-                        &agreement.store
-                    };
-                    GlooCollective::connect(
-                        store,
-                        rank,
-                        world,
-                        &address,
-                        opts.collective_timeout,
-                        owner.clone(),
-                    )
-                    .map_err(anyhow::Error::from)
-                })?;
-                connected
-                    .into_iter()
-                    .map(|(c, w)| ((tch::Device::Cpu, Box::new(c) as Box<dyn Collective>), w))
-                    .unzip()
+    let (ranks, watches): (Vec<RankCollective>, Vec<GlooWatch>) = match &devices {
+        RankDevices::Cpu(_) => {
+            if config.devices.threads.is_none() {
+                let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+                let local = local_ranks(&launch, &agreement.peers) * devices.len();
+                config.devices.threads = Some((cores / local).max(1));
             }
-            RankDevices::Cuda(gpus) => {
-                let id = nccl_id(&agreement, launch.rank, opts.rdzv_timeout)?;
-                let gpu_of: Vec<(usize, tch::Device)> =
-                    ranks.iter().copied().zip(gpus.iter().copied()).collect();
-                let connected = connect_each(&gpu_of, |(rank, device)| {
-                    // This thread's CUDA calls (the main thread's when one GPU per process:
-                    // it then builds the replica) go to the rank's GPU, not to cuda:0.
-                    crate::quant::set_current_device(device)
-                        .map_err(|e| anyhow::anyhow!("rank {rank}: selecting {device:?}: {e}"))?;
-                    let mut c =
-                        NcclCollective::from_id(&id, rank, world, device, opts.rdzv_timeout)?;
-                    c.set_timeout(opts.collective_timeout);
-                    Ok((device, Box::new(c) as Box<dyn Collective>))
-                })?;
-                (connected, Vec::new())
-            }
-        };
+            let me = &agreement.peers[launch.rank];
+            let address = rendezvous::transport_address(me, &agreement.peers);
+            let connected = connect_each(&ranks, |rank| {
+                // A connection of its own: a c10d store client serialises its calls, so
+                // one rank's blocking wait for a peer's address would hold up this
+                // process's other rank posting its own.
+                let own;
+                let store = if devices.len() > 1 {
+                    own = agreement.store.connect_again()?;
+                    &own
+                } else {
+                    &agreement.store
+                };
+                GlooCollective::connect(
+                    store,
+                    rank,
+                    world,
+                    &address,
+                    opts.collective_timeout,
+                    owner.clone(),
+                )
+                .map_err(anyhow::Error::from)
+            })?;
+            connected
+                .into_iter()
+                .map(|(c, w)| ((tch::Device::Cpu, Box::new(c) as Box<dyn Collective>), w))
+                .unzip()
+        }
+        RankDevices::Cuda(gpus) => {
+            let id = nccl_id(&agreement, launch.rank, opts.rdzv_timeout)?;
+            let gpu_of: Vec<(usize, tch::Device)> =
+                ranks.iter().copied().zip(gpus.iter().copied()).collect();
+            let connected = connect_each(&gpu_of, |(rank, device)| {
+                // This thread's CUDA calls (the main thread's when one GPU per process:
+                // it then builds the replica) go to the rank's GPU, not to cuda:0.
+                crate::quant::set_current_device(device)
+                    .map_err(|e| anyhow::anyhow!("rank {rank}: selecting {device:?}: {e}"))?;
+                let mut c = NcclCollective::from_id(&id, rank, world, device, opts.rdzv_timeout)?;
+                c.set_timeout(opts.collective_timeout);
+                Ok((device, Box::new(c) as Box<dyn Collective>))
+            })?;
+            (connected, Vec::new())
+        }
+    };
     let aborts: Vec<_> = ranks.iter().map(|(_, c)| c.abort_handle()).collect();
     let spec = JobSpec {
         config,

@@ -73,6 +73,10 @@ pub struct StartedEvent {
     /// `best_epoch` counted from 0 (see the module's documentation).
     #[serde(default)]
     pub epoch_base: u64,
+    /// `cptlab estimate`'s total bytes per rank for this run (rank 0's replica), for the
+    /// workbench's "estimate / measured" line. Absent in older recordings.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub memory_estimate_bytes: Option<u64>,
 }
 
 /// One optimizer step, or (every `train.log_every` steps) the last `steps` steps up to `step`:
@@ -114,6 +118,42 @@ pub struct StepEvent {
     /// fp16: how many of them were skipped (`skipped`: whether any was).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub skipped_steps: Option<u64>,
+    /// Peak memory so far of the reporting rank (rank 0), bytes: the CUDA caching allocator's
+    /// peak allocated bytes on its GPU, or the process's peak RSS on the CPU
+    /// (`peak_memory_kind` says which). Absent in older recordings.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub peak_memory_bytes: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub peak_memory_kind: Option<MemoryKind>,
+}
+
+/// What a measured peak memory figure counts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum MemoryKind {
+    /// The process's peak resident set size (`VmHWM`): every CPU rank of the process and
+    /// everything else it holds.
+    Rss,
+    /// The CUDA caching allocator's peak allocated bytes on the rank's GPU (tensors only, not
+    /// the allocator's reserve nor the CUDA context).
+    Cuda,
+}
+
+impl MemoryKind {
+    pub const ALL: [MemoryKind; 2] = [MemoryKind::Rss, MemoryKind::Cuda];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            MemoryKind::Rss => "rss",
+            MemoryKind::Cuda => "cuda",
+        }
+    }
+}
+
+impl std::fmt::Display for MemoryKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.pad(self.name())
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -238,6 +278,11 @@ pub struct Summary {
     /// finish what was queued); absent in older runs.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub host_reads_per_step: Option<f64>,
+    /// Peak memory of the reporting rank over the session, as in the step events.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub peak_memory_bytes: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub peak_memory_kind: Option<MemoryKind>,
     /// In this process only (never written): the failure only reports that another rank (or
     /// the job) aborted the group, so the root cause is elsewhere. Set with status `failed`.
     #[serde(skip)]
@@ -321,6 +366,8 @@ mod tests {
             skipped: None,
             steps: None,
             skipped_steps: None,
+            peak_memory_bytes: None,
+            peak_memory_kind: None,
         });
         let s = serde_json::to_string(&e).unwrap();
         assert!(

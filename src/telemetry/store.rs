@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
+use serde::Serialize;
 
 use super::{Event, RunStatus, Summary};
 use crate::config::{ConfigError, RunConfig};
@@ -401,48 +402,107 @@ pub fn read_metrics(dir: &Path) -> Result<Vec<Event>> {
     Ok(events)
 }
 
-/// Step events as CSV, one row per optimizer step.
+/// The columns of `steps_csv`, in order: every field a step event carries (`StepEvent`), the
+/// first eleven as earlier builds wrote them. A field the event leaves out (`grad_norm`
+/// without clipping, `q_fwd` without a schedule, `loss_scale` outside fp16, …) is an empty cell.
+/// `steps` is how many optimizer steps the row stands for (`train.log_every`; empty: 1) and
+/// `skipped_steps` how many of them were skipped (fp16 overflows, bf16 non-finite steps).
+pub const STEP_COLUMNS: &[&str] = &[
+    "step",
+    "epoch",
+    "loss",
+    "lr",
+    "images_per_sec",
+    "grad_norm",
+    "t_data",
+    "t_fwd",
+    "t_bwd",
+    "t_comm",
+    "t_opt",
+    "q_fwd",
+    "q_bwd",
+    "gbitops",
+    "loss_scale",
+    "skipped",
+    "steps",
+    "skipped_steps",
+    "peak_memory_bytes",
+    "peak_memory_kind",
+];
+
+/// The columns of `evals_csv`, in order: every field of an evaluation event (`EvalEvent`).
+pub const EVAL_COLUMNS: &[&str] = &[
+    "epoch",
+    "step",
+    "train_loss",
+    "test_loss",
+    "test_acc",
+    "epoch_seconds",
+];
+
+/// One CSV cell from a serialized field: numbers as Rust writes them (as earlier builds did),
+/// booleans as true/false, a missing field empty.
+fn csv_cell(v: Option<&serde_json::Value>) -> String {
+    use serde_json::Value;
+    match v {
+        Some(Value::Number(n)) => match (n.as_u64(), n.as_i64(), n.as_f64()) {
+            (Some(u), _, _) => u.to_string(),
+            (None, Some(i), _) => i.to_string(),
+            (None, None, Some(f)) => f.to_string(),
+            _ => n.to_string(),
+        },
+        Some(Value::Bool(b)) => b.to_string(),
+        Some(Value::String(s)) => s.clone(),
+        Some(Value::Null) | None => String::new(),
+        Some(other) => other.to_string(),
+    }
+}
+
+/// Rows of `columns` from events serialized through serde (so a field added to the event
+/// cannot be silently dropped by a hand-written row; the column lists are tested against it).
+fn csv_of<T: Serialize>(columns: &[&str], rows: impl Iterator<Item = T>) -> String {
+    let mut out = columns.join(",");
+    out.push('\n');
+    for r in rows {
+        let v = serde_json::to_value(&r).unwrap_or_default();
+        let cells: Vec<String> = columns.iter().map(|c| csv_cell(v.get(*c))).collect();
+        out.push_str(&cells.join(","));
+        out.push('\n');
+    }
+    out
+}
+
+/// Step events as CSV, one row per step event (`STEP_COLUMNS`).
 pub fn steps_csv(events: &[Event]) -> String {
-    let mut out = String::from(
-        "step,epoch,loss,lr,images_per_sec,grad_norm,t_data,t_fwd,t_bwd,t_comm,t_opt\n",
-    );
-    for e in events {
-        if let Event::Step(s) = e {
-            let norm = s.grad_norm.map(|g| g.to_string()).unwrap_or_default();
-            out.push_str(&format!(
-                "{},{},{},{},{},{},{},{},{},{},{}\n",
-                s.step,
-                s.epoch,
-                s.loss,
-                s.lr,
-                s.images_per_sec,
-                norm,
-                s.t_data,
-                s.t_fwd,
-                s.t_bwd,
-                s.t_comm,
-                s.t_opt
-            ));
-        }
-    }
-    out
+    csv_of(
+        STEP_COLUMNS,
+        events.iter().filter_map(|e| match e {
+            Event::Step(s) => Some(s),
+            _ => None,
+        }),
+    )
 }
 
-/// Evaluation events as CSV, one row per epoch.
+/// Evaluation events as CSV, one row per epoch (`EVAL_COLUMNS`).
 pub fn evals_csv(events: &[Event]) -> String {
-    let mut out = String::from("epoch,step,train_loss,test_loss,test_acc,epoch_seconds\n");
-    for e in events {
-        if let Event::Eval(v) = e {
-            out.push_str(&format!(
-                "{},{},{},{},{},{}\n",
-                v.epoch, v.step, v.train_loss, v.test_loss, v.test_acc, v.epoch_seconds
-            ));
-        }
-    }
-    out
+    csv_of(
+        EVAL_COLUMNS,
+        events.iter().filter_map(|e| match e {
+            Event::Eval(v) => Some(v),
+            _ => None,
+        }),
+    )
 }
 
-/// Resolves a user's run argument: a path, or a run directory name under `runs_root`.
+/// The word that names the newest run wherever a run is named.
+pub const LAST: &str = "last";
+
+/// Resolves a user's run argument, the one way every command names a run (`runs show`,
+/// `diff`, `export`, `rm`, `run --resume`, `compare`): a path to a run directory, a run
+/// directory's name (its id) under `runs_root`, `last` (the newest run), or a unique prefix of
+/// a run id. An ambiguous prefix is an error listing the runs it matches. An existing
+/// directory that is not a run is not matched by prefix (`compare` reads it as a folder of
+/// runs).
 pub fn resolve_run_dir(runs_root: &Path, arg: &str) -> Result<PathBuf> {
     let p = PathBuf::from(arg);
     let candidates = [p.clone(), runs_root.join(arg)];
@@ -451,10 +511,42 @@ pub fn resolve_run_dir(runs_root: &Path, arg: &str) -> Result<PathBuf> {
             return Ok(c);
         }
     }
-    anyhow::bail!(
-        "{arg}: not a run directory (expected a folder with {CONFIG_FILE}, as a path or a name under {})",
-        runs_root.display()
-    )
+    let not_found = || {
+        anyhow::anyhow!(
+            "{arg}: not a run (expected a run directory with {CONFIG_FILE}, a run id under {} or a unique prefix of one, or `{LAST}`)",
+            runs_root.display()
+        )
+    };
+    if arg.is_empty() || arg.contains(std::path::MAIN_SEPARATOR) || p.is_dir() {
+        return Err(not_found());
+    }
+    let runs = try_list_runs(runs_root)?;
+    if arg == LAST {
+        return runs.first().map(|r| r.dir.clone()).ok_or_else(|| {
+            anyhow::anyhow!("{LAST}: there are no runs in {}", runs_root.display())
+        });
+    }
+    let hits: Vec<&RunInfo> = runs.iter().filter(|r| r.name.starts_with(arg)).collect();
+    match hits.as_slice() {
+        [] => Err(not_found()),
+        [one] => Ok(one.dir.clone()),
+        many => {
+            const SHOWN: usize = 10;
+            let mut names: Vec<&str> = many.iter().take(SHOWN).map(|r| r.name.as_str()).collect();
+            let more = many.len().saturating_sub(SHOWN);
+            let tail = if more > 0 {
+                format!(", and {more} more")
+            } else {
+                String::new()
+            };
+            names.sort_unstable();
+            anyhow::bail!(
+                "{arg}: ambiguous, {} runs start with it: {}{tail} (give more of the id)",
+                many.len(),
+                names.join(", ")
+            )
+        }
+    }
 }
 
 #[cfg(test)]
@@ -653,5 +745,92 @@ mod tests {
             "{e}"
         );
         assert!(read_config(&missing).is_err());
+    }
+
+    /// Every field a step or eval event serializes is a column of its CSV, and every column a
+    /// field: a field added to the event without its column fails here.
+    #[test]
+    fn csv_columns_are_every_field_of_the_events() {
+        use crate::telemetry::event::{EvalEvent, StepEvent};
+        let step = StepEvent {
+            step: 20,
+            epoch: 1,
+            loss: 2.5,
+            lr: 1e-5,
+            images_per_sec: 100.0,
+            grad_norm: Some(0.5),
+            t_data: 0.001,
+            t_fwd: 0.002,
+            t_bwd: 0.003,
+            t_comm: 0.0,
+            t_opt: 0.004,
+            q_fwd: Some(4),
+            q_bwd: Some(8),
+            gbitops: Some(1.5),
+            loss_scale: Some(32768.0),
+            skipped: Some(true),
+            steps: Some(10),
+            skipped_steps: Some(3),
+            peak_memory_bytes: Some(1 << 20),
+            peak_memory_kind: Some(crate::telemetry::event::MemoryKind::Rss),
+        };
+        let fields: Vec<String> = serde_json::to_value(&step)
+            .unwrap()
+            .as_object()
+            .unwrap()
+            .keys()
+            .cloned()
+            .collect();
+        let mut cols: Vec<String> = STEP_COLUMNS.iter().map(|c| c.to_string()).collect();
+        let mut sorted = fields.clone();
+        sorted.sort();
+        cols.sort();
+        assert_eq!(sorted, cols, "STEP_COLUMNS and StepEvent's fields differ");
+        let csv = steps_csv(&[Event::Step(step.clone())]);
+        let mut lines = csv.lines();
+        assert_eq!(lines.next(), Some(STEP_COLUMNS.join(",").as_str()));
+        assert_eq!(
+            lines.next(),
+            Some("20,1,2.5,0.00001,100,0.5,0.001,0.002,0.003,0,0.004,4,8,1.5,32768,true,10,3,1048576,rss")
+        );
+        // Fields an event leaves out are empty cells; the earlier columns keep their place.
+        let bare = StepEvent {
+            grad_norm: None,
+            q_fwd: None,
+            q_bwd: None,
+            gbitops: None,
+            loss_scale: None,
+            skipped: None,
+            steps: None,
+            skipped_steps: None,
+            peak_memory_bytes: None,
+            peak_memory_kind: None,
+            ..step
+        };
+        let csv = steps_csv(&[Event::Step(bare)]);
+        assert_eq!(
+            csv.lines().nth(1),
+            Some("20,1,2.5,0.00001,100,,0.001,0.002,0.003,0,0.004,,,,,,,,,")
+        );
+        assert!(csv.starts_with("step,epoch,loss,lr,images_per_sec,grad_norm,t_data"));
+
+        let eval = EvalEvent {
+            epoch: 1,
+            step: 20,
+            test_loss: 1.0,
+            test_acc: 0.5,
+            train_loss: 1.2,
+            epoch_seconds: 3.0,
+        };
+        let v = serde_json::to_value(&eval).unwrap();
+        let mut fields: Vec<&String> = v.as_object().unwrap().keys().collect();
+        fields.sort();
+        let mut cols: Vec<&str> = EVAL_COLUMNS.to_vec();
+        cols.sort();
+        assert_eq!(fields, cols, "EVAL_COLUMNS and EvalEvent's fields differ");
+        assert_eq!(
+            evals_csv(&[Event::Eval(eval)]).lines().nth(1),
+            Some("1,20,1.2,1,0.5,3")
+        );
     }
 }

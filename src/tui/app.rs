@@ -61,6 +61,11 @@ pub enum Command {
         run: RunId,
         config: Box<RunConfig>,
     },
+    /// `cptlab run --resume DIR --json` (Runs: `r`).
+    Resume {
+        run: RunId,
+        dir: PathBuf,
+    },
     Follow {
         run: RunId,
         dir: PathBuf,
@@ -104,6 +109,10 @@ pub enum Request {
     RefreshRuns,
     /// Write the selected run's CSV files.
     ExportRun,
+    /// Put this run's recorded config into Setup (Runs: `u`).
+    CloneRun(PathBuf),
+    /// Resume this incomplete or stopped run (Runs: `r`).
+    ResumeRun(PathBuf),
     /// Ask before deleting this run (refused while it is live).
     DeleteRun(Box<RunRow>),
     /// Load this preset into Setup (asks first over unsaved edits).
@@ -336,6 +345,8 @@ pub struct App {
     pub data_override: Option<String>,
     /// Set by Ctrl-Z: the event loop hands the terminal back and stops the process.
     pub suspend: bool,
+    /// Set by `e` on Setup: the event loop hands the terminal to the editor (`edit_config`).
+    pub edit: bool,
     /// Loss smoothing: an index into `SMOOTHING`.
     pub smoothing: usize,
     /// Lines the help is scrolled by (it is longer than an 80×24 terminal).
@@ -390,6 +401,11 @@ impl App {
                 }),
             }
         }
+        // Checked against this machine from the start (devices, threads, fp16 on a CPU).
+        setup.machine = opts.machine;
+        if setup.machine.is_some() {
+            setup.recheck();
+        }
         let status = notes.into_iter().reduce(|a, b| Status {
             text: format!("{} · {}", a.text, b.text),
             warn: a.warn || b.warn,
@@ -413,9 +429,13 @@ impl App {
             exit: None,
             commands: Vec::new(),
             next_id: 1,
-            cores: std::thread::available_parallelism().map_or(1, |n| n.get()),
+            cores: opts.machine.map_or_else(
+                || std::thread::available_parallelism().map_or(1, |n| n.get()),
+                |m| m.cores,
+            ),
             data_override: opts.data.clone(),
             suspend: false,
+            edit: false,
             smoothing: 1,
             help_scroll: 0,
             state_path,
@@ -479,6 +499,35 @@ impl App {
                     self.say(format!("cannot remember the Setup: {e}"), true);
                     self.state_error = Some(e);
                 }
+            }
+        }
+    }
+
+    /// `e` on Setup, once the terminal is the editor's: writes the whole config (or the text a
+    /// failed edit left, with its error on top), runs `editor` on it, and takes what comes
+    /// back if it parses and validates. An error is shown in the form and the text is kept.
+    pub fn edit_config(&mut self, editor: &str) {
+        let path = super::editor::edit_path(&self.paths);
+        let s = &self.setup;
+        let cfg = s.check.config.clone().unwrap_or_else(|| s.base.clone());
+        let result = super::editor::prepare(&path, &cfg, s.edit_error.as_deref())
+            .and_then(|()| super::editor::run_editor(editor, &path))
+            .and_then(|()| super::editor::read_back(&path));
+        match result {
+            Ok(cfg) => {
+                self.setup.adopt(cfg);
+                let _ = std::fs::remove_file(&path);
+                self.say("Setup takes the edited config", false);
+            }
+            Err(e) => {
+                self.say(
+                    format!(
+                        "edited config not taken: {e} (kept in {}; e reopens it)",
+                        path.display()
+                    ),
+                    true,
+                );
+                self.setup.edit_error = Some(e);
             }
         }
     }
@@ -617,6 +666,7 @@ impl App {
         match action {
             Action::Interrupt => self.interrupt(),
             Action::Suspend => self.suspend = true,
+            Action::Key('e') if self.view == View::Setup => self.edit = true,
             Action::Quit => self.request_quit(),
             Action::Help => {
                 self.help_scroll = 0;
@@ -721,6 +771,8 @@ impl App {
             Request::OpenDir(dir) => super::runs::open(self, &dir),
             Request::RefreshRuns => super::runs::refresh(self),
             Request::ExportRun => super::runs::export(self),
+            Request::CloneRun(dir) => super::runs::clone_into_setup(self, &dir),
+            Request::ResumeRun(dir) => super::runs::resume(self, &dir),
             Request::DeleteRun(row) => super::runs::ask_delete(self, *row),
             Request::LoadPreset(entry) => super::presets::ask_load(self, *entry),
             Request::SavePreset => super::presets::ask_save(self),

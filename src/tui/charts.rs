@@ -14,6 +14,7 @@ use ratatui::widgets::canvas::{Canvas, Line as Segment};
 use ratatui::widgets::Paragraph;
 use ratatui::Frame;
 
+use super::action::Action;
 use super::ui::{panel_with, theme};
 
 pub struct SeriesSpec<'a> {
@@ -85,21 +86,271 @@ pub enum YAxis {
     Levels(Vec<f64>),
 }
 
-/// The x axis: from 0 to `max`, in `unit` (steps, epochs), ticks at round values.
+/// The x axis: from `min` (0 unless zoomed) to `max`, in `unit` (steps, epochs), ticks at
+/// round values.
 #[derive(Debug, Clone, PartialEq)]
 pub struct XAxis {
+    pub min: f64,
     pub max: f64,
     pub unit: &'static str,
 }
 
 impl XAxis {
     pub fn steps(max: f64) -> XAxis {
-        XAxis { max, unit: "step" }
+        XAxis {
+            min: 0.0,
+            max,
+            unit: "step",
+        }
     }
 
     pub fn epochs(max: f64) -> XAxis {
-        XAxis { max, unit: "epoch" }
+        XAxis {
+            min: 0.0,
+            max,
+            unit: "epoch",
+        }
     }
+
+    /// The part of the axis that `view` shows (the whole axis when not zoomed).
+    pub fn in_view(mut self, view: &ChartView) -> XAxis {
+        let full = self.max.max(1e-9);
+        self.min = view.lo * full;
+        self.max = view.hi * full;
+        self
+    }
+}
+
+/// How the loss chart's y axis is scaled (`y` steps through them).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum LossY {
+    /// Linear while the data spans little, log once it spans more than a decade and a half.
+    #[default]
+    Auto,
+    Log,
+    Linear,
+}
+
+impl LossY {
+    pub const ALL: [LossY; 3] = [LossY::Auto, LossY::Log, LossY::Linear];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            LossY::Auto => "auto",
+            LossY::Log => "log",
+            LossY::Linear => "linear",
+        }
+    }
+
+    pub fn next(self) -> LossY {
+        let i = LossY::ALL.iter().position(|m| *m == self).unwrap_or(0);
+        LossY::ALL[(i + 1) % LossY::ALL.len()]
+    }
+}
+
+/// The narrowest x window, as a share of the run (eight zoom steps).
+pub const MIN_SPAN: f64 = 1.0 / 256.0;
+/// Cursor moves per window width (one `←`/`→`).
+pub const CURSOR_STEPS: f64 = 50.0;
+
+/// What the user did to a view's charts: the loss's y scale, the x window (zoom and pan) and
+/// the step cursor. Kept as shares of the whole run, so that every chart of the view (steps
+/// or epochs, one run or eight) shows the same window, and a live run's growth does not move it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ChartView {
+    pub loss_y: LossY,
+    /// The x window, as shares of the run: `0 <= lo < hi <= 1`.
+    pub lo: f64,
+    pub hi: f64,
+    /// The cursor, as a share of the run, while it is shown.
+    pub cursor: Option<f64>,
+}
+
+impl Default for ChartView {
+    fn default() -> ChartView {
+        ChartView {
+            loss_y: LossY::Auto,
+            lo: 0.0,
+            hi: 1.0,
+            cursor: None,
+        }
+    }
+}
+
+impl ChartView {
+    pub fn zoomed(&self) -> bool {
+        self.lo > 0.0 || self.hi < 1.0
+    }
+
+    fn span(&self) -> f64 {
+        self.hi - self.lo
+    }
+
+    /// Puts the window of width `span` around `centre`, inside the run.
+    fn place(&mut self, centre: f64, span: f64) {
+        let span = span.clamp(MIN_SPAN, 1.0);
+        let lo = (centre - span / 2.0).clamp(0.0, 1.0 - span);
+        self.lo = lo;
+        self.hi = (lo + span).min(1.0);
+    }
+
+    /// The point zooming keeps in place: the cursor when it is in the window, else the middle.
+    fn anchor(&self) -> f64 {
+        match self.cursor {
+            Some(c) if (self.lo..=self.hi).contains(&c) => c,
+            _ => (self.lo + self.hi) / 2.0,
+        }
+    }
+
+    /// `+`: half the window; `-`: twice it (`factor` 0.5 or 2).
+    pub fn zoom(&mut self, factor: f64) {
+        let a = self.anchor();
+        let span = self.span() * factor;
+        // Keep the anchor at the same place on the screen where the bounds allow.
+        let left = if self.span() > 0.0 {
+            (a - self.lo) / self.span()
+        } else {
+            0.5
+        };
+        self.place(a - left * span + span / 2.0, span);
+    }
+
+    /// `[` / `]`: a quarter of the window left (-1) or right (+1).
+    pub fn pan(&mut self, dir: f64) {
+        let span = self.span();
+        let centre = (self.lo + self.hi) / 2.0 + dir * span / 4.0;
+        self.place(centre, span);
+    }
+
+    /// `0`: the whole run again (the cursor and the y scale stay).
+    pub fn reset(&mut self) {
+        self.lo = 0.0;
+        self.hi = 1.0;
+    }
+
+    /// `i`: shows the cursor in the middle of the window, or hides it.
+    pub fn toggle_cursor(&mut self) {
+        self.cursor = match self.cursor {
+            Some(_) => None,
+            None => Some((self.lo + self.hi) / 2.0),
+        };
+    }
+
+    /// `←`/`→` with the cursor shown: one fiftieth of the window; the window follows the
+    /// cursor past its edges.
+    pub fn move_cursor(&mut self, dir: f64) {
+        let Some(c) = self.cursor else { return };
+        let c = (c + dir * self.span() / CURSOR_STEPS).clamp(0.0, 1.0);
+        self.cursor = Some(c);
+        if c < self.lo {
+            let span = self.span();
+            self.place(c + span / 2.0, span);
+        } else if c > self.hi {
+            let span = self.span();
+            self.place(c - span / 2.0, span);
+        }
+    }
+
+    /// The chart keys every chart view shares (`y`, `+`/`=`, `-`, `[`, `]`, `0`, `i`, and
+    /// `←`/`→` while the cursor is shown, `Esc` hides it); false for any other action.
+    pub fn handle(&mut self, a: &Action) -> bool {
+        match a {
+            Action::Key('y') => self.loss_y = self.loss_y.next(),
+            Action::Key('+') | Action::Key('=') => self.zoom(0.5),
+            Action::Key('-') => self.zoom(2.0),
+            Action::Key('[') => self.pan(-1.0),
+            Action::Key(']') => self.pan(1.0),
+            Action::Key('0') => self.reset(),
+            Action::Key('i') => self.toggle_cursor(),
+            Action::Left if self.cursor.is_some() => self.move_cursor(-1.0),
+            Action::Right if self.cursor.is_some() => self.move_cursor(1.0),
+            Action::Back if self.cursor.is_some() => self.cursor = None,
+            _ => return false,
+        }
+        true
+    }
+
+    /// The mouse wheel over a chart: up zooms in, down out.
+    pub fn wheel(&mut self, notches: i32) {
+        self.zoom(if notches < 0 { 0.5 } else { 2.0 });
+    }
+
+    /// The x window in data units, for an axis from 0 to `max`.
+    pub fn window(&self, max: f64) -> (f64, f64) {
+        (self.lo * max, self.hi * max)
+    }
+
+    /// The cursor in data units, for an axis from 0 to `max`.
+    pub fn cursor_at(&self, max: f64) -> Option<f64> {
+        self.cursor.map(|c| c * max)
+    }
+
+    /// What the title says of the view: "log"/"lin" when the y scale is forced, the zoom.
+    pub fn title_note(&self) -> String {
+        let mut s = String::new();
+        if self.zoomed() {
+            s.push_str(&format!(" ×{:.0}", 1.0 / self.span()));
+        }
+        s
+    }
+}
+
+/// The points of `pts` (sorted by x) that fall in `[lo, hi]`, with the neighbour on each side
+/// so that a curve reaches the window's edges.
+pub fn in_window(pts: &[(f64, f64)], lo: f64, hi: f64) -> Vec<(f64, f64)> {
+    let a = pts.partition_point(|p| p.0 < lo).saturating_sub(1);
+    let b = (pts.partition_point(|p| p.0 <= hi) + 1).min(pts.len());
+    if a >= b {
+        return Vec::new();
+    }
+    pts[a..b].to_vec()
+}
+
+/// The point of `pts` (sorted by x) nearest to `x`.
+pub fn nearest(pts: &[(f64, f64)], x: f64) -> Option<(f64, f64)> {
+    let i = pts.partition_point(|p| p.0 < x);
+    let after = pts.get(i).copied();
+    let before = i.checked_sub(1).and_then(|j| pts.get(j).copied());
+    match (before, after) {
+        (Some(b), Some(a)) => Some(if x - b.0 <= a.0 - x { b } else { a }),
+        (b, a) => b.or(a),
+    }
+}
+
+/// The last point of `pts` (sorted by x) at or before `x`: a value that holds until the next
+/// (bit widths, evaluations).
+pub fn held(pts: &[(f64, f64)], x: f64) -> Option<(f64, f64)> {
+    let i = pts.partition_point(|p| p.0 <= x);
+    i.checked_sub(1).map(|j| pts[j])
+}
+
+/// Where a mark sits on a chart.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum MarkAt {
+    /// At this y (in the chart's units, after any log transform).
+    Y(f64),
+    /// On the plot's top row (events without a value on the axis: loss-scale changes).
+    Top,
+    /// On the x axis (evaluations).
+    Axis,
+}
+
+/// A glyph at one x of a chart: an evaluation, a skipped step, a loss-scale change.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Mark {
+    pub x: f64,
+    pub at: MarkAt,
+    pub glyph: char,
+    pub color: Color,
+}
+
+/// What a chart shows beyond its series: the cursor's line, marks, and their legend entries.
+#[derive(Debug, Clone, Default)]
+pub struct Decor {
+    pub cursor: Option<f64>,
+    pub marks: Vec<Mark>,
+    /// Extra legend entries (a mark's glyph and what it means).
+    pub legend: Vec<(char, &'static str, Color)>,
 }
 
 pub struct Plot<'a> {
@@ -244,15 +495,17 @@ pub fn y_ticks(y: &YAxis, rows: usize) -> ([f64; 2], Vec<(f64, String)>) {
     }
 }
 
-/// `(value, label)` ticks for an x axis from 0 to `max`, `cols` cells wide.
+/// `(value, label)` ticks for an x axis from `min` to `max`, `cols` cells wide.
 pub fn x_ticks(x: &XAxis, cols: usize) -> Vec<(f64, String)> {
     let max = x.max.max(1e-9);
+    let min = x.min.clamp(0.0, max);
     let width = tick_label(max, 1.0).chars().count().max(2) + 2;
     let n = (cols / width).clamp(2, 8);
-    let (_, _, step) = nice_ticks(0.0, max, n);
+    let (_, _, step) = nice_ticks(min, max, n);
     // Steps and epochs are whole numbers.
     let step = step.max(1.0).round();
-    tick_values(0.0, (max / step + 1e-9).floor() * step, step)
+    let first = (min / step - 1e-9).ceil().max(0.0) * step;
+    tick_values(first, (max / step + 1e-9).floor() * step, step)
         .into_iter()
         .map(|v| (v, tick_label(v, step)))
         .collect()
@@ -293,6 +546,11 @@ fn label_style() -> Style {
 }
 
 pub fn draw(f: &mut Frame, area: Rect, p: &Plot) {
+    draw_decorated(f, area, p, &Decor::default());
+}
+
+/// `draw`, with the cursor's line and marks (`Decor`) over the curves.
+pub fn draw_decorated(f: &mut Frame, area: Rect, p: &Plot, decor: &Decor) {
     // Series names go into the title, each with its glyph (or a line) in its colour: a legend
     // box would hide the curves in an 80×24 panel.
     let legend: Vec<Span<'static>> = p
@@ -316,11 +574,19 @@ pub fn draw(f: &mut Frame, area: Rect, p: &Plot) {
             Span::styled(format!("{mark}{sep}{name} "), Style::default().fg(s.color))
         })
         .collect();
-    let legend = if p.series.iter().filter(|s| !s.faint).count() > 1 {
+    let mut legend = if p.series.iter().filter(|s| !s.faint).count() > 1 {
         legend
     } else {
         Vec::new()
     };
+    for (g, name, color) in &decor.legend {
+        if decor.marks.iter().any(|m| m.glyph == *g) {
+            legend.push(Span::styled(
+                format!("{g}{name} "),
+                Style::default().fg(*color),
+            ));
+        }
+    }
     let block = panel_with(p.title, legend, p.focused);
     let inner = block.inner(area);
     f.render_widget(block, area);
@@ -355,7 +621,11 @@ pub fn draw(f: &mut Frame, area: Rect, p: &Plot) {
         width: inner.width.saturating_sub(gutter + 1),
         height: plot_h,
     };
-    let x = [0.0, p.x.max.max(1e-9)];
+    let x = if p.x.max > p.x.min {
+        [p.x.min, p.x.max]
+    } else {
+        [0.0, p.x.max.max(1e-9)]
+    };
     let m = Mapper { area: plot, x, y };
     let buf = f.buffer_mut();
     let axis_style = Style::default().fg(theme::DIM);
@@ -439,6 +709,40 @@ pub fn draw(f: &mut Frame, area: Rect, p: &Plot) {
     for (k, s) in marked.iter().enumerate() {
         put_glyphs(buf, &m, s, k, marked.len());
     }
+    put_decor(buf, &m, decor);
+}
+
+/// The marks, then the cursor: a line down the plot where nothing is drawn, and a caret on the
+/// x axis.
+fn put_decor(buf: &mut Buffer, m: &Mapper, decor: &Decor) {
+    let area = m.area;
+    let axis_row = area.y + area.height;
+    for mk in &decor.marks {
+        let Some(c) = m.col(mk.x) else { continue };
+        let r = match mk.at {
+            MarkAt::Y(y) if y.is_finite() => match m.row(y) {
+                Some(r) => r,
+                None => continue,
+            },
+            MarkAt::Y(_) | MarkAt::Top => area.y,
+            MarkAt::Axis => axis_row,
+        };
+        let style = Style::default().fg(mk.color).add_modifier(Modifier::BOLD);
+        buf[(c, r)].set_char(mk.glyph).set_style(style);
+    }
+    let Some(c) = decor.cursor.and_then(|x| m.col(x)) else {
+        return;
+    };
+    let style = Style::default().fg(theme::ACCENT);
+    for r in area.y..area.y + area.height {
+        let cell = &mut buf[(c, r)];
+        if cell.symbol() == " " || cell.symbol() == "\u{2800}" {
+            cell.set_char('│').set_style(style);
+        }
+    }
+    buf[(c, axis_row)]
+        .set_char('▲')
+        .set_style(style.add_modifier(Modifier::BOLD));
 }
 
 /// A series' glyph at each of its points when they are few (evaluations), else at evenly
@@ -537,6 +841,12 @@ pub fn resample(pts: &[(f64, f64)], n: usize) -> Vec<(f64, f64)> {
 /// Transforms the series in place when it goes to log scale; returns the axis and whether it
 /// is logarithmic.
 pub fn loss_axis(series: &mut [Vec<(f64, f64)>]) -> (YAxis, bool) {
+    loss_axis_as(series, LossY::Auto)
+}
+
+/// `loss_axis` with the scale the user chose (`y`): forced log (where every value is positive)
+/// or linear, or chosen from the data.
+pub fn loss_axis_as(series: &mut [Vec<(f64, f64)>], mode: LossY) -> (YAxis, bool) {
     let ys = || {
         series
             .iter()
@@ -549,7 +859,14 @@ pub fn loss_axis(series: &mut [Vec<(f64, f64)>]) -> (YAxis, bool) {
     if !lo.is_finite() {
         return (YAxis::Auto { lo: 0.0, hi: 1.0 }, false);
     }
-    if lo > 0.0 && hi / lo > 30.0 {
+    let log = match mode {
+        LossY::Auto => lo > 0.0 && hi / lo > 30.0,
+        // A loss at or below 0 has no place on a log axis: clamped to 1e-12 like the rest.
+        LossY::Log => hi > 0.0,
+        LossY::Linear => false,
+    };
+    if log {
+        let lo = lo.max(1e-12);
         for s in series.iter_mut() {
             for p in s.iter_mut() {
                 p.1 = p.1.max(1e-12).log10();

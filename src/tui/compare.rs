@@ -11,7 +11,7 @@ use ratatui::Frame;
 
 use super::action::Action;
 use super::app::{App, Component, Reply, Request, RunId};
-use super::charts::{self, Plot};
+use super::charts::{self, ChartView, Decor, Plot};
 use super::dashboard::status_badge;
 use super::run_data::{pct, RunData};
 use super::setup::clip;
@@ -37,6 +37,8 @@ pub struct CompareState {
     pub zoom: bool,
     /// The highlighted run (`←→`): `o` opens it, `w` makes it the baseline.
     pub sel: usize,
+    /// The charts' y scale, x window and cursor (the Dashboard's keys).
+    pub chart: ChartView,
 }
 
 impl Component for CompareState {
@@ -46,7 +48,14 @@ impl Component for CompareState {
     fn handle(&mut self, a: &Action, ids: Self::Ctx<'_>) -> Reply {
         let c = self;
         let n = ids.len();
+        if !(c.zoom && *a == Action::Back) && c.chart.handle(a) {
+            if *a == Action::Key('y') {
+                return Reply::Then(Request::Say(super::dashboard::loss_y_note(&c.chart), false));
+            }
+            return Reply::Done;
+        }
         match a {
+            Action::Wheel(i, d) if *i < 3 => c.chart.wheel(*d),
             Action::FocusNext => c.focus = (c.focus + 1) % PANELS.len(),
             Action::FocusPrev => c.focus = (c.focus + PANELS.len() - 1) % PANELS.len(),
             Action::Select => c.zoom = !c.zoom,
@@ -139,8 +148,13 @@ pub fn draw(f: &mut Frame, area: Rect, app: &App) {
         spans.push(Span::styled(badge.to_lowercase(), Style::default().fg(bc)));
         spans.push(Span::raw("  "));
     }
-    f.render_widget(Line::from(spans), head);
     let data: Vec<&RunData> = slots.iter().map(|s| &s.data).collect();
+    // With the cursor shown, the header reads each run's loss (and accuracy) at its step.
+    let spans = match readout(&data, &st.chart, app.smoothing_weight()) {
+        Some(r) => r,
+        None => spans,
+    };
+    f.render_widget(Line::from(spans), head);
     for (i, r) in panel_rects(area, app) {
         draw_panel(f, r, app, &data, sel, i, st.zoom || st.focus == i);
     }
@@ -150,6 +164,33 @@ fn x_end(d: &RunData) -> f64 {
     d.total_steps()
         .or(d.last.as_ref().map(|l| l.step))
         .unwrap_or(1) as f64
+}
+
+/// The cursor's step, then each run's letter with its (smoothed) loss at that step and its
+/// last test accuracy at or before it. None while the cursor is hidden.
+pub fn readout(runs: &[&RunData], view: &ChartView, smooth: f64) -> Option<Vec<Span<'static>>> {
+    let xmax = runs.iter().map(|d| x_end(d)).fold(1.0, f64::max);
+    let x = view.cursor_at(xmax)?;
+    let mut spans = vec![
+        Span::styled(" ┴ ", Style::default().fg(theme::ACCENT)),
+        Span::raw(format!("step {x:.0} ")),
+    ];
+    for (k, d) in runs.iter().enumerate() {
+        let loss = charts::nearest(&charts::ema(&d.loss.points(), smooth), x)
+            .map_or("-".into(), |p| charts::short(p.1));
+        let acc = d
+            .evals
+            .iter()
+            .rev()
+            .find(|e| e.step as f64 <= x)
+            .map_or("-".into(), |e| pct(Some(e.test_acc)));
+        spans.push(Span::styled(
+            format!(" {} ", LETTERS[k]),
+            Style::default().fg(theme::BG).bg(COLORS[k]),
+        ));
+        spans.push(Span::raw(format!(" {loss} {acc} ")));
+    }
+    Some(spans)
 }
 
 fn draw_panel(
@@ -163,6 +204,12 @@ fn draw_panel(
 ) {
     let xmax = runs.iter().map(|d| x_end(d)).fold(1.0, f64::max);
     let name = |k: usize| &LETTERS_STR[k];
+    let view = &app.cmp.chart;
+    let (a, b) = view.window(xmax);
+    let cursor = Decor {
+        cursor: view.cursor_at(xmax),
+        ..Decor::default()
+    };
     match i {
         0 => {
             let w = r.width as usize * 2;
@@ -170,12 +217,16 @@ fn draw_panel(
             // Each run smoothed; the highlighted one's raw curve faint underneath.
             let mut data: Vec<Vec<(f64, f64)>> = runs
                 .iter()
-                .map(|d| charts::resample(&charts::ema(&d.loss.points(), smooth), w))
+                .map(|d| {
+                    let s = charts::ema(&d.loss.points(), smooth);
+                    charts::resample(&charts::in_window(&s, a, b), w)
+                })
                 .collect();
             if smooth > 0.0 {
-                data.push(charts::resample(&runs[sel].loss.points(), w));
+                let raw = charts::in_window(&runs[sel].loss.points(), a, b);
+                data.push(charts::resample(&raw, w));
             }
-            let (y, log) = charts::loss_axis(&mut data);
+            let (y, log) = charts::loss_axis_as(&mut data, view.loss_y);
             let mut series: Vec<charts::SeriesSpec> = data
                 .iter()
                 .take(runs.len())
@@ -191,20 +242,25 @@ fn draw_panel(
             if log {
                 title.push_str(" log");
             }
+            if view.loss_y == charts::LossY::Linear {
+                title.push_str(" lin");
+            }
+            title.push_str(&view.title_note());
             if smooth > 0.0 && r.width >= 40 {
                 title.push_str(&format!(" · ema {smooth}"));
             }
-            charts::draw(
+            charts::draw_decorated(
                 f,
                 r,
                 &Plot {
                     title: &title,
                     focused,
-                    x: charts::XAxis::steps(xmax),
+                    x: charts::XAxis::steps(xmax).in_view(view),
                     y,
                     series,
                     empty: "waiting for steps",
                 },
+                &cursor,
             );
         }
         1 => {
@@ -228,17 +284,28 @@ fn draw_panel(
                 .enumerate()
                 .map(|(k, pts)| charts::line(name(k), pts, COLORS[k]).glyph(LETTERS[k]))
                 .collect();
-            charts::draw(
+            let (ea, eb) = view.window(emax);
+            let shown: Vec<f64> = acc
+                .iter()
+                .flat_map(|pts| charts::in_window(pts, ea, eb))
+                .map(|p| p.1)
+                .collect();
+            let cursor = Decor {
+                cursor: view.cursor_at(emax),
+                ..Decor::default()
+            };
+            charts::draw_decorated(
                 f,
                 r,
                 &Plot {
                     title: "test accuracy %",
                     focused,
-                    x: charts::XAxis::epochs(emax),
-                    y: charts::acc_axis(acc.iter().flatten().map(|p| p.1)),
+                    x: charts::XAxis::epochs(emax).in_view(view),
+                    y: charts::acc_axis(shown),
                     series,
                     empty: "after the first epoch",
                 },
+                &cursor,
             );
         }
         2 => {
@@ -261,17 +328,18 @@ fn draw_panel(
                 .enumerate()
                 .map(|(k, pts)| charts::step_line(name(k), pts, COLORS[k]).glyph(LETTERS[k]))
                 .collect();
-            charts::draw(
+            charts::draw_decorated(
                 f,
                 r,
                 &Plot {
                     title: "forward bits",
                     focused,
-                    x: charts::XAxis::steps(xmax),
+                    x: charts::XAxis::steps(xmax).in_view(view),
                     y: charts::YAxis::Levels(levels),
                     series,
                     empty: "known once the runs start",
                 },
+                &cursor,
             );
         }
         _ => table(f, r, runs, focused),

@@ -8,7 +8,7 @@ use ratatui::Frame;
 
 use super::action::Action;
 use super::app::{App, Component, Control, Reply, Request, RunId, RunSlot};
-use super::charts::{self, Plot};
+use super::charts::{self, ChartView, Decor, Mark, MarkAt, Plot};
 use super::run_data::{pct, LogKind, RunData, RunStatus};
 use super::setup::clip;
 use super::ui::{panel, theme};
@@ -29,7 +29,12 @@ pub struct DashState {
     pub zoom: bool,
     /// Lines scrolled back from the newest log line.
     pub log_scroll: usize,
+    /// The charts' y scale, x window and cursor (`y`, `+`/`-`, `[`/`]`, `0`, `i`).
+    pub chart: ChartView,
 }
+
+/// The Dashboard's charts, by panel index (the wheel zooms them).
+pub const CHARTS: [usize; 3] = [0, 1, 2];
 
 impl Component for DashState {
     /// The open runs and the one shown.
@@ -37,7 +42,16 @@ impl Component for DashState {
 
     fn handle(&mut self, a: &Action, (runs, current): Self::Ctx<'_>) -> Reply {
         let d = self;
+        // An enlarged panel goes back first; then the chart keys (Esc hides the cursor, ←→
+        // move it while it is shown).
+        if !(d.zoom && *a == Action::Back) && d.chart.handle(a) {
+            if *a == Action::Key('y') {
+                return Reply::Then(Request::Say(loss_y_note(&d.chart), false));
+            }
+            return Reply::Done;
+        }
         match a {
+            Action::Wheel(i, n) if CHARTS.contains(i) => d.chart.wheel(*n),
             Action::FocusNext => d.focus = (d.focus + 1) % PANELS.len(),
             Action::FocusPrev => d.focus = (d.focus + PANELS.len() - 1) % PANELS.len(),
             Action::Select => d.zoom = !d.zoom,
@@ -73,6 +87,11 @@ impl Component for DashState {
         }
         Reply::Done
     }
+}
+
+/// What the status line says when `y` changes the loss chart's scale.
+pub fn loss_y_note(view: &ChartView) -> String {
+    format!("loss y axis: {} (y: auto, log, linear)", view.loss_y.name())
 }
 
 /// Where each panel is drawn (all six, or the zoomed one), for drawing and the mouse.
@@ -165,6 +184,14 @@ fn draw_header(f: &mut Frame, area: Rect, app: &App, slot: &RunSlot) {
     }
     f.render_widget(Line::from(spans), l1);
 
+    if let Some(text) = readout(d, &app.dash.chart, app.smoothing_weight()) {
+        let line = Line::from(vec![
+            Span::styled(" ┴ ", Style::default().fg(theme::ACCENT)),
+            Span::raw(clip(&text, l2.width.saturating_sub(3) as usize)),
+        ]);
+        f.render_widget(line, l2);
+        return;
+    }
     let total = d.total_steps().unwrap_or(0);
     let done = d.last.as_ref().map_or(0, |l| l.step);
     let ratio = if total > 0 {
@@ -218,10 +245,11 @@ pub fn status_badge(s: &RunStatus) -> (String, ratatui::style::Color) {
 
 fn draw_panel(f: &mut Frame, r: Rect, app: &App, slot: &RunSlot, i: usize, focused: bool) {
     let d = &slot.data;
+    let view = &app.dash.chart;
     match i {
-        0 => loss_chart(f, r, d, app.smoothing_weight(), focused),
-        1 => acc_chart(f, r, d, focused),
-        2 => precision_chart(f, r, d, focused),
+        0 => loss_chart(f, r, d, app.smoothing_weight(), view, focused),
+        1 => acc_chart(f, r, d, view, focused),
+        2 => precision_chart(f, r, d, view, focused),
         3 if d.per_class().is_empty() => devices(f, r, app, slot, focused),
         3 => per_class(f, r, d, focused),
         4 => step_time(f, r, d, focused),
@@ -236,31 +264,107 @@ fn x_end(d: &RunData) -> f64 {
         .max(1) as f64
 }
 
+/// The values at the cursor, on one line: the step nearest to it, its epoch, the raw and
+/// smoothed loss, the lr, the bit widths and loss scale in force, whether it was skipped, and
+/// the last evaluation at or before it. None while the cursor is hidden.
+pub fn readout(d: &RunData, view: &ChartView, smooth: f64) -> Option<String> {
+    let x = view.cursor_at(x_end(d))?;
+    let raw = d.loss.points();
+    let Some((sx, loss)) = charts::nearest(&raw, x) else {
+        return Some(format!("step {x:.0}: no steps recorded yet"));
+    };
+    let step = sx.round().max(0.0);
+    let mut parts = vec![format!("step {step:.0}")];
+    if let Some(spe) = d
+        .started
+        .as_ref()
+        .map(|s| s.steps_per_epoch)
+        .filter(|n| *n > 0)
+    {
+        let epoch = (step as u64).saturating_sub(1) / spe + 1;
+        parts.push(format!("epoch {epoch}"));
+    }
+    let mut l = format!("loss {}", charts::short(loss));
+    if smooth > 0.0 {
+        if let Some((_, e)) = charts::nearest(&charts::ema(&raw, smooth), sx) {
+            l.push_str(&format!(" (ema {})", charts::short(e)));
+        }
+    }
+    parts.push(l);
+    if let Some((_, lr)) = charts::nearest(&d.lr.points(), sx) {
+        parts.push(format!("lr {}", charts::short(lr)));
+    }
+    if let Some((_, q)) = charts::held(&d.q_fwd.points(), sx) {
+        let mut t = format!("q {q:.0}");
+        if let Some((_, b)) = charts::held(&d.q_bwd.points(), sx) {
+            t.push_str(&format!("/{b:.0}"));
+        }
+        parts.push(t);
+    }
+    if let Some((_, ls)) = charts::held(&d.loss_scale.points(), sx) {
+        parts.push(format!("scale {}", charts::short(ls)));
+    }
+    if let Some((_, n)) = d.skip_marks.iter().find(|(s, _)| *s as f64 == step) {
+        parts.push(format!("{n} skipped"));
+    }
+    match d.evals.iter().rev().find(|e| e.step as f64 <= step) {
+        Some(e) => parts.push(format!(
+            "test acc {} (epoch {})",
+            pct(Some(e.test_acc)),
+            e.epoch
+        )),
+        None => parts.push("no eval yet".into()),
+    }
+    Some(parts.join(" · "))
+}
+
 /// The training loss, smoothed (TensorBoard's EMA, weight `smooth`) over the raw curve drawn
-/// faint, and the test loss at each evaluation (◆).
-pub fn loss_chart(f: &mut Frame, r: Rect, d: &RunData, smooth: f64, focused: bool) {
+/// faint, the test loss at each evaluation (◆), skipped steps (×) and loss-scale changes (▼▲),
+/// in the window, y scale and cursor of `view`.
+pub fn loss_chart(
+    f: &mut Frame,
+    r: Rect,
+    d: &RunData,
+    smooth: f64,
+    view: &ChartView,
+    focused: bool,
+) {
+    let end = x_end(d);
+    let (a, b) = view.window(end);
     let test: Vec<(f64, f64)> = d
         .evals
         .iter()
         .map(|e| (e.step as f64, e.test_loss))
         .filter(|p| p.1.is_finite())
         .collect();
+    let test = charts::in_window(&test, a, b);
     let w = r.width as usize * 2;
-    let raw = d.loss.points();
-    let smoothed = charts::resample(&charts::ema(&raw, smooth), w);
-    let mut data = [charts::resample(&raw, w), smoothed, test];
-    let (y, log) = charts::loss_axis(&mut data);
+    let raw_all = d.loss.points();
+    let raw = charts::in_window(&raw_all, a, b);
+    let smoothed = charts::resample(&charts::in_window(&charts::ema(&raw_all, smooth), a, b), w);
+    // A skipped step sits on the curve (a non-finite loss: at the top).
+    let skips: Vec<(f64, f64)> = d
+        .skip_marks
+        .iter()
+        .map(|(s, _)| *s as f64)
+        .filter(|x| (a..=b).contains(x))
+        .map(|x| (x, charts::nearest(&raw, x).map_or(f64::NAN, |p| p.1)))
+        .collect();
+    let mut data = [charts::resample(&raw, w), smoothed, test, skips];
+    let (y, log) = charts::loss_axis_as(&mut data, view.loss_y);
     let mut title = match d.last.as_ref() {
         Some(l) => format!("loss {}", charts::short(l.loss)),
         None => "loss".into(),
     };
-    if log {
-        title.push_str(" log");
+    title.push_str(if log { " log" } else { "" });
+    if view.loss_y == charts::LossY::Linear {
+        title.push_str(" lin");
     }
+    title.push_str(&view.title_note());
     if smooth > 0.0 && r.width >= 40 {
         title.push_str(&format!(" · ema {smooth}"));
     }
-    let [raw, smoothed, test] = &data;
+    let [raw, smoothed, test, skips] = &data;
     let mut series = Vec::new();
     if smooth > 0.0 {
         series.push(charts::line("raw", raw, theme::LOSS).faint());
@@ -271,21 +375,56 @@ pub fn loss_chart(f: &mut Frame, r: Rect, d: &RunData, smooth: f64, focused: boo
     if !test.is_empty() {
         series.push(charts::line("test", test, theme::ACCENT_B).glyph('◆'));
     }
-    charts::draw(
+    // Every evaluation marked (the series' glyphs thin out on a crowded chart).
+    let mut marks: Vec<Mark> = test
+        .iter()
+        .map(|&(x, y)| Mark {
+            x,
+            at: MarkAt::Y(y),
+            glyph: '◆',
+            color: theme::ACCENT_B,
+        })
+        .collect();
+    marks.extend(d.scale_changes.iter().filter_map(|&(s, from, to)| {
+        let x = s as f64;
+        (a..=b).contains(&x).then_some(Mark {
+            x,
+            at: MarkAt::Top,
+            glyph: if to < from { '▼' } else { '▲' },
+            color: theme::WARN,
+        })
+    }));
+    marks.extend(skips.iter().map(|&(x, y)| Mark {
+        x,
+        at: MarkAt::Y(y),
+        glyph: '×',
+        color: theme::BAD,
+    }));
+    let decor = Decor {
+        cursor: view.cursor_at(end),
+        marks,
+        legend: vec![
+            ('×', "skipped", theme::BAD),
+            ('▼', "scale", theme::WARN),
+            ('▲', "scale", theme::WARN),
+        ],
+    };
+    charts::draw_decorated(
         f,
         r,
         &Plot {
             title: &title,
             focused,
-            x: charts::XAxis::steps(x_end(d)),
+            x: charts::XAxis::steps(end).in_view(view),
             y,
             series,
             empty: "waiting for the first step",
         },
+        &decor,
     );
 }
 
-pub fn acc_chart(f: &mut Frame, r: Rect, d: &RunData, focused: bool) {
+pub fn acc_chart(f: &mut Frame, r: Rect, d: &RunData, view: &ChartView, focused: bool) {
     let pts: Vec<(f64, f64)> = d
         .evals
         .iter()
@@ -299,23 +438,30 @@ pub fn acc_chart(f: &mut Frame, r: Rect, d: &RunData, focused: bool) {
         (Some(a), _) => format!("test acc {}", pct(Some(a))),
         _ => "test accuracy %".into(),
     };
-    charts::draw(
+    let (a, b) = view.window(epochs);
+    let shown: Vec<f64> = charts::in_window(&pts, a, b).iter().map(|p| p.1).collect();
+    let decor = Decor {
+        cursor: view.cursor_at(epochs),
+        ..Decor::default()
+    };
+    charts::draw_decorated(
         f,
         r,
         &Plot {
             title: &title,
             focused,
-            x: charts::XAxis::epochs(epochs),
-            y: charts::acc_axis(pts.iter().map(|p| p.1)),
+            x: charts::XAxis::epochs(epochs).in_view(view),
+            y: charts::acc_axis(shown),
             series: vec![charts::line("acc", &pts, theme::GOOD).glyph('●')],
             empty: "after the first epoch",
         },
+        &decor,
     );
 }
 
 /// Planned and actual bit widths (a tick at every level shown), and fp16's loss scale as log2
 /// on the same axis.
-pub fn precision_chart(f: &mut Frame, r: Rect, d: &RunData, focused: bool) {
+pub fn precision_chart(f: &mut Frame, r: Rect, d: &RunData, view: &ChartView, focused: bool) {
     let w = (r.width as usize * 2).max(16);
     let planned = d.planned_bits(w);
     let q_fwd = d.q_fwd.points();
@@ -361,17 +507,23 @@ pub fn precision_chart(f: &mut Frame, r: Rect, d: &RunData, focused: bool) {
     if !scale.is_empty() {
         series.push(charts::step_line("log2 scale", &scale, theme::WARN).glyph('s'));
     }
-    charts::draw(
+    let end = x_end(d);
+    let decor = Decor {
+        cursor: view.cursor_at(end),
+        ..Decor::default()
+    };
+    charts::draw_decorated(
         f,
         r,
         &Plot {
             title: &title,
             focused,
-            x: charts::XAxis::steps(x_end(d)),
+            x: charts::XAxis::steps(end).in_view(view),
             y: charts::YAxis::Levels(levels),
             series,
             empty: "plan known once the run starts",
         },
+        &decor,
     );
 }
 
@@ -466,7 +618,25 @@ fn devices(f: &mut Frame, r: Rect, app: &App, slot: &RunSlot, focused: bool) {
     if let (Some(n), true) = (&app.devices.nvml_note, !gpu_ids.is_empty()) {
         lines.push(Line::styled(clip(n, w), theme::muted()));
     }
+    if let Some(m) = memory_line(d) {
+        lines.push(Line::raw(clip(&m, w)));
+    }
     f.render_widget(Paragraph::new(lines), inner);
+}
+
+/// "memory: estimate X / measured Y (rss)": `cptlab estimate`'s total per rank from the
+/// `started` event beside the newest measured peak (None before either is known).
+pub fn memory_line(d: &RunData) -> Option<String> {
+    let est = d.started.as_ref().and_then(|s| s.memory_estimate_bytes);
+    let measured = d.peak_memory;
+    if est.is_none() && measured.is_none() {
+        return None;
+    }
+    let est = est.map_or("?".into(), |b| charts::bytes(b as f64));
+    let measured = measured.map_or("?".into(), |(b, k)| {
+        format!("{} ({k})", charts::bytes(b as f64))
+    });
+    Some(format!("memory: estimate {est} / measured {measured}"))
 }
 
 fn per_class(f: &mut Frame, r: Rect, d: &RunData, focused: bool) {
@@ -588,4 +758,34 @@ fn log(f: &mut Frame, r: Rect, d: &RunData, scroll: usize, focused: bool) {
         })
         .collect();
     f.render_widget(Paragraph::new(lines), inner);
+}
+
+#[cfg(test)]
+mod memory_line_tests {
+    use super::*;
+    use crate::telemetry::event::{MemoryKind, StartedEvent};
+
+    #[test]
+    fn the_memory_line_puts_the_estimate_beside_the_measured_peak() {
+        let mut d = RunData::new("r");
+        assert_eq!(memory_line(&d), None);
+        d.peak_memory = Some((3 << 20, MemoryKind::Rss));
+        assert_eq!(
+            memory_line(&d).unwrap(),
+            "memory: estimate ? / measured 3.0 MiB (rss)"
+        );
+        let started: StartedEvent = serde_json::from_value(serde_json::json!({
+            "run_dir": "d", "name": "n", "model": "lenet", "params": 1, "dataset": "s",
+            "classes": [], "train_size": 1, "test_size": 1, "steps_per_epoch": 1,
+            "total_steps": 1, "epochs": 1, "devices": ["cpu"], "threads": 1,
+            "memory_estimate_bytes": 2048
+        }))
+        .unwrap();
+        d.started = Some(started);
+        d.peak_memory = Some((5 << 30, MemoryKind::Cuda));
+        assert_eq!(
+            memory_line(&d).unwrap(),
+            "memory: estimate 2.0 KiB / measured 5.0 GiB (cuda)"
+        );
+    }
 }

@@ -193,7 +193,7 @@ pub const GLOBAL: &[Binding] = &[
 /// The actions it sends are `Action::Pick` and `Action::Wheel` (see `mouse`).
 pub const MOUSE: &[(&str, &str)] = &[
     ("click", "a tab, a Setup field, a row, a panel"),
-    ("wheel", "scroll a list, the fields or the log"),
+    ("wheel", "scroll a list, the fields, the log; zoom charts"),
 ];
 
 const SETUP: ViewKeys = ViewKeys {
@@ -246,6 +246,12 @@ const SETUP: ViewKeys = ViewKeys {
             Hint::Label("A/B"),
         ),
         row(
+            &[(ch('e'), Action::Key('e'))],
+            "e",
+            "edit the whole config as TOML in $EDITOR",
+            Hint::Label("$EDITOR"),
+        ),
+        row(
             &[(ESC, Action::Back)],
             "Esc",
             "forget a stored A",
@@ -284,7 +290,7 @@ const DASHBOARD: ViewKeys = ViewKeys {
         row(
             &[(LEFT, Action::Left), (RIGHT, Action::Right)],
             "←→",
-            "previous / next open run",
+            "the cursor, else previous / next run",
             Hint::Label("run"),
         ),
         row(
@@ -305,6 +311,40 @@ const DASHBOARD: ViewKeys = ViewKeys {
             "m",
             "loss smoothing: off, 0.6, 0.8, 0.9, 0.95, 0.99",
             Hint::Label("smooth"),
+        ),
+        row(
+            &[(ch('y'), Action::Key('y'))],
+            "y",
+            "loss y axis: auto, log, linear",
+            Hint::Label("log-y"),
+        ),
+        row(
+            &[
+                (ch('+'), Action::Key('+')),
+                (ch('='), Action::Key('=')),
+                (ch('-'), Action::Key('-')),
+            ],
+            "+ = -",
+            "zoom the steps in / out (around the cursor)",
+            Hint::Keys("+-", "range"),
+        ),
+        row(
+            &[(ch('['), Action::Key('[')), (ch(']'), Action::Key(']'))],
+            "[ ]",
+            "pan the steps left / right",
+            Hint::None,
+        ),
+        row(
+            &[(ch('0'), Action::Key('0'))],
+            "0",
+            "the whole run again (zoom and pan reset)",
+            Hint::None,
+        ),
+        row(
+            &[(ch('i'), Action::Key('i'))],
+            "i",
+            "cursor: values at a step (←→ move, Esc hides)",
+            Hint::Label("cursor"),
         ),
     ],
 };
@@ -328,7 +368,7 @@ const COMPARE: ViewKeys = ViewKeys {
         row(
             &[(LEFT, Action::Left), (RIGHT, Action::Right)],
             "←→",
-            "highlight the previous / next run",
+            "the cursor, else highlight another run",
             Hint::Label("run"),
         ),
         row(
@@ -348,6 +388,40 @@ const COMPARE: ViewKeys = ViewKeys {
             "m",
             "loss smoothing: off, 0.6, 0.8, 0.9, 0.95, 0.99",
             Hint::Label("smooth"),
+        ),
+        row(
+            &[(ch('y'), Action::Key('y'))],
+            "y",
+            "loss y axis: auto, log, linear",
+            Hint::Label("log-y"),
+        ),
+        row(
+            &[
+                (ch('+'), Action::Key('+')),
+                (ch('='), Action::Key('=')),
+                (ch('-'), Action::Key('-')),
+            ],
+            "+ = -",
+            "zoom the steps in / out (around the cursor)",
+            Hint::Keys("+-", "range"),
+        ),
+        row(
+            &[(ch('['), Action::Key('[')), (ch(']'), Action::Key(']'))],
+            "[ ]",
+            "pan the steps left / right",
+            Hint::None,
+        ),
+        row(
+            &[(ch('0'), Action::Key('0'))],
+            "0",
+            "the whole run again (zoom and pan reset)",
+            Hint::None,
+        ),
+        row(
+            &[(ch('i'), Action::Key('i'))],
+            "i",
+            "cursor: values at a step (←→ move, Esc hides)",
+            Hint::Label("cursor"),
         ),
     ],
 };
@@ -463,7 +537,19 @@ const RUNS: ViewKeys = ViewKeys {
             "delete (asks; not while live)",
             Hint::Label("delete"),
         ),
-        row(&[(ch('r'), Action::Key('r'))], "r", "refresh", Hint::None),
+        row(
+            &[(ch('u'), Action::Key('u'))],
+            "u",
+            "clone the run's config into Setup",
+            Hint::Label("clone"),
+        ),
+        row(
+            &[(ch('r'), Action::Key('r'))],
+            "r",
+            "resume an incomplete or stopped run",
+            Hint::Label("resume"),
+        ),
+        row(&[(ch('R'), Action::Key('R'))], "R", "refresh", Hint::None),
     ],
 };
 
@@ -583,15 +669,15 @@ mod tests {
         let want = [
             (
                 View::Setup,
-                "↑↓ field  ←→ change  Enter edit  s start  c A/B  q quit",
+                "↑↓ field  ←→ change  Enter edit  s start  c A/B  e $EDITOR  q quit",
             ),
             (
                 View::Dashboard,
-                "Tab panel  Enter zoom  ←→ run  p pause  x stop  c compare  m smooth  Esc back  q quit",
+                "Tab panel  Enter zoom  ←→ run  p pause  x stop  c compare  m smooth  y log-y  +- range  i cursor  Esc back  q quit",
             ),
             (
                 View::Compare,
-                "Tab panel  Enter zoom  ←→ run  o open  w baseline  m smooth  Esc back  q quit",
+                "Tab panel  Enter zoom  ←→ run  o open  w baseline  m smooth  y log-y  +- range  i cursor  Esc back  q quit",
             ),
             (
                 View::Presets,
@@ -599,7 +685,7 @@ mod tests {
             ),
             (
                 View::Runs,
-                "Enter open  space mark  c compare  / filter  o sort  e export  d delete  Esc back  q quit",
+                "Enter open  space mark  c compare  / filter  o sort  e export  d delete  u clone  r resume  Esc back  q quit",
             ),
         ];
         for (v, line) in want {
@@ -620,7 +706,7 @@ mod tests {
     fn unlisted_keys_send_nothing_in_normal_mode() {
         let ev = |c| Key::new(KeyCode::Char(c)).event();
         assert_eq!(lookup(&ev('w')), Some(Action::Key('w')));
-        assert_eq!(lookup(&ev('y')), None);
+        assert_eq!(lookup(&ev('Y')), None);
         assert_eq!(lookup(&ev('q')), Some(Action::Quit));
         assert_eq!(lookup(&Key::new(KeyCode::Esc).event()), Some(Action::Back));
         assert_eq!(lookup(&Key::new(KeyCode::Backspace).event()), None);

@@ -13,6 +13,7 @@ pub mod app;
 pub mod charts;
 pub mod compare;
 pub mod dashboard;
+pub mod editor;
 pub mod help;
 pub mod keys;
 pub mod mouse;
@@ -49,6 +50,10 @@ pub struct TuiOptions {
     pub preset: Option<String>,
     /// Data source for new runs (`--data` or `CPTLAB_DATA`).
     pub data: Option<String>,
+    /// `--no-mouse`: no mouse capture (as `CPTLAB_NO_MOUSE=1`).
+    pub no_mouse: bool,
+    /// This machine's devices (the CLI probes them), for Setup's checks; None: unchecked.
+    pub machine: Option<setup::Machine>,
 }
 
 /// Shortest time between two frames drawn for new run data (at most 20 per second); a key is
@@ -200,12 +205,13 @@ async fn event_loop(paths: Paths, opts: TuiOptions) -> Result<i32> {
     }
     let mut app = App::new(paths, &opts);
     let mut terminal = ratatui::try_init().context("cannot set up the terminal")?;
-    let mouse = mouse::enabled();
+    let mouse = mouse::capture(opts.no_mouse);
     let _restore = Restore { mouse };
     if mouse {
         mouse_off_on_panic();
-        crossterm::execute!(std::io::stdout(), EnableMouseCapture)
-            .context("cannot turn on mouse reporting (CPTLAB_NO_MOUSE=1 leaves it off)")?;
+        crossterm::execute!(std::io::stdout(), EnableMouseCapture).context(
+            "cannot turn on mouse reporting (--no-mouse or CPTLAB_NO_MOUSE=1 leaves it off)",
+        )?;
     }
     let mut stats = Stats::new();
     let mut keys = EventStream::new();
@@ -239,6 +245,16 @@ async fn event_loop(paths: Paths, opts: TuiOptions) -> Result<i32> {
             app.persist_state(true);
             stats.write();
             return Ok(code);
+        }
+        if std::mem::take(&mut app.edit) {
+            // `e` on Setup: the editor gets the terminal, as after a suspend.
+            app.persist_state(false);
+            release_terminal(mouse);
+            app.edit_config(&editor::editor_from_env());
+            take_terminal(mouse).context("cannot take the terminal back after the editor")?;
+            terminal.clear()?;
+            terminal.draw(|f| ui::draw(f, &app))?;
+            dirty = false;
         }
         if std::mem::take(&mut app.suspend) {
             // A suspended workbench may never come back: Setup is remembered first.

@@ -1,8 +1,9 @@
 //! The mouse, as `Action`s: a pure function of the app's state, the terminal's size and the
 //! event, reading the same layout functions the views draw with. A click on a tab shows its
 //! view; on a Setup field, a row of Runs or Presets, or a panel, picks it (`Action::Pick`); the
-//! wheel scrolls the list, the form, the preset's TOML or the log (`Action::Wheel`). Nothing
-//! happens while a dialog, prompt, help or a field edit has the keyboard.
+//! wheel scrolls the list, the form, the preset's TOML or the log, and zooms a chart
+//! (`Action::Wheel`). Nothing happens while a dialog, prompt, help or a field edit has the
+//! keyboard.
 use crossterm::event::{MouseButton, MouseEvent, MouseEventKind};
 use ratatui::layout::{Position, Rect};
 
@@ -127,10 +128,22 @@ fn wheel(app: &App, body: Rect, at: Position, dir: i32) -> Option<Action> {
         View::Dashboard => {
             app.current_slot()?;
             let rects = dashboard::panel_rects(body, app.dash.zoom, app.dash.focus);
-            (panel_at(&rects, at) == Some(dashboard::LOG))
-                .then_some(Action::Wheel(dashboard::LOG, dir * WHEEL_LINES))
+            match panel_at(&rects, at) {
+                Some(dashboard::LOG) => Some(Action::Wheel(dashboard::LOG, dir * WHEEL_LINES)),
+                // A chart zooms its steps (all the view's charts together).
+                Some(i) if dashboard::CHARTS.contains(&i) => Some(Action::Wheel(i, dir)),
+                _ => None,
+            }
         }
-        View::Compare => None,
+        View::Compare => {
+            if app.compared_slots().len() < 2 {
+                return None;
+            }
+            let rects = compare::panel_rects(body, app);
+            panel_at(&rects, at)
+                .filter(|i| *i < 3)
+                .map(|i| Action::Wheel(i, dir))
+        }
     }
 }
 
@@ -138,6 +151,12 @@ fn wheel(app: &App, body: Rect, at: Position, dir: i32) -> Option<Action> {
 /// `0` or empty (then the terminal's own selection and scrolling work as usual).
 pub fn enabled() -> bool {
     enabled_by(std::env::var_os("CPTLAB_NO_MOUSE").as_deref())
+}
+
+/// Whether the mouse is captured: not with `--no-mouse` (`no_mouse_flag`), nor with
+/// `CPTLAB_NO_MOUSE` set; either one turns capture off.
+pub fn capture(no_mouse_flag: bool) -> bool {
+    !no_mouse_flag && enabled()
 }
 
 /// Whether the mouse is captured, given `CPTLAB_NO_MOUSE`'s value.
@@ -157,5 +176,7 @@ mod tests {
         assert!(enabled_by(v("0").as_deref()));
         assert!(!enabled_by(v("1").as_deref()));
         assert!(!enabled_by(v("yes").as_deref()));
+        // The flag turns capture off whatever the variable says.
+        assert!(!capture(true));
     }
 }

@@ -77,7 +77,14 @@ impl Supervisor {
     /// Runs one command; what it learns comes back as a message for the app.
     pub fn exec(&mut self, cmd: Command) -> Option<Msg> {
         match cmd {
-            Command::Launch { run, config } => Some(match self.launch(run, &config) {
+            Command::Resume { run, dir } => Some(match self.launch(run, None, Some(&dir)) {
+                Ok(pid) => Msg::Spawned { run, pid },
+                Err(e) => Msg::SpawnFailed {
+                    run,
+                    error: format!("{e:#}"),
+                },
+            }),
+            Command::Launch { run, config } => Some(match self.launch(run, Some(&config), None) {
                 Ok(pid) => Msg::Spawned { run, pid },
                 Err(e) => Msg::SpawnFailed {
                     run,
@@ -116,7 +123,8 @@ impl Supervisor {
 
     /// Starts `cptlab run --config <tmp> --json` in a new session, so a hang-up of the
     /// workbench's terminal does not reach it.
-    fn launch(&self, run: RunId, config: &RunConfig) -> Result<u32> {
+    /// Starts `cptlab run --json` on `config`, or `--resume` of the run in `resume`.
+    fn launch(&self, run: RunId, config: Option<&RunConfig>, resume: Option<&Path>) -> Result<u32> {
         let exe = std::env::current_exe().context("cannot find the cptlab executable")?;
         // /proc/<pid>/exe is this very binary even after a rebuild replaced the file on disk,
         // so the child always speaks the same event format as the workbench. It is executed
@@ -127,14 +135,19 @@ impl Supervisor {
             Some((_, path)) => path.as_path(),
             None => exe.as_path(),
         };
-        let mut cfg = tempfile::Builder::new()
-            .prefix("cptlab-setup-")
-            .suffix(".toml")
-            .tempfile()
-            .context("cannot write the run's config file")?;
-        cfg.write_all(config.to_toml().as_bytes())?;
-        cfg.flush()?;
-        let cfg = cfg.into_temp_path();
+        let mut cfg = match config {
+            Some(config) => {
+                let mut f = tempfile::Builder::new()
+                    .prefix("cptlab-setup-")
+                    .suffix(".toml")
+                    .tempfile()
+                    .context("cannot write the run's config file")?;
+                f.write_all(config.to_toml().as_bytes())?;
+                f.flush()?;
+                Some(f.into_temp_path())
+            }
+            None => None,
+        };
         // The child's stderr goes to a file: a pipe would break (and panic `eprintln!`) once
         // the workbench is gone, and the terminal belongs to the UI.
         // Unnamed (already unlinked): nothing is left behind, whoever exits first.
@@ -144,10 +157,13 @@ impl Supervisor {
             use std::os::unix::process::CommandExt;
             cmd.arg0(&exe);
         }
-        cmd.arg("run")
-            .arg("--config")
-            .arg(&cfg)
-            .arg("--json")
+        cmd.arg("run");
+        match (&cfg, resume) {
+            (Some(c), _) => cmd.arg("--config").arg(c),
+            (None, Some(dir)) => cmd.arg("--resume").arg(dir),
+            (None, None) => anyhow::bail!("nothing to launch: no config and no run to resume"),
+        };
+        cmd.arg("--json")
             .arg("--runs-dir")
             .arg(&self.paths.runs)
             .arg("--presets-dir")
@@ -178,7 +194,6 @@ impl Supervisor {
         std::thread::Builder::new()
             .name("cptlab-tui-child".into())
             .spawn(move || {
-                let mut cfg = Some(cfg);
                 let mut batch = Vec::new();
                 let mut reader = BufReader::new(stdout);
                 let mut line = String::new();

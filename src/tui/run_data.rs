@@ -216,6 +216,16 @@ impl PrecisionPlan {
 }
 
 const LOG_CAP: usize = 500;
+/// Skipped steps and loss-scale changes kept for the charts (a long fp16 run grows its scale
+/// every window: a few thousand marks is more than a chart's columns).
+pub const MARK_CAP: usize = 4096;
+
+fn push_capped<T>(q: &mut VecDeque<T>, x: T) {
+    if q.len() >= MARK_CAP {
+        q.pop_front();
+    }
+    q.push_back(x);
+}
 const RATE_CAP: usize = 240;
 
 #[derive(Debug, Clone)]
@@ -244,6 +254,11 @@ pub struct RunData {
     /// The recorded `config.toml` flattened to dotted keys (Compare's config diff).
     pub config: BTreeMap<String, String>,
     pub skipped: u64,
+    /// Where steps were skipped (fp16 overflows, bf16 non-finite steps): `(step, how many of
+    /// the event's steps)`, the most recent `MARK_CAP`, for the loss chart's marks.
+    pub skip_marks: VecDeque<(u64, u64)>,
+    /// Where the loss scale changed: `(step, from, to)`, the most recent `MARK_CAP`.
+    pub scale_changes: VecDeque<(u64, f64, f64)>,
     /// The skipped steps in a row, while the newest log line tells of them (one line for a run
     /// of overflows): first step, last step, the loss scale at the first and at the last.
     skip_run: Option<SkipRun>,
@@ -252,6 +267,8 @@ pub struct RunData {
     pub summary: Option<Summary>,
     /// The summary as JSON, for fields newer than `Summary` (gbitops, optimizer bytes, …).
     pub summary_raw: Option<Value>,
+    /// The newest step event's measured peak memory (bytes, and what it counts).
+    pub peak_memory: Option<(u64, crate::telemetry::event::MemoryKind)>,
     /// Reads older builds' 0-based epochs as 1-based.
     numbering: EpochNumbering,
 }
@@ -311,11 +328,14 @@ impl RunData {
             logs: VecDeque::new(),
             config: BTreeMap::new(),
             skipped: 0,
+            skip_marks: VecDeque::new(),
+            scale_changes: VecDeque::new(),
             skip_run: None,
             gbitops: 0.0,
             has_gbitops: false,
             summary: None,
             summary_raw: None,
+            peak_memory: None,
             numbering: EpochNumbering::default(),
         }
     }
@@ -389,6 +409,9 @@ impl RunData {
                     .get("skipped_steps")
                     .and_then(Value::as_u64)
                     .unwrap_or(u64::from(skipped));
+                if let (Some(b), Some(k)) = (s.peak_memory_bytes, s.peak_memory_kind) {
+                    self.peak_memory = Some((b, k));
+                }
                 let x = s.step as f64;
                 self.loss.push(x, s.loss);
                 self.lr.push(x, s.lr);
@@ -402,6 +425,10 @@ impl RunData {
                     self.q_bwd.push(x, q);
                 }
                 if let Some(ls) = loss_scale {
+                    let prev = self.last.as_ref().and_then(|l| l.loss_scale);
+                    if let Some(p) = prev.filter(|p| *p != ls) {
+                        push_capped(&mut self.scale_changes, (s.step, p, ls));
+                    }
                     self.loss_scale.push(x, ls);
                 }
                 if let Some(g) = num("gbitops") {
@@ -410,6 +437,7 @@ impl RunData {
                 }
                 if n_skipped > 0 {
                     self.skipped += n_skipped;
+                    push_capped(&mut self.skip_marks, (s.step, n_skipped));
                     // Skipped steps in a row are one line, rewritten as the run grows.
                     match self.skip_run {
                         Some(mut r) => {
@@ -505,6 +533,8 @@ impl RunData {
                         pct(summary.final_test_acc)
                     ),
                 );
+                // The summary counts every session's skipped steps (a replay may hold fewer).
+                self.skipped = self.skipped.max(summary.skipped_steps);
                 self.summary = Some(summary.clone());
                 self.summary_raw = inc.raw.get("summary").cloned();
             }

@@ -295,7 +295,30 @@ impl Component for RunsState {
                     h.marked.push(dir);
                 }
             }
-            Action::Key('r') => return Reply::Then(Request::RefreshRuns),
+            Action::Key('R') => return Reply::Then(Request::RefreshRuns),
+            Action::Key('u') => {
+                if let Some(dir) = h.selected().map(|r| r.dir.clone()) {
+                    return Reply::Then(Request::CloneRun(dir));
+                }
+            }
+            Action::Key('r') => {
+                let Some(row) = h.selected() else {
+                    return Reply::Done;
+                };
+                return Reply::Then(match row.status {
+                    store::RunState::Incomplete
+                    | store::RunState::Ended(crate::telemetry::RunStatus::Stopped) => {
+                        Request::ResumeRun(row.dir.clone())
+                    }
+                    store::RunState::Live => {
+                        Request::Say("this run is live: Enter attaches to it".into(), false)
+                    }
+                    other => Request::Say(
+                        format!("only an incomplete or stopped run resumes; this one is {other}"),
+                        true,
+                    ),
+                });
+            }
             Action::Select => {
                 if let Some(dir) = h.selected().map(|r| r.dir.clone()) {
                     return Reply::Then(Request::OpenDir(dir));
@@ -313,7 +336,40 @@ impl Component for RunsState {
     }
 }
 
-/// `r`: re-reads the runs directory and says how many runs it holds.
+/// `u`: the run's recorded config into Setup (marked modified against its preset), to start
+/// a new run like it.
+pub fn clone_into_setup(app: &mut App, dir: &Path) {
+    match store::read_config(dir) {
+        Ok(cfg) => {
+            let name = cfg.name.clone();
+            app.setup.adopt(cfg);
+            app.show(View::Setup);
+            app.say(
+                format!("Setup holds {name}'s config: change it, s starts a new run"),
+                false,
+            );
+        }
+        Err(e) => app.say(format!("cannot clone: {e}"), true),
+    }
+}
+
+/// `r`: resumes the run in `dir` (`cptlab run --resume`) and shows it in the Dashboard.
+pub fn resume(app: &mut App, dir: &Path) {
+    let mut data = super::run_data::RunData::for_dir(dir);
+    data.note(
+        super::run_data::LogKind::Note,
+        "resuming from the last checkpoint (`cptlab run --resume`)",
+    );
+    let id = app.add_run(data, super::app::Control::Launching, None);
+    app.push_command(super::app::Command::Resume {
+        run: id,
+        dir: dir.to_path_buf(),
+    });
+    app.current = Some(id);
+    app.open(View::Dashboard);
+}
+
+/// `R`: re-reads the runs directory and says how many runs it holds.
 pub fn refresh(app: &mut App) {
     let root = app.paths.runs.clone();
     app.history.refresh(&root);

@@ -174,6 +174,9 @@ pub struct Check {
     pub errors: Vec<(Field, String)>,
     pub general: Option<String>,
     pub notes: Vec<String>,
+    /// What this machine makes of a field that is valid as such (fp16 on a CPU, more threads
+    /// than cores): shown in place, in the warning colour; a start is not refused.
+    pub warnings: Vec<(Field, String)>,
     pub steps_per_epoch: u64,
     pub spe_estimated: bool,
     pub train_size: u64,
@@ -191,6 +194,13 @@ impl Check {
             .iter()
             .find(|(g, _)| *g == f)
             .map(|(_, e)| e.as_str())
+    }
+
+    pub fn warning(&self, f: Field) -> Option<&str> {
+        self.warnings
+            .iter()
+            .find(|(g, _)| *g == f)
+            .map(|(_, m)| m.as_str())
     }
 
     pub fn ok(&self) -> bool {
@@ -222,7 +232,76 @@ pub struct SetupState {
     pub form_scroll: usize,
     /// Counts changes of the form (for saving it only when it changed).
     pub rev: u64,
+    /// Why the config edited in `$EDITOR` (`e`) was not taken; the text is kept for the next `e`.
+    pub edit_error: Option<String>,
+    /// This machine's devices, for the checks only it can tell (None: not known, not checked).
+    pub machine: Option<Machine>,
     data_cache: Option<(String, Result<DataSource, String>)>,
+}
+
+/// What the workbench knows of the machine it runs on, gathered by the CLI at start (the TUI
+/// never probes devices itself): Setup checks devices, threads and precision against it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Machine {
+    /// CUDA devices libtorch sees (0: none, or a build without CUDA).
+    pub cuda_devices: usize,
+    /// CPU cores this process may use.
+    pub cores: usize,
+}
+
+/// Messages on fields: `(field, what to say)`.
+pub type FieldNotes = Vec<(Field, String)>;
+
+/// The machine checks of a config: errors (a device that is not there) and warnings (valid,
+/// but slow here), each on its field.
+pub fn machine_checks(cfg: &RunConfig, m: &Machine) -> (FieldNotes, FieldNotes) {
+    let (mut errors, mut warnings) = (Vec::new(), Vec::new());
+    let gpus = m.cuda_devices;
+    match &cfg.devices.devices {
+        DeviceSpec::Cuda(_) | DeviceSpec::CudaAll if gpus == 0 => errors.push((
+            Field::Devices,
+            format!(
+                "{} needs CUDA, and this machine has no CUDA device: cpu or cpu:N",
+                cfg.devices.devices
+            ),
+        )),
+        DeviceSpec::Cuda(ids) => {
+            if let Some(bad) = ids.iter().find(|i| **i >= gpus) {
+                errors.push((
+                    Field::Devices,
+                    format!(
+                        "cuda:{bad} is not on this machine: it has {gpus} GPU(s), cuda:0{}",
+                        if gpus > 1 {
+                            format!("–{}", gpus - 1)
+                        } else {
+                            String::new()
+                        }
+                    ),
+                ));
+            }
+        }
+        DeviceSpec::Cpu { workers } => {
+            let threads = cfg.devices.threads.unwrap_or(1);
+            let want = workers * threads;
+            if want > m.cores {
+                warnings.push((
+                    Field::Threads,
+                    format!(
+                        "{workers} worker(s) × {threads} thread(s) = {want}, more than this machine's {} core(s): they contend",
+                        m.cores
+                    ),
+                ));
+            }
+            if cfg.precision.mode == crate::config::PrecisionMode::Fp16 {
+                warnings.push((
+                    Field::Mode,
+                    "fp16 on a CPU is about 100× slower than bf16 here (no fast fp16 kernels): bf16 or fp32".into(),
+                ));
+            }
+        }
+        DeviceSpec::CudaAll => {}
+    }
+    (errors, warnings)
 }
 
 fn num(x: f64) -> String {
@@ -243,6 +322,8 @@ impl SetupState {
             ab_first: None,
             form_scroll: 0,
             rev: 0,
+            edit_error: None,
+            machine: None,
             data_cache: None,
         };
         s.load(base, preset, data);
@@ -257,6 +338,16 @@ impl SetupState {
         self.base = cfg;
         self.preset = preset.to_string();
         self.editing = None;
+        self.recheck();
+    }
+
+    /// Takes a whole config (edited in `$EDITOR`): it fills the form and stands behind what the
+    /// form does not show; the "modified" marker still compares with the preset.
+    pub fn adopt(&mut self, cfg: RunConfig) {
+        self.values = form_values(&cfg, None);
+        self.base = cfg;
+        self.editing = None;
+        self.edit_error = None;
         self.recheck();
     }
 
@@ -844,6 +935,13 @@ impl SetupState {
             }
         }
         c.cpt = cpt;
+        if let Some(m) = &self.machine {
+            let (errors, warnings) = machine_checks(&cfg, m);
+            for (f, e) in errors {
+                err(&mut c, f, e);
+            }
+            c.warnings = warnings;
+        }
         if c.errors.is_empty() && c.general.is_none() {
             c.config = Some(cfg);
         }
@@ -1060,6 +1158,7 @@ pub fn form_lines(s: &SetupState, width: usize) -> (Vec<FormLine>, (usize, usize
             focus_line = lines.len();
         }
         let err = s.check.error(field);
+        let warn = s.check.warning(field).filter(|_| err.is_none());
         let raw = s.value(field);
         let shown = match (&s.editing, focused) {
             (Some(buf), true) => format!("{buf}▏"),
@@ -1074,7 +1173,7 @@ pub fn form_lines(s: &SetupState, width: usize) -> (Vec<FormLine>, (usize, usize
         let changed = s.pristine.get(field.idx()).is_some_and(|p| p != raw);
         let label_style = if err.is_some() {
             Style::default().fg(theme::BAD)
-        } else if changed {
+        } else if changed || warn.is_some() {
             Style::default().fg(theme::WARN)
         } else {
             theme::muted()
@@ -1086,10 +1185,11 @@ pub fn form_lines(s: &SetupState, width: usize) -> (Vec<FormLine>, (usize, usize
         if focused {
             val_style = val_style.add_modifier(Modifier::REVERSED);
         }
-        // ✗ an error, • changed from the preset.
-        let mark = match (err.is_some(), changed) {
-            (true, _) => "✗",
-            (false, true) => "•",
+        // ✗ an error, ! a warning, • changed from the preset.
+        let mark = match (err.is_some(), warn.is_some(), changed) {
+            (true, _, _) => "✗",
+            (false, true, _) => "!",
+            (false, false, true) => "•",
             _ => " ",
         };
         lines.push((
@@ -1122,9 +1222,32 @@ pub fn form_lines(s: &SetupState, width: usize) -> (Vec<FormLine>, (usize, usize
                 ));
             }
         }
+        if let Some(w) = warn {
+            let wrapped = wrap(w, err_w);
+            let keep = if focused { wrapped.len() } else { ERROR_LINES };
+            for l in wrapped.iter().take(keep) {
+                lines.push((
+                    Some(field),
+                    Line::styled(format!("   {l}"), Style::default().fg(theme::WARN)),
+                ));
+            }
+        }
     }
     if let Some(g) = &s.check.general {
         for (i, l) in wrap(g, width.saturating_sub(2).max(8))
+            .into_iter()
+            .enumerate()
+        {
+            let lead = if i == 0 { "✗ " } else { "  " };
+            lines.push((
+                None,
+                Line::styled(format!("{lead}{l}"), Style::default().fg(theme::BAD)),
+            ));
+        }
+    }
+    if let Some(e) = &s.edit_error {
+        let text = format!("edited config not taken (e reopens your text): {e}");
+        for (i, l) in wrap(&text, width.saturating_sub(2).max(8))
             .into_iter()
             .enumerate()
         {
@@ -1246,6 +1369,9 @@ fn draw_previews(f: &mut Frame, area: Rect, s: &SetupState) {
             Style::default().fg(theme::WARN),
         ));
     }
+    if let Some(m) = memory_preview(c) {
+        lines.push(Line::from(clip(&m, inner_w)));
+    }
     lines.push(if c.ok() {
         Line::styled(
             clip("ready: s starts · c for an A/B pair", inner_w),
@@ -1318,6 +1444,56 @@ fn draw_previews(f: &mut Frame, area: Rect, s: &SetupState) {
         },
     );
     f.render_widget(Paragraph::new(lines).block(panel("estimate", false)), est_a);
+}
+
+/// Memory per rank for a config (`cptlab estimate`'s totals), as plain numbers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MemoryFigures {
+    pub total_zero0: u64,
+    pub total_zero1: u64,
+    /// The stage the config uses.
+    pub stage: u8,
+}
+
+/// Computes [`MemoryFigures`] outside the workbench's own code: the CLI installs the engine's
+/// estimate ([`set_memory_estimator`]), so the TUI never builds a model itself.
+pub type MemoryEstimator = fn(&RunConfig) -> Result<MemoryFigures, String>;
+
+static MEMORY_ESTIMATOR: std::sync::OnceLock<MemoryEstimator> = std::sync::OnceLock::new();
+
+type MemoryCache = Option<(RunConfig, Result<MemoryFigures, String>)>;
+
+/// The last config estimated and its figures: the estimate runs a few CPU forwards, so it is
+/// computed once per config change, not per frame.
+static MEMORY_CACHE: std::sync::Mutex<MemoryCache> = std::sync::Mutex::new(None);
+
+pub fn set_memory_estimator(f: MemoryEstimator) {
+    let _ = MEMORY_ESTIMATOR.set(f);
+}
+
+/// "memory/rank: X (zero 0) · Y (zero 1)", the used stage marked; None without an estimator
+/// or a valid config.
+pub fn memory_preview(c: &Check) -> Option<String> {
+    let estimator = MEMORY_ESTIMATOR.get()?;
+    let cfg = c.config.as_ref().filter(|_| c.ok())?;
+    let mut cache = MEMORY_CACHE.lock().unwrap_or_else(|e| e.into_inner());
+    if cache.as_ref().is_none_or(|(k, _)| k != cfg) {
+        *cache = Some((cfg.clone(), estimator(cfg)));
+    }
+    let (_, figures) = cache.as_ref()?;
+    Some(match figures {
+        Ok(m) => {
+            let mark = |s: u8| if m.stage == s { "*" } else { "" };
+            format!(
+                "memory/rank {} zero0{} · {} zero1{}",
+                charts::bytes(m.total_zero0 as f64),
+                mark(0),
+                charts::bytes(m.total_zero1 as f64),
+                mark(1)
+            )
+        }
+        Err(e) => format!("memory: {e}"),
+    })
 }
 
 /// `text` wrapped to lines of at most `w` characters: at spaces where it can, keeping its own

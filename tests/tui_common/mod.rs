@@ -49,6 +49,7 @@ impl Home {
             &TuiOptions {
                 preset: None,
                 data: Some("synthetic:2048:512".into()),
+                ..Default::default()
             },
         );
         app.cores = 2;
