@@ -11,7 +11,7 @@ use super::{exit_code, usage, with_failed_event};
 use crate::config::paths::Paths;
 use crate::config::presets::{PresetStore, DEFAULT_PRESET};
 use crate::config::{Override, RunConfig};
-use crate::engine::{Job, JobSpec};
+use crate::engine::{Job, JobSpec, Sinks};
 use crate::models::ModelKind;
 use crate::telemetry::store;
 
@@ -385,21 +385,26 @@ fn run_inner(args: RunArgs, paths: &Paths) -> Result<i32> {
                 crate::files::file_type_name(&m.file_type())
             );
         }
-        crate::engine::recorder::write_tensorboard_to(dir.clone());
     }
+    let sinks = Sinks {
+        tensorboard: args.tensorboard.clone(),
+    };
     let job = match &args.resume {
         Some(dir) => {
             let dir = store::resolve_run_dir(&paths.runs, dir)?;
             let overrides = resume_overrides(&args)?;
             check_resume_length(&dir, &overrides)?;
-            Job::resume(&dir, paths.clone(), &overrides)?
+            Job::resume_with(&dir, paths.clone(), &overrides, sinks)?
         }
         None => {
             let config = build_config(&args.config, paths)?;
-            Job::start(JobSpec {
-                config,
-                paths: paths.clone(),
-            })?
+            Job::start_with(
+                JobSpec {
+                    config,
+                    paths: paths.clone(),
+                },
+                sinks,
+            )?
         }
     };
     let summary = if args.json {

@@ -28,6 +28,13 @@ pub struct JobSpec {
     pub paths: Paths,
 }
 
+/// Where rank 0's events go besides the run directory and the listener.
+#[derive(Debug, Clone, Default)]
+pub struct Sinks {
+    /// `cptlab run --tensorboard DIR`: TensorBoard event files, written live.
+    pub tensorboard: Option<PathBuf>,
+}
+
 pub struct Job {
     events: Receiver<Event>,
     control: Arc<Control>,
@@ -61,6 +68,11 @@ pub fn resolve_data_source(config: &mut RunConfig) -> Result<DataSource> {
 impl Job {
     /// Starts a new run.
     pub fn start(spec: JobSpec) -> Result<Job> {
+        Self::start_with(spec, Sinks::default())
+    }
+
+    /// Starts a new run whose events also go to `sinks`.
+    pub fn start_with(spec: JobSpec, sinks: Sinks) -> Result<Job> {
         let JobSpec { mut config, paths } = spec;
         config.validate()?;
         let source = resolve_data_source(&mut config)?;
@@ -69,7 +81,14 @@ impl Job {
         resolve_threads(&mut config, &devices);
         let trainers = build_trainers(&config, &data, &devices)?;
         let store = RunStore::create(&paths.runs, &config)?;
-        Ok(Self::spawn(config, data, trainers, Some(store), None))
+        Ok(Self::spawn(
+            config,
+            data,
+            trainers,
+            Some(store),
+            None,
+            sinks,
+        ))
     }
 
     /// Starts this process's ranks of a multi-process job (`cptlab worker`): one per device,
@@ -104,12 +123,29 @@ impl Job {
         } else {
             None
         };
-        Ok(Self::spawn(config, data, trainers, store, None))
+        Ok(Self::spawn(
+            config,
+            data,
+            trainers,
+            store,
+            None,
+            Sinks::default(),
+        ))
     }
 
     /// Continues the run in `run_dir` from its last checkpoint, with the config it recorded;
     /// `overrides` may change where it runs (devices, threads, ZeRO stage), at any world size.
     pub fn resume(run_dir: &Path, paths: Paths, overrides: &[Override]) -> Result<Job> {
+        Self::resume_with(run_dir, paths, overrides, Sinks::default())
+    }
+
+    /// Continues a run whose events also go to `sinks`.
+    pub fn resume_with(
+        run_dir: &Path,
+        paths: Paths,
+        overrides: &[Override],
+        sinks: Sinks,
+    ) -> Result<Job> {
         let marker = run_dir.join(store::PROCESS_FILE);
         match store::run_process(run_dir) {
             store::RunProcess::None => {}
@@ -163,7 +199,14 @@ impl Job {
         if config != recorded {
             crate::files::write_atomic(&config_file, config.to_toml().as_bytes())?;
         }
-        Ok(Self::spawn(config, data, trainers, Some(store), Some(ckpt)))
+        Ok(Self::spawn(
+            config,
+            data,
+            trainers,
+            Some(store),
+            Some(ckpt),
+            sinks,
+        ))
     }
 
     fn spawn(
@@ -172,6 +215,7 @@ impl Job {
         trainers: Vec<Trainer>,
         mut store: Option<RunStore>,
         resume: Option<PathBuf>,
+        sinks: Sinks,
     ) -> Job {
         let (tx, rx) = channel();
         let control = Arc::new(Control::default());
@@ -186,7 +230,7 @@ impl Job {
         for trainer in trainers {
             let rank = trainer.rank();
             let mut rec = match store.take() {
-                Some(s) if rank == 0 => Recorder::new(s, tx.clone()),
+                Some(s) if rank == 0 => Recorder::new(s, tx.clone(), sinks.tensorboard.clone()),
                 other => {
                     store = other;
                     Recorder::silent(run_dir.clone())

@@ -19,4 +19,4 @@ pub mod trainer;
 pub mod worker;
 pub mod zero;
 
-pub use job::{Job, JobSpec};
+pub use job::{Job, JobSpec, Sinks};

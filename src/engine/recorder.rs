@@ -8,7 +8,6 @@
 use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::sync::mpsc::Sender;
-use std::sync::Mutex;
 use std::time::SystemTime;
 
 use anyhow::Result;
@@ -19,22 +18,6 @@ use crate::telemetry::store::{self, RunStore};
 use crate::telemetry::tensorboard::{self, EventWriter};
 use crate::telemetry::{Event, Summary};
 
-/// The directory `cptlab run --tensorboard DIR` names, set before the job starts and taken by
-/// the job's rank-0 recorder (the only one with a run store): one job, one file.
-static TENSORBOARD_DIR: Mutex<Option<PathBuf>> = Mutex::new(None);
-
-/// Makes the next job's rank 0 also write its events as TensorBoard events into `dir`.
-pub fn write_tensorboard_to(dir: PathBuf) {
-    *TENSORBOARD_DIR.lock().unwrap_or_else(|p| p.into_inner()) = Some(dir);
-}
-
-fn take_tensorboard_dir() -> Option<PathBuf> {
-    TENSORBOARD_DIR
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .take()
-}
-
 pub struct Recorder {
     /// None for ranks other than 0: they train but do not report.
     store: Option<RunStore>,
@@ -44,12 +27,13 @@ pub struct Recorder {
 }
 
 impl Recorder {
-    pub fn new(store: RunStore, listener: Sender<Event>) -> Recorder {
+    /// Rank 0's recorder; `tensorboard`: also write the events as TensorBoard events there.
+    pub fn new(store: RunStore, listener: Sender<Event>, tensorboard: Option<PathBuf>) -> Recorder {
         Recorder {
             run_dir: store.dir().to_path_buf(),
             store: Some(store),
             listener: Some(listener),
-            tensorboard: take_tensorboard_dir().map(TensorBoardSink::new),
+            tensorboard: tensorboard.map(TensorBoardSink::new),
         }
     }
 
