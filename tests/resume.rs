@@ -102,7 +102,7 @@ fn resume_refuses_what_is_not_a_run() {
         .unwrap();
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("not a run directory"), "{err}");
+    assert!(err.contains("not a run (expected a run directory"), "{err}");
 }
 
 /// Starts `ARGS` (with `--json`) and stops it with SIGTERM at step `step`; waits for the graceful
