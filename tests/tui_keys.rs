@@ -581,7 +581,7 @@ fn names_of(b: &Binding) -> Vec<String> {
 fn all_rows() -> Vec<(Option<View>, &'static Binding)> {
     let mut v: Vec<_> = keys::GLOBAL.iter().map(|b| (None, b)).collect();
     for view in View::ALL {
-        v.extend(keys::of(view).bindings.iter().map(|b| (Some(view), b)));
+        v.extend(keys::of(view).rows().map(|b| (Some(view), b)));
     }
     v
 }
@@ -745,7 +745,7 @@ fn every_action_a_view_answers_is_in_its_help_and_back() {
             }
         }
         // The other way round: what the view's own rows list, the view answers.
-        for b in keys::of(v).bindings {
+        for b in keys::of(v).rows() {
             for (k, a) in b.keys {
                 assert!(
                     answered.contains(a),
@@ -783,7 +783,7 @@ fn help_and_footer_show_the_tables() {
             let (k, _) = piece.split_once(' ').unwrap();
             let row = keys::GLOBAL
                 .iter()
-                .chain(keys::of(v).bindings)
+                .chain(keys::of(v).rows())
                 .find(|b| {
                     let l = hint_label(v, b);
                     b.hint != Hint::None && !l.is_empty() && piece.ends_with(l)
@@ -795,7 +795,7 @@ fn help_and_footer_show_the_tables() {
         }
         app.update(Action::Help);
         let frame = render(&app, 160, 48);
-        for b in keys::GLOBAL.iter().chain(keys::of(v).bindings) {
+        for b in keys::GLOBAL.iter().chain(keys::of(v).rows()) {
             let line = format!("{:<13}{}", b.shown, b.help);
             assert!(frame.contains(&line), "{v:?} help lacks {line:?}\n{frame}");
         }

@@ -178,18 +178,7 @@ pub fn run(args: SweepArgs, paths: &Paths) -> Result<i32> {
                 if *status != RunStatus::Finished {
                     failed += 1;
                 }
-                note(
-                    json!({"event": "point_skipped", "point": p.index, "label": p.label,
-                    "status": status.to_string(), "run_dir": run_dir}),
-                )?;
-                if !args.json {
-                    outln!(
-                        "[{}/{}] {}: already {status}, skipped",
-                        p.index + 1,
-                        plan.points.len(),
-                        p.label
-                    )?;
-                }
+                note_skipped(&mut note, p, *status, run_dir, plan.points.len(), args.json)?;
                 continue;
             }
             PointState::Interrupted(run_dir) => {
@@ -287,6 +276,30 @@ pub fn run(args: SweepArgs, paths: &Paths) -> Result<i32> {
     } else {
         EXIT_OK
     })
+}
+
+/// A point a rerun skips because it already ended: one progress event, and a line on a
+/// terminal (plain and parallel sweeps alike).
+fn note_skipped(
+    note: &mut dyn FnMut(serde_json::Value) -> Result<()>,
+    p: &sweep::Point,
+    status: RunStatus,
+    run_dir: &std::path::Path,
+    total: usize,
+    json: bool,
+) -> Result<()> {
+    note(
+        json!({"event": "point_skipped", "point": p.index, "label": p.label,
+        "status": status.to_string(), "run_dir": run_dir}),
+    )?;
+    if !json {
+        outln!(
+            "[{}/{total}] {}: already {status}, skipped",
+            p.index + 1,
+            p.label
+        )?;
+    }
+    Ok(())
 }
 
 /// `--parallel N` / `--point-devices`: up to N points at once, each a `cptlab run --json` child
@@ -441,17 +454,7 @@ mod parallel {
                     if status != RunStatus::Finished {
                         failed += 1;
                     }
-                    note(
-                        json!({"event": "point_skipped", "point": p.index, "label": p.label,
-                        "status": status.to_string(), "run_dir": run_dir}),
-                    )?;
-                    if !opts.json {
-                        outln!(
-                            "[{}/{total}] {}: already {status}, skipped",
-                            p.index + 1,
-                            p.label
-                        )?;
-                    }
+                    super::note_skipped(note, p, status, &run_dir, total, opts.json)?;
                 }
                 state => queue.push_back((p.index, state)),
             }

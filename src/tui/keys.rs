@@ -66,6 +66,8 @@ pub struct Binding {
 pub struct ViewKeys {
     pub view: View,
     pub bindings: &'static [Binding],
+    /// Rows listed after `bindings` that other views share (the charts' keys).
+    pub shared: &'static [Binding],
     /// The footer's word for `Esc` here; `None` where there is usually nothing to go back to
     /// (the footer then leaves `Esc` out; it still cancels).
     pub back: Option<&'static str>,
@@ -91,6 +93,13 @@ const TAB: Key = k(KeyCode::Tab);
 const BACKTAB: Key = k(KeyCode::BackTab);
 const ENTER: Key = k(KeyCode::Enter);
 const ESC: Key = k(KeyCode::Esc);
+
+impl ViewKeys {
+    /// Every row of the view: its own, then the shared ones.
+    pub fn rows(&self) -> impl Iterator<Item = &'static Binding> {
+        self.bindings.iter().chain(self.shared)
+    }
+}
 
 const fn row(
     keys: &'static [(Key, Action)],
@@ -196,7 +205,52 @@ pub const MOUSE: &[(&str, &str)] = &[
     ("wheel", "scroll a list, the fields, the log; zoom charts"),
 ];
 
+/// The charts' keys (Dashboard and Compare).
+const CHART: &[Binding] = &[
+    row(
+        &[(ch('m'), Action::Key('m'))],
+        "m",
+        "loss smoothing: off, 0.6, 0.8, 0.9, 0.95, 0.99",
+        Hint::Label("smooth"),
+    ),
+    row(
+        &[(ch('y'), Action::Key('y'))],
+        "y",
+        "loss y axis: auto, log, linear",
+        Hint::Label("log-y"),
+    ),
+    row(
+        &[
+            (ch('+'), Action::Key('+')),
+            (ch('='), Action::Key('=')),
+            (ch('-'), Action::Key('-')),
+        ],
+        "+ = -",
+        "zoom the steps in / out (around the cursor)",
+        Hint::Keys("+-", "range"),
+    ),
+    row(
+        &[(ch('['), Action::Key('[')), (ch(']'), Action::Key(']'))],
+        "[ ]",
+        "pan the steps left / right",
+        Hint::None,
+    ),
+    row(
+        &[(ch('0'), Action::Key('0'))],
+        "0",
+        "the whole run again (zoom and pan reset)",
+        Hint::None,
+    ),
+    row(
+        &[(ch('i'), Action::Key('i'))],
+        "i",
+        "cursor: values at a step (←→ move, Esc hides)",
+        Hint::Label("cursor"),
+    ),
+];
+
 const SETUP: ViewKeys = ViewKeys {
+    shared: &[],
     view: View::Setup,
     back: None,
     bindings: &[
@@ -261,6 +315,7 @@ const SETUP: ViewKeys = ViewKeys {
 };
 
 const DASHBOARD: ViewKeys = ViewKeys {
+    shared: CHART,
     view: View::Dashboard,
     back: Some("back"),
     bindings: &[
@@ -306,50 +361,11 @@ const DASHBOARD: ViewKeys = ViewKeys {
             "compare the open runs",
             Hint::Label("compare"),
         ),
-        row(
-            &[(ch('m'), Action::Key('m'))],
-            "m",
-            "loss smoothing: off, 0.6, 0.8, 0.9, 0.95, 0.99",
-            Hint::Label("smooth"),
-        ),
-        row(
-            &[(ch('y'), Action::Key('y'))],
-            "y",
-            "loss y axis: auto, log, linear",
-            Hint::Label("log-y"),
-        ),
-        row(
-            &[
-                (ch('+'), Action::Key('+')),
-                (ch('='), Action::Key('=')),
-                (ch('-'), Action::Key('-')),
-            ],
-            "+ = -",
-            "zoom the steps in / out (around the cursor)",
-            Hint::Keys("+-", "range"),
-        ),
-        row(
-            &[(ch('['), Action::Key('[')), (ch(']'), Action::Key(']'))],
-            "[ ]",
-            "pan the steps left / right",
-            Hint::None,
-        ),
-        row(
-            &[(ch('0'), Action::Key('0'))],
-            "0",
-            "the whole run again (zoom and pan reset)",
-            Hint::None,
-        ),
-        row(
-            &[(ch('i'), Action::Key('i'))],
-            "i",
-            "cursor: values at a step (←→ move, Esc hides)",
-            Hint::Label("cursor"),
-        ),
     ],
 };
 
 const COMPARE: ViewKeys = ViewKeys {
+    shared: CHART,
     view: View::Compare,
     back: Some("back"),
     bindings: &[
@@ -383,50 +399,11 @@ const COMPARE: ViewKeys = ViewKeys {
             "make the highlighted run the baseline (Δ)",
             Hint::Label("baseline"),
         ),
-        row(
-            &[(ch('m'), Action::Key('m'))],
-            "m",
-            "loss smoothing: off, 0.6, 0.8, 0.9, 0.95, 0.99",
-            Hint::Label("smooth"),
-        ),
-        row(
-            &[(ch('y'), Action::Key('y'))],
-            "y",
-            "loss y axis: auto, log, linear",
-            Hint::Label("log-y"),
-        ),
-        row(
-            &[
-                (ch('+'), Action::Key('+')),
-                (ch('='), Action::Key('=')),
-                (ch('-'), Action::Key('-')),
-            ],
-            "+ = -",
-            "zoom the steps in / out (around the cursor)",
-            Hint::Keys("+-", "range"),
-        ),
-        row(
-            &[(ch('['), Action::Key('[')), (ch(']'), Action::Key(']'))],
-            "[ ]",
-            "pan the steps left / right",
-            Hint::None,
-        ),
-        row(
-            &[(ch('0'), Action::Key('0'))],
-            "0",
-            "the whole run again (zoom and pan reset)",
-            Hint::None,
-        ),
-        row(
-            &[(ch('i'), Action::Key('i'))],
-            "i",
-            "cursor: values at a step (←→ move, Esc hides)",
-            Hint::Label("cursor"),
-        ),
     ],
 };
 
 const PRESETS: ViewKeys = ViewKeys {
+    shared: &[],
     view: View::Presets,
     back: Some("back"),
     bindings: &[
@@ -470,6 +447,7 @@ const PRESETS: ViewKeys = ViewKeys {
 };
 
 const RUNS: ViewKeys = ViewKeys {
+    shared: &[],
     view: View::Runs,
     back: Some("back"),
     bindings: &[
@@ -567,7 +545,7 @@ pub fn of(view: View) -> &'static ViewKeys {
 /// The action of `ev` in normal mode: the global table first, then the views' (a key means the
 /// same action in every view that lists it; what the action does is the view's business).
 pub fn lookup(ev: &KeyEvent) -> Option<Action> {
-    let views = View::ALL.iter().flat_map(|v| of(*v).bindings.iter());
+    let views = View::ALL.iter().flat_map(|v| of(*v).rows());
     GLOBAL
         .iter()
         .chain(views)
@@ -584,7 +562,7 @@ pub fn documents(view: View, action: &Action) -> bool {
     }
     GLOBAL
         .iter()
-        .chain(of(view).bindings)
+        .chain(of(view).rows())
         .flat_map(|b| b.keys.iter())
         .any(|(_, a)| a == action)
 }
@@ -608,7 +586,7 @@ fn footer_parts(view: View) -> Vec<String> {
             }
         }
     };
-    vk.bindings.iter().chain(GLOBAL).filter_map(hint).collect()
+    vk.rows().chain(GLOBAL).filter_map(hint).collect()
 }
 
 /// The footer in at most `w` characters: the view's last hints give way first, `Esc` and `q`
@@ -626,7 +604,7 @@ pub fn footer_fit(view: View, w: usize) -> String {
 
 /// The rows of `view`'s help: `(keys, what they do)`.
 pub fn help_rows(view: View) -> impl Iterator<Item = (&'static str, &'static str)> {
-    of(view).bindings.iter().map(|b| (b.shown, b.help))
+    of(view).rows().map(|b| (b.shown, b.help))
 }
 
 /// The rows of the help's "Everywhere" part.
