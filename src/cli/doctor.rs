@@ -113,6 +113,9 @@ fn optimisation_lines(cuda: bool) -> Result<()> {
         outln!(
             "gpu optimisations: none (no CUDA device); on the CPU a run reads the device once per train.log_every steps and prefetches batches on a thread when a core is free"
         )?;
+        outln!(
+            "channels_last: off on the CPU under precision.channels_last = auto (\"on\" forces it: mkldnn channels_last convolutions)"
+        )?;
         return Ok(());
     }
     let m = crate::engine::device::cuda_math_for(None);
@@ -122,6 +125,9 @@ fn optimisation_lines(cuda: bool) -> Result<()> {
         on(m.cudnn_benchmark),
         on(m.tf32_conv),
         on(m.tf32_matmul)
+    )?;
+    outln!(
+        "channels_last: on for CNNs under amp/half precision modes (precision.channels_last = auto; \"on\" / \"off\" force it), off for fp32 and the ViT"
     )?;
     Ok(())
 }

@@ -359,7 +359,9 @@ mod parallel {
         }
         let config = p.config.with_overrides(&o)?;
         let mut o = Vec::new();
-        if let DeviceSpec::Cpu { workers } = config.devices.devices {
+        if let DeviceSpec::Cpu { workers } =
+            crate::engine::device::on_this_machine(&config.devices.devices)
+        {
             if config.devices.threads.is_none() {
                 let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
                 let t = sweep::split_threads(cores, opts.parallel, workers);

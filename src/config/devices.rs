@@ -10,7 +10,8 @@ use serde::{Deserialize, Serialize};
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct DeviceConfig {
-    /// `cpu`, `cpu:N`, `cuda:N`, `cuda:0,1,…` or `cuda:all`.
+    /// `auto` (the default: one GPU where libtorch sees one, else the CPU), `cpu`, `cpu:N`,
+    /// `cuda:N`, `cuda:0,1,…` or `cuda:all`.
     #[serde(default)]
     pub devices: DeviceSpec,
     /// Intra-op threads per worker (None: the cores divided among the CPU workers).
@@ -21,23 +22,32 @@ pub struct DeviceConfig {
     pub zero: ZeroStage,
 }
 
-/// The devices workers run on, as the config names them: `cpu`, `cpu:N` (N CPU workers),
-/// `cuda` (= `cuda:0`), `cuda:N`, `cuda:0,1,…`, `cuda:all`. Written back in canonical form.
+/// The devices workers run on, as the config names them: `auto`, `cpu`, `cpu:N` (N CPU
+/// workers), `cuda` (= `cuda:0`), `cuda:N`, `cuda:0,1,…`, `cuda:all`. Written back in canonical
+/// form.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(try_from = "String", into = "String")]
 pub enum DeviceSpec {
-    Cpu { workers: usize },
+    /// What a PyTorch script's `"cuda" if torch.cuda.is_available() else "cpu"` picks: one GPU
+    /// (under a launcher, the local rank's) where there is one, else one CPU worker. Resolved
+    /// by [`DeviceSpec::on_machine`] wherever the machine is known.
+    Auto,
+    Cpu {
+        workers: usize,
+    },
     Cuda(Vec<usize>),
     CudaAll,
 }
 
 impl Default for DeviceSpec {
+    /// `auto`: a preset or config that does not name its devices trains on the GPU where there
+    /// is one, as a GPU user expects, and on the CPU elsewhere.
     fn default() -> Self {
-        DeviceSpec::Cpu { workers: 1 }
+        DeviceSpec::Auto
     }
 }
 
-const DEVICES_EXPECTED: &str = "cpu, cpu:N (N CPU workers), cuda:N, cuda:0,1,… or cuda:all";
+const DEVICES_EXPECTED: &str = "auto, cpu, cpu:N (N CPU workers), cuda:N, cuda:0,1,… or cuda:all";
 
 impl DeviceSpec {
     /// Parses a spec; checks syntax only (whether CUDA devices exist is the engine's check).
@@ -45,6 +55,9 @@ impl DeviceSpec {
     pub fn parse(spec: &str) -> Result<DeviceSpec, String> {
         let spec = spec.trim();
         let expected = DEVICES_EXPECTED;
+        if spec == "auto" {
+            return Ok(DeviceSpec::Auto);
+        }
         if spec == "cpu" {
             return Ok(DeviceSpec::Cpu { workers: 1 });
         }
@@ -79,9 +92,20 @@ impl DeviceSpec {
         Err(format!("{spec:?} is not a device; expected {expected}"))
     }
 
+    /// The spec on a machine whose libtorch sees `cuda_devices` GPUs: `auto` becomes `cuda:0`
+    /// or `cpu`; every other spec is already concrete. The one place `auto` is decided.
+    pub fn on_machine(&self, cuda_devices: usize) -> DeviceSpec {
+        match self {
+            DeviceSpec::Auto if cuda_devices > 0 => DeviceSpec::Cuda(vec![0]),
+            DeviceSpec::Auto => DeviceSpec::Cpu { workers: 1 },
+            other => other.clone(),
+        }
+    }
+
     /// The number of workers, when the spec alone says (not for `cuda:all`).
     pub fn known_world_size(&self) -> Option<usize> {
         match self {
+            DeviceSpec::Auto => Some(1),
             DeviceSpec::Cpu { workers } => Some(*workers),
             DeviceSpec::Cuda(ids) => Some(ids.len()),
             DeviceSpec::CudaAll => None,
@@ -92,6 +116,7 @@ impl DeviceSpec {
 impl fmt::Display for DeviceSpec {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
+            DeviceSpec::Auto => f.write_str("auto"),
             DeviceSpec::Cpu { workers: 1 } => f.write_str("cpu"),
             DeviceSpec::Cpu { workers } => write!(f, "cpu:{workers}"),
             DeviceSpec::Cuda(ids) => {
@@ -198,6 +223,7 @@ mod tests {
     #[test]
     fn specs_parse_or_explain() {
         let p = DeviceSpec::parse;
+        assert_eq!(p("auto"), Ok(DeviceSpec::Auto));
         assert_eq!(p("cpu"), Ok(DeviceSpec::Cpu { workers: 1 }));
         assert_eq!(p("cpu:2"), Ok(DeviceSpec::Cpu { workers: 2 }));
         assert_eq!(p("cuda:0,1"), Ok(DeviceSpec::Cuda(vec![0, 1])));
@@ -212,6 +238,7 @@ mod tests {
     #[test]
     fn device_config_round_trips_in_the_same_toml() {
         for (text, spec, zero) in [
+            ("auto", DeviceSpec::Auto, 0),
             ("cpu", DeviceSpec::Cpu { workers: 1 }, 0),
             ("cpu:2", DeviceSpec::Cpu { workers: 2 }, 1),
             ("cuda:0,1", DeviceSpec::Cuda(vec![0, 1]), 1),
@@ -226,18 +253,38 @@ mod tests {
             assert!(out.contains(&format!("zero = {zero}")), "{out}");
             assert_eq!(doc(&out).unwrap(), d);
         }
-        // Defaults: one CPU worker, stage 0.
+        // Defaults: auto, stage 0.
         let d = doc("[devices]\n").unwrap();
         assert_eq!(d.devices, DeviceConfig::default());
-        assert_eq!(d.devices.devices.to_string(), "cpu");
+        assert_eq!(d.devices.devices.to_string(), "auto");
         assert_eq!(d.devices.zero, ZeroStage::Zero0);
+    }
+
+    #[test]
+    fn auto_is_one_gpu_where_there_is_one_and_the_cpu_elsewhere() {
+        assert_eq!(
+            DeviceSpec::Auto.on_machine(0),
+            DeviceSpec::Cpu { workers: 1 }
+        );
+        assert_eq!(DeviceSpec::Auto.on_machine(1), DeviceSpec::Cuda(vec![0]));
+        assert_eq!(DeviceSpec::Auto.on_machine(8), DeviceSpec::Cuda(vec![0]));
+        // Named devices are kept as named, whatever the machine has.
+        for s in ["cpu", "cpu:2", "cuda:1", "cuda:all"] {
+            let d: DeviceSpec = s.parse().unwrap();
+            assert_eq!(d.on_machine(0), d);
+            assert_eq!(d.on_machine(4), d);
+        }
+        assert_eq!(DeviceSpec::Auto.known_world_size(), Some(1));
     }
 
     #[test]
     fn bad_devices_and_stages_name_the_field_and_the_expectation() {
         let e = doc("[devices]\ndevices = \"gpu\"\n").unwrap_err();
         assert!(e.contains("devices.devices = gpu"), "{e}");
-        assert!(e.contains("\"gpu\" is not a device; expected cpu"), "{e}");
+        assert!(
+            e.contains("\"gpu\" is not a device; expected auto, cpu"),
+            "{e}"
+        );
         let e = doc("[devices]\ndevices = \"cuda:0,0\"\n").unwrap_err();
         assert!(e.contains("devices.devices") && e.contains("twice"), "{e}");
         let e = doc("[devices]\nzero = 2\n").unwrap_err();

@@ -364,6 +364,11 @@ pub struct PrecisionConfig {
     /// IEEE fp32); `true` allows it for both, `false` for neither.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tf32: Option<bool>,
+    /// Memory layout of convolutions: `auto` (channels_last for CNNs under a half/amp mode on
+    /// CUDA, as PyTorch users do with `model.to(memory_format=torch.channels_last)`), `on`
+    /// (also on the CPU, where mkldnn has channels_last convolutions) or `off`.
+    #[serde(default)]
+    pub channels_last: ChannelsLast,
 }
 
 impl Default for PrecisionConfig {
@@ -376,7 +381,51 @@ impl Default for PrecisionConfig {
             quantize_weight_grads: false,
             loss_scale: LossScaleConfig::default(),
             tf32: None,
+            channels_last: ChannelsLast::Auto,
         }
+    }
+}
+
+/// `precision.channels_last`: whether 4-D conv weights and inputs use the NHWC layout.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ChannelsLast {
+    #[default]
+    Auto,
+    On,
+    Off,
+}
+
+impl ChannelsLast {
+    pub const ALL: [ChannelsLast; 3] = [ChannelsLast::Auto, ChannelsLast::On, ChannelsLast::Off];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            ChannelsLast::Auto => "auto",
+            ChannelsLast::On => "on",
+            ChannelsLast::Off => "off",
+        }
+    }
+
+    pub fn describe(self) -> &'static str {
+        match self {
+            ChannelsLast::Auto => "channels_last for CNNs under amp/half modes on CUDA, else off",
+            ChannelsLast::On => "channels_last convolutions on every device (CPU: mkldnn)",
+            ChannelsLast::Off => "contiguous NCHW throughout",
+        }
+    }
+
+    /// clap's possible values: [`ALL`](Self::ALL) in order.
+    pub fn value_parser() -> clap::builder::PossibleValuesParser {
+        possible_values(Self::ALL.map(|k| (k.name(), k.describe())))
+    }
+}
+
+impl std::str::FromStr for ChannelsLast {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        kind_from_name(&Self::ALL, Self::name, s, "precision.channels_last")
     }
 }
 
@@ -808,7 +857,7 @@ epochs = 1
         assert_eq!(c.seed, 42);
         assert_eq!(c.train.grad_accum, 1);
         assert_eq!(c.data.random_crop_padding, 4);
-        assert_eq!(c.devices.devices.to_string(), "cpu");
+        assert_eq!(c.devices.devices.to_string(), "auto");
         c.validate().unwrap();
     }
 

@@ -110,6 +110,12 @@ impl ModelKind {
         }
     }
 
+    /// Whether the model is a CNN (`precision.channels_last = "auto"` lays its convolutions out
+    /// NHWC on CUDA); the ViT's one patch convolution does not make it one.
+    pub fn is_convolutional(&self) -> bool {
+        !matches!(self, ModelKind::Vit)
+    }
+
     /// Whether the model has BatchNorm layers (train and eval forward passes then differ).
     pub fn has_batch_norm(&self) -> bool {
         matches!(

@@ -187,6 +187,8 @@ pub struct BatchConverter {
     resize: Option<i64>,
     /// The model's input type (fp32, or fp16/bf16 for a half-precision replica).
     kind: Kind,
+    /// Batches in NHWC strides (`precision.channels_last`), as the conv weights are.
+    channels_last: bool,
 }
 
 /// CIFAR-10 training-set channel statistics (on the 0..1 scale).
@@ -224,12 +226,19 @@ impl BatchConverter {
             shift: channel(shift),
             resize,
             kind: Kind::Float,
+            channels_last: false,
         }
     }
 
     /// Converts batches to `kind` after normalizing (in fp32).
     pub fn with_kind(mut self, kind: Kind) -> BatchConverter {
         self.kind = kind;
+        self
+    }
+
+    /// Hands batches over in channels_last strides (when `on`).
+    pub fn with_channels_last(mut self, on: bool) -> BatchConverter {
+        self.channels_last = on;
         self
     }
 
@@ -241,16 +250,23 @@ impl BatchConverter {
 
     /// A prepared micro-batch to the device (non-blocking from pinned memory), normalized.
     pub fn convert_batch(&self, batch: &HostBatch) -> (Tensor, Tensor) {
-        let x = batch
+        let mut x = batch
             .pixels
-            .to_device_(self.device, Kind::Uint8, true, false)
-            .to_kind(Kind::Float);
+            .to_device_(self.device, Kind::Uint8, true, false);
+        if self.channels_last {
+            // Reorder the bytes once; the ops below keep their input's layout.
+            x = to_channels_last(&x);
+        }
+        let x = x.to_kind(Kind::Float);
         let mut x = self.shift.addcmul(&x, &self.scale);
         if let Some(r) = self.resize {
             x = x.upsample_bilinear2d([r, r], false, None, None);
         }
         if self.kind != Kind::Float {
             x = x.to_kind(self.kind);
+        }
+        if self.channels_last && !super::flat::is_channels_last(&x) {
+            x = to_channels_last(&x);
         }
         let y = batch
             .labels
@@ -261,6 +277,15 @@ impl BatchConverter {
     pub fn device(&self) -> Device {
         self.device
     }
+
+    pub fn channels_last(&self) -> bool {
+        self.channels_last
+    }
+}
+
+/// `t` (N×C×H×W) with channels_last strides: `t.contiguous(memory_format=torch.channels_last)`.
+pub fn to_channels_last(t: &Tensor) -> Tensor {
+    t.permute([0, 2, 3, 1]).contiguous().permute([0, 3, 1, 2])
 }
 
 #[cfg(test)]
@@ -340,5 +365,32 @@ mod tests {
         assert_eq!(x.size(), [1, 3, 4, 4]);
         let r = x.double_value(&[0, 0, 0, 0]);
         assert!((r - (128.0 / 255.0 - 0.4914) / 0.2470).abs() < 1e-4, "{r}");
+    }
+
+    /// channels_last batches hold the same values as NCHW ones, in NHWC strides, through
+    /// normalization, resizing and the half conversion.
+    #[test]
+    fn channels_last_batches_hold_the_same_values() {
+        let shape = ImageShape {
+            channels: 3,
+            height: 4,
+            width: 5,
+        };
+        let pixels: Vec<u8> = (0..2 * 3 * 4 * 5).map(|i| (i * 7 % 256) as u8).collect();
+        for (resize, kind) in [(None, Kind::Float), (Some(6), Kind::BFloat16)] {
+            let conv = || BatchConverter::new(Device::Cpu, shape, Normalize::Cifar, resize);
+            let (want, _) = conv().with_kind(kind).convert(&pixels, &[0, 1]);
+            let (got, _) = conv()
+                .with_kind(kind)
+                .with_channels_last(true)
+                .convert(&pixels, &[0, 1]);
+            assert!(
+                super::super::flat::is_channels_last(&got),
+                "{:?}",
+                got.stride()
+            );
+            assert!(!super::super::flat::is_channels_last(&want));
+            assert!(got.equal(&want), "{resize:?} {kind:?}");
+        }
     }
 }

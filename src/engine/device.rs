@@ -5,12 +5,13 @@ use std::cell::Cell;
 
 use tch::{Device, Kind, Tensor};
 
-use crate::config::PrecisionMode;
+use crate::config::{ChannelsLast, PrecisionMode};
 pub use crate::config::{DeviceSpec, ZeroStage};
 
 /// The concrete devices of `spec`, checked against what this machine has.
 pub fn resolve(spec: &DeviceSpec) -> Result<Vec<Device>, String> {
     match spec {
+        DeviceSpec::Auto => resolve(&on_this_machine(spec)),
         DeviceSpec::Cpu { workers } => Ok(vec![Device::Cpu; *workers]),
         DeviceSpec::Cuda(ids) => {
             let count = tch::Cuda::device_count() as usize;
@@ -40,6 +41,14 @@ pub fn resolve(spec: &DeviceSpec) -> Result<Vec<Device>, String> {
     }
 }
 
+/// `spec` with `auto` decided for this machine (the GPUs libtorch sees).
+pub fn on_this_machine(spec: &DeviceSpec) -> DeviceSpec {
+    match spec {
+        DeviceSpec::Auto => spec.on_machine(tch::Cuda::device_count().max(0) as usize),
+        other => other.clone(),
+    }
+}
+
 /// The replica's tensor type for a precision mode: half for DeepSpeed-style replicas, fp32
 /// for fp32 and autocast.
 pub fn replica_kind(mode: PrecisionMode) -> Kind {
@@ -62,6 +71,24 @@ pub fn autocast_kind(mode: PrecisionMode) -> Option<Kind> {
 /// Whether a mode scales the loss (fp16 in either form).
 pub fn scales_loss(mode: PrecisionMode) -> bool {
     matches!(mode, PrecisionMode::Fp16 | PrecisionMode::AmpFp16)
+}
+
+/// Whether a run lays its 4-D conv weights and its inputs out channels_last:
+/// `precision.channels_last` decided for `model` under `mode` on `device` (`auto`: on for a
+/// CNN under an amp/half mode on CUDA, as a tuned PyTorch loop does; off on the CPU).
+pub fn channels_last_active(
+    setting: ChannelsLast,
+    mode: PrecisionMode,
+    device: Device,
+    model: crate::config::ModelKind,
+) -> bool {
+    match setting {
+        ChannelsLast::On => true,
+        ChannelsLast::Off => false,
+        ChannelsLast::Auto => {
+            device.is_cuda() && mode != PrecisionMode::Fp32 && model.is_convolutional()
+        }
+    }
 }
 
 /// The CUDA math switches for a run: cudnn.benchmark on (inputs keep one size per run, so the

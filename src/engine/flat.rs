@@ -37,6 +37,16 @@ impl FlatParams {
     /// As [`FlatParams::new`], with the buffers' length rounded up to a multiple of `multiple`
     /// (e.g. `zero::ShardLayout::pad_multiple(world)`); the padding is zero.
     pub fn with_padding(vs: &VarStore, multiple: i64) -> FlatParams {
+        FlatParams::with_layout(vs, multiple, false)
+    }
+
+    /// As [`FlatParams::with_padding`]; with `channels_last`, every 4-D parameter (a conv
+    /// weight, O×I×H×W) and its gradient are viewed over their same slices with NHWC strides
+    /// (I·H·W, 1, W·I, I), as `model.to(memory_format=torch.channels_last)` lays them out.
+    /// The slices keep their offsets and lengths, so everything that works on the buffers
+    /// (optimizers, sharding, collectives, checkpoints) is unchanged; only the order of the
+    /// elements inside a conv weight's slice differs.
+    pub fn with_layout(vs: &VarStore, multiple: i64, channels_last: bool) -> FlatParams {
         assert!(multiple > 0, "padding multiple must be positive");
         let mut vars = vs.trainable_variables();
         let device = vs.device();
@@ -69,12 +79,21 @@ impl FlatParams {
             let mut offset = 0;
             for (i, (v, &n)) in vars.iter_mut().zip(&numels).enumerate() {
                 let shape = v.size();
-                let mut p_view = params.narrow(0, offset, n).view(shape.as_slice());
+                let view = |buffer: &Tensor| {
+                    let slice = buffer.narrow(0, offset, n);
+                    match (channels_last, shape.as_slice()) {
+                        (true, &[_, c, h, w]) => {
+                            slice.as_strided(shape.as_slice(), [c * h * w, 1, w * c, c], None)
+                        }
+                        _ => slice.view(shape.as_slice()),
+                    }
+                };
+                let mut p_view = view(&params);
                 p_view.copy_(v);
                 if v.kind() == kind {
                     v.set_data(&p_view);
                     let mut g = v.grad();
-                    g.set_data(&grads.narrow(0, offset, n).view(shape.as_slice()));
+                    g.set_data(&view(&grads));
                 } else {
                     apart.push(i);
                 }
@@ -185,6 +204,20 @@ impl FlatParams {
         }
     }
 
+    /// Whether the 4-D parameters are viewed channels_last (and each gradient with the same
+    /// strides as its parameter): what [`FlatParams::with_layout`] set up is still in place.
+    pub fn is_channels_last(&self) -> bool {
+        for (i, v) in self.vars.iter().enumerate() {
+            if self.apart.contains(&i) || v.dim() != 4 {
+                continue;
+            }
+            if !is_channels_last(v) || v.grad().stride() != v.stride() {
+                return false;
+            }
+        }
+        true
+    }
+
     /// True when every parameter still shares storage with the flat buffers (nothing in the
     /// model replaced a parameter or a gradient behind our back).
     pub fn is_intact(&self) -> bool {
@@ -209,10 +242,21 @@ impl FlatParams {
     }
 }
 
+/// Whether `t` (4-D) has channels_last strides, as `t.is_contiguous(torch.channels_last)`.
+pub fn is_channels_last(t: &Tensor) -> bool {
+    match (t.size().as_slice(), t.stride().as_slice()) {
+        (&[_, c, h, w], &[sn, sc, sh, sw]) => {
+            // Size-1 dimensions may carry any stride, as PyTorch's own check allows.
+            (sc == 1 || c == 1) && (sw == c || w == 1) && (sh == w * c || h == 1) && sn == c * h * w
+        }
+        _ => false,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use tch::nn::{self, Module};
+    use tch::nn::{self, Module, ModuleT};
 
     fn small_net(vs: &nn::Path) -> impl Module {
         nn::seq()
@@ -345,5 +389,66 @@ mod tests {
                 > 0.0
         );
         assert_eq!(FlatParams::with_padding(&vs, 39).len(), 39);
+    }
+
+    /// Conv weights viewed channels_last over their slices: autograd accumulates into the
+    /// strided gradients in place (the buffers stay intact, the strides stay NHWC), the
+    /// gradients match an NCHW model's, and the flat layout keeps each parameter's slice.
+    #[test]
+    fn channels_last_views_keep_the_flat_buffers() {
+        let build = |channels_last: bool| {
+            tch::manual_seed(3);
+            let vs = VarStore::new(Device::Cpu);
+            let root = vs.root();
+            let net = nn::seq_t()
+                .add(nn::conv2d(&root / "c1", 3, 8, 3, Default::default()))
+                .add(nn::batch_norm2d(&root / "bn", 8, Default::default()))
+                .add_fn(|x| x.relu())
+                .add(nn::conv2d(&root / "c2", 8, 4, 3, Default::default()))
+                .add_fn(|x| x.flatten(1, -1))
+                .add(nn::linear(&root / "fc", 4 * 4 * 4, 5, Default::default()));
+            let flat = FlatParams::with_layout(&vs, 4, channels_last);
+            (vs, net, flat)
+        };
+        let x = Tensor::randn([6, 3, 8, 8], (Kind::Float, Device::Cpu));
+        let xl = crate::engine::batch::to_channels_last(&x);
+        let (_vs0, net0, mut flat0) = build(false);
+        let (vs1, net1, mut flat1) = build(true);
+        let conv = vs1.variables()["c1.weight"].shallow_clone();
+        assert!(is_channels_last(&conv) && !conv.is_contiguous());
+        assert_eq!(conv.stride(), [27, 1, 9, 3]);
+        assert!(flat1.is_intact() && flat1.is_channels_last());
+        assert!(
+            !flat0.is_channels_last(),
+            "an NCHW model's conv weights are not"
+        );
+        for _ in 0..2 {
+            flat0.zero_grads();
+            flat1.zero_grads();
+            net0.forward_t(&x, true)
+                .square()
+                .sum(Kind::Float)
+                .backward();
+            net1.forward_t(&xl, true)
+                .square()
+                .sum(Kind::Float)
+                .backward();
+            assert!(
+                flat1.is_intact(),
+                "autograd accumulated into the strided gradients"
+            );
+            assert!(flat1.is_channels_last(), "and kept their strides");
+            // Same values parameter by parameter (the buffers' element order differs inside a
+            // conv weight's slice).
+            for (a, b) in flat0.vars.iter().zip(&flat1.vars) {
+                assert!(a.equal(b));
+                assert!(a.grad().allclose(&b.grad(), 1e-5, 1e-5, false));
+            }
+        }
+        // An update of the flat buffer reaches the strided parameter.
+        tch::no_grad(|| {
+            let _ = flat1.params.fill_(0.25);
+        });
+        assert!(conv.detach().eq(0.25).all().int64_value(&[]) == 1);
     }
 }

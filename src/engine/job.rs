@@ -33,6 +33,9 @@ pub struct JobSpec {
 pub struct Sinks {
     /// `cptlab run --tensorboard DIR`: TensorBoard event files, written live.
     pub tensorboard: Option<PathBuf>,
+    /// `cptlab run --run-dir DIR`: the run is recorded in DIR (`RunStore::create_in`), not in
+    /// a new directory under the runs root.
+    pub run_dir: Option<PathBuf>,
 }
 
 pub struct Job {
@@ -80,7 +83,10 @@ impl Job {
         let data = load_data(&config, &source, &paths)?;
         resolve_threads(&mut config, &devices);
         let trainers = build_trainers(&config, &data, &devices)?;
-        let store = RunStore::create(&paths.runs, &config)?;
+        let store = match &sinks.run_dir {
+            Some(dir) => RunStore::create_in(dir, &config)?,
+            None => RunStore::create(&paths.runs, &config)?,
+        };
         Ok(Self::spawn(
             config,
             data,
@@ -581,6 +587,12 @@ fn run_worker(
     let mut started = trainer.started_event(&dir, threads);
     started.devices = devices;
     rec.emit(Event::Started(started))?;
+    if let Some(message) = trainer.layout_note() {
+        rec.emit(Event::Log {
+            level: LogLevel::Info,
+            message,
+        })?;
+    }
     trainer.run(rec, control)
 }
 

@@ -212,7 +212,9 @@ impl Trainer {
             .sum();
         // Checkpoints record which model they hold, so a resume under another config says so.
         let cfg_model_name = cfg.model.kind.to_string();
-        let flat = FlatParams::with_padding(&vs, ShardLayout::pad_multiple(world));
+        let channels_last =
+            super::device::channels_last_active(p.channels_last, p.mode, device, kind);
+        let flat = FlatParams::with_layout(&vs, ShardLayout::pad_multiple(world), channels_last);
         let master = (dtype != Kind::Float).then(|| flat.master_copy());
         let segments = flat.segments();
         let scaler =
@@ -244,8 +246,9 @@ impl Trainer {
                 cfg.model.vit.image_size
             );
         }
-        let converter =
-            BatchConverter::new(device, shape, cfg.data.normalize, Some(input)).with_kind(dtype);
+        let converter = BatchConverter::new(device, shape, cfg.data.normalize, Some(input))
+            .with_kind(dtype)
+            .with_channels_last(channels_last);
         let probe = Tensor::zeros([1, shape.channels as i64, input, input], (dtype, device));
         let cost = crate::models::measure_cost(model.as_mut(), cfg.train.batch_size as i64, &probe);
         let plan = ShardPlan::new(cfg.train.batch_size, world, rank, true)
@@ -333,6 +336,26 @@ impl Trainer {
             },
             None => Bits::FULL,
         }
+    }
+
+    /// Whether this replica runs channels_last (`precision.channels_last` decided).
+    pub fn channels_last(&self) -> bool {
+        self.converter.channels_last()
+    }
+
+    /// The run header's line about the memory layout, when it is channels_last.
+    pub fn layout_note(&self) -> Option<String> {
+        self.channels_last().then(|| {
+            format!(
+                "memory layout: channels_last (precision.channels_last = {}): conv weights and batches in NHWC strides",
+                self.cfg.precision.channels_last.name()
+            )
+        })
+    }
+
+    /// The flat parameter buffers (for tests of their layout).
+    pub fn flat(&self) -> &FlatParams {
+        &self.flat
     }
 
     pub fn meta(&self) -> &Meta {
@@ -514,6 +537,20 @@ impl Trainer {
         Ok(summary)
     }
 
+    /// After an epoch: autograd and the optimizer kept every parameter and gradient in the flat
+    /// buffers, in the layout they were given (pointer and stride checks, no device work).
+    fn check_layout(&self) -> Result<()> {
+        anyhow::ensure!(
+            self.flat.is_intact(),
+            "internal: a parameter or gradient left the flat buffers during training"
+        );
+        anyhow::ensure!(
+            !self.channels_last() || self.flat.is_channels_last(),
+            "internal: a conv weight or its gradient lost its channels_last strides during training"
+        );
+        Ok(())
+    }
+
     fn base_summary(&self, rec: &Recorder) -> Summary {
         Summary {
             run_dir: rec.run_dir().display().to_string(),
@@ -556,6 +593,7 @@ impl Trainer {
                     return Err(e);
                 }
             };
+            self.check_layout()?;
             // Paused time is not in it (the clock holds while paused or stopped).
             let session_part = clock.secs_since(t0);
             self.meta.train_seconds += session_part;

@@ -110,6 +110,8 @@ impl RankDevices {
 
 fn rank_devices(launch: &Launch, spec: &DeviceSpec) -> Result<RankDevices> {
     match spec {
+        // One GPU per process (its local rank's, as `cuda` means), else one CPU rank.
+        DeviceSpec::Auto => rank_devices(launch, &super::device::on_this_machine(spec)),
         DeviceSpec::Cpu { workers } => {
             if GlooCollective::available().is_err() {
                 bail!("{NO_GLOO}");

@@ -295,6 +295,9 @@ pub fn parse_point_devices(list: &str) -> Result<Vec<String>> {
                     format!("cuda:{}", ids[0])
                 }
                 Ok(crate::config::DeviceSpec::Cpu { workers: 1 }) => "cpu".to_string(),
+                Ok(crate::config::DeviceSpec::Auto) => bail!(
+                    "--point-devices {list}: auto is not one device; name each (cuda:K or cpu)"
+                ),
                 Ok(_) => bail!(
                     "--point-devices {list}: {part:?} names several devices; each entry is one device a point runs on (cuda:K or cpu)"
                 ),
