@@ -1,14 +1,20 @@
 #!/usr/bin/env bash
-# `make screenshots`: PNGs of the workbench from real runs, into screenshots/.
+# `make screenshots`: PNGs of the workbench from real runs, into screenshots/: every view at
+# the smallest size it is made for and at a large one (VIEW-80x24.png, VIEW-160x48.png).
 # The TUI runs in tmux; `tmux capture-pane -e` keeps the colours as ANSI escapes, a small
 # converter below turns them into HTML, and headless Chromium (Debian's package) renders that.
+# The same session is resized for each size (the workbench redraws on SIGWINCH), so the live
+# run is caught at the same moment in both.
+# CPTLAB_TEST_CIFAR10=none makes it use the synthetic set (faster, accuracy means less).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
 BIN=$ROOT/target/release/cptlab
 OUT=$ROOT/screenshots
-COLS=120
-ROWS=36
+SIZES="80x24 160x48"
+# The size the session waits in (the largest: the most of each view is visible).
+COLS=160
+ROWS=48
 
 need() {
   command -v "$1" >/dev/null || { apt-get update -qq && apt-get install -y -qq "$2"; }
@@ -85,11 +91,27 @@ keys() {
   for k in "$@"; do tmux send-keys -t "$S" "$k"; sleep 0.3; done
 }
 
+resize() {
+  tmux resize-window -t "$S" -x "$1" -y "$2"
+}
+
+# shot VIEW: VIEW-80x24.png and VIEW-160x48.png, then back to the waiting size.
 shot() {
-  local name=$1
+  local view=$1 size
+  for size in $SIZES; do
+    resize "${size%x*}" "${size#*x}"
+    # The redraw after SIGWINCH, and a frame of the live run at the new size.
+    sleep 1.2
+    render "$view-$size" "${size%x*}" "${size#*x}"
+  done
+  resize "$COLS" "$ROWS"
   sleep 0.5
+}
+
+render() {
+  local name=$1 cols=$2 rows=$3
   tmux capture-pane -e -p -t "$S" >"$WORK/$name.ans"
-  python3 - "$WORK/$name.ans" "$WORK/$name.html" "$COLS" <<'PY'
+  python3 - "$WORK/$name.ans" "$WORK/$name.html" "$cols" <<'PY'
 # ANSI (SGR) → HTML, one div per row, every non-ASCII cell pinned to one column so glyphs
 # that come from a fallback font (Braille, arrows) keep the grid.
 import html, sys
@@ -220,17 +242,22 @@ PY
   chromium --headless --no-sandbox --disable-gpu --disable-quic --no-first-run \
     --disable-background-networking --disable-component-update --disable-sync \
     --hide-scrollbars --user-data-dir="$(mktemp -d -p "$WORK")" \
-    --screenshot="$OUT/$name.png" --window-size=1130,$((ROWS * 173 / 10 + 30)) "file://$WORK/$name.html" \
+    --screenshot="$OUT/$name.png" --window-size=$((cols * 91 / 10 + 40)),$((rows * 173 / 10 + 30)) "file://$WORK/$name.html" \
     >/dev/null 2>&1
   echo "screenshots/$name.png ($(du -k "$OUT/$name.png" | cut -f1) KB)"
 }
 
 tmux new-session -d -s "$S" -x "$COLS" -y "$ROWS" "${ENV[*]} $BIN --preset cpt-demo --data $DATA"
+# Sized by resize-window from here on, not by a client.
+tmux set-option -t "$S" window-size manual
 wait_for "Setup · preset cpt-demo"
 keys Down Down Down
 shot setup
 
+# s shows what will start and asks.
 keys s
+wait_for "Start this run?"
+keys y
 wait_for "$CAPTURE_AT"
 shot dashboard
 
@@ -241,6 +268,10 @@ wait_for "Runs ·"
 keys Up Up Up Down Down Space Up Space c
 wait_for "A / B"
 shot compare
+
+keys 5
+wait_for "Runs ·"
+shot runs
 
 keys 4
 wait_for "Presets"

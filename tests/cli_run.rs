@@ -481,3 +481,118 @@ fn a_stopped_worker_exits_like_a_stopped_run() {
     let run = &home.run_dirs()[0];
     assert_eq!(read_json(&run.join("summary.json"))["status"], "stopped");
 }
+
+/// `run --run-dir DIR` (how the workbench starts a run whose config it wrote into DIR): the
+/// run is recorded in DIR, its id is DIR's name, and the config given lives there.
+#[test]
+fn run_dir_records_the_run_where_its_config_was_written() {
+    let home = Home::new();
+    let dir = home.runs().join("20250101-120000-mine");
+    std::fs::create_dir_all(&dir).unwrap();
+    let mut cfg = cptlab::config::presets::PresetStore::new(home.runs().join("no-presets"))
+        .load("quickstart")
+        .unwrap();
+    cfg.name = "mine".into();
+    cfg.train.max_steps = Some(3);
+    cfg.devices.threads = Some(1);
+    std::fs::write(dir.join("config.toml"), cfg.to_toml()).unwrap();
+    let config = dir.join("config.toml");
+    let ev = common::run_ok(
+        &home,
+        &[
+            "run",
+            "--config",
+            config.to_str().unwrap(),
+            "--run-dir",
+            dir.to_str().unwrap(),
+            "--data",
+            "synthetic:256:64",
+            "--json",
+        ],
+    );
+    let started = of_kind(&ev, "started");
+    assert_eq!(started[0]["run_dir"], dir.display().to_string());
+    assert_eq!(home.run_dirs(), vec![dir.clone()]);
+    for f in ["config.toml", "metrics.jsonl", "summary.json"] {
+        assert!(dir.join(f).is_file(), "{f} missing");
+    }
+    assert!(
+        !dir.join("process.json").exists(),
+        "the marker goes with the run"
+    );
+    // The recorded config is the resolved one (the data source filled in).
+    let recorded = std::fs::read_to_string(dir.join("config.toml")).unwrap();
+    assert!(recorded.contains("synthetic:256:64"), "{recorded}");
+    // `runs show` finds it by that id.
+    home.cmd()
+        .args(["runs", "show", "20250101-120000-mine"])
+        .assert()
+        .success();
+
+    // Again into the same directory: it holds a run now, and nothing of it is touched.
+    let before = std::fs::read_to_string(dir.join("metrics.jsonl")).unwrap();
+    home.cmd()
+        .args(["run", "--preset", "quickstart", "--run-dir"])
+        .arg(&dir)
+        .args(["--data", "synthetic:256:64", "--max-steps", "2"])
+        .assert()
+        .failure()
+        .stderr(contains("--run-dir"))
+        .stderr(contains(dir.display().to_string()))
+        .stderr(contains("holds another run"))
+        .stderr(contains("metrics.jsonl"));
+    assert_eq!(
+        std::fs::read_to_string(dir.join("metrics.jsonl")).unwrap(),
+        before
+    );
+    assert!(dir.join("summary.json").is_file());
+}
+
+#[test]
+fn run_dir_misuse_is_refused_with_the_reason() {
+    let home = Home::new();
+    std::fs::create_dir_all(home.runs()).unwrap();
+    // A directory with a file of the user's in it.
+    let other = home.runs().join("notes");
+    std::fs::create_dir_all(&other).unwrap();
+    std::fs::write(other.join("todo.txt"), "x").unwrap();
+    let quick = ["--preset", "quickstart", "--data", "synthetic:256:64"];
+    home.cmd()
+        .arg("run")
+        .args(quick)
+        .arg("--run-dir")
+        .arg(&other)
+        .assert()
+        .failure()
+        .stderr(contains("is not empty (todo.txt)"));
+    assert!(other.join("todo.txt").is_file());
+    // A file.
+    let file = home.runs().join("plain");
+    std::fs::write(&file, "x").unwrap();
+    home.cmd()
+        .arg("run")
+        .args(quick)
+        .arg("--run-dir")
+        .arg(&file)
+        .assert()
+        .failure()
+        .stderr(contains("not a directory (it is a file)"));
+    // With --resume: a resumed run keeps its directory.
+    home.cmd()
+        .args(["run", "--resume", "last", "--run-dir"])
+        .arg(home.runs().join("x"))
+        .assert()
+        .failure()
+        .stderr(contains("--run-dir"));
+    // A run that cannot start leaves no directory behind (nor the claim's marker).
+    let fresh = home.runs().join("20250101-130000-bad");
+    home.cmd()
+        .arg("run")
+        .args(quick)
+        .args(["--set", "train.batch_size=0", "--run-dir"])
+        .arg(&fresh)
+        .assert()
+        .failure()
+        .stderr(contains("batch_size"));
+    assert!(!fresh.exists(), "{} was left behind", fresh.display());
+}

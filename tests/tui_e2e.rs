@@ -1,8 +1,9 @@
 //! The real binary in tmux: start a short run from Setup, watch the Dashboard show a finished
 //! epoch, quit; a hang-up that leaves the run training headless for a later workbench to
-//! attach to; Esc that never quits, a Setup remembered across launches, and runs picked with
-//! the mouse for a three-way Compare. Needs tmux: skipped with a message when it is missing,
-//! unless CI is set.
+//! attach to (its `ps` line naming the config inside its run directory); Esc that never
+//! quits, a Setup remembered across launches, and runs picked with the mouse for a three-way
+//! Compare; the `$EDITOR` round trip with a scripted editor. Needs tmux: skipped with a
+//! message when it is missing, unless CI is set.
 mod tui_common;
 
 use std::path::{Path, PathBuf};
@@ -176,11 +177,17 @@ threads = 1
 
     /// A script that runs the workbench with `args` and records its exit code.
     fn script_with(&self, n: usize, args: &str) -> PathBuf {
+        self.script_env(n, "", args)
+    }
+
+    /// `script_with`, after the shell lines `env` (exports of the test's own).
+    fn script_env(&self, n: usize, env: &str, args: &str) -> PathBuf {
         let bin = assert_cmd::cargo::cargo_bin("cptlab");
         let d = self.dir.path();
         let text = format!(
             "export CPTLAB_RUNS_DIR='{runs}' CPTLAB_PRESETS_DIR='{presets}' CPTLAB_CACHE_DIR='{cache}'\n\
              unset CPTLAB_DATA\n\
+             {env}\n\
              '{bin}' {args}\n\
              echo $? > '{exit}'\n",
             runs = self.runs().display(),
@@ -299,6 +306,23 @@ fn a_hangup_leaves_the_run_training_and_a_new_workbench_attaches() {
         .collect();
     assert!(args[0].ends_with("cptlab"), "{args:?}");
     assert_eq!(args.get(1).map(String::as_str), Some("run"), "{args:?}");
+    // Its `--config` is a file that exists, inside its own run directory (`--run-dir`).
+    let after = |flag: &str| {
+        let i = args.iter().position(|a| a == flag);
+        i.and_then(|i| args.get(i + 1)).map(PathBuf::from)
+    };
+    let config = after("--config").unwrap_or_else(|| panic!("no --config: {args:?}"));
+    assert!(
+        config.is_file(),
+        "--config {} does not exist",
+        config.display()
+    );
+    assert_eq!(config.parent(), Some(dir.as_path()), "{args:?}");
+    assert_eq!(
+        after("--run-dir").as_deref(),
+        Some(dir.as_path()),
+        "{args:?}"
+    );
     let steps = || {
         std::fs::read_to_string(dir.join("metrics.jsonl"))
             .unwrap_or_default()
@@ -506,5 +530,81 @@ fn log_y_zoom_and_the_cursor_in_the_real_binary() {
         !tmux.capture().contains("step 49")
     });
     tmux.keys(&["0", "q"]);
+    assert_eq!(home.exit_code(1, Duration::from_secs(30)), "0");
+}
+
+/// `e` on Setup with a scripted `$EDITOR` (sed on the file it is given): an edit that
+/// validates is taken and shows in Setup; one that does not shows its error in place, keeps
+/// the user's text in `setup-edit.toml`, and the next `e` opens that text again under the
+/// error.
+#[test]
+fn the_editor_round_trip_takes_a_valid_edit_and_keeps_an_invalid_one() {
+    if !have_tmux() {
+        return;
+    }
+    let home = Home::new(2);
+    let d = home.dir.path();
+    // Each call does the next edit: rename the run; then an lr no run can take; then it only
+    // copies what it was given.
+    let editor = d.join("editor.sh");
+    std::fs::write(
+        &editor,
+        format!(
+            "n=$(cat '{d}/calls' 2>/dev/null || echo 0); n=$((n + 1)); echo $n > '{d}/calls'\n\
+             case $n in\n\
+             1) sed -i 's/^name = .*/name = \"edited-by-sed\"/' \"$1\" ;;\n\
+             2) sed -i 's/^lr = .*/lr = -1.0/' \"$1\" ;;\n\
+             *) cp \"$1\" '{d}/seen.toml' ;;\n\
+             esac\n",
+            d = d.display()
+        ),
+    )
+    .unwrap();
+    let tmux = Tmux::start(
+        &format!("cptlab-e2e-{}-e1", std::process::id()),
+        &home.script_env(
+            1,
+            &format!("export EDITOR='sh {}'", editor.display()),
+            "--preset e2e --data synthetic:2048:512",
+        ),
+    );
+    tmux.wait_for("Setup · preset e2e", Duration::from_secs(30));
+    tmux.keys(&["e"]);
+    let pane = tmux.wait_for("edited-by-sed", Duration::from_secs(20));
+    assert!(pane.contains("Setup takes the edited config"), "{pane}");
+    let kept = d.join("setup-edit.toml");
+    assert!(!kept.exists(), "a taken edit leaves no file behind");
+
+    tmux.keys(&["e"]);
+    let pane = tmux.wait_for("edited config not taken", Duration::from_secs(20));
+    assert!(
+        pane.contains("optimizer.lr"),
+        "the error names the field:\n{pane}"
+    );
+    // Setup keeps what it had; the user's text is kept.
+    assert!(pane.contains("edited-by-sed"), "{pane}");
+    let text = std::fs::read_to_string(&kept).expect("setup-edit.toml kept");
+    assert!(
+        text.contains("lr = -1.0") && text.contains("edited-by-sed"),
+        "{text}"
+    );
+
+    // Offered again: the same text, the error on top.
+    tmux.keys(&["e"]);
+    wait_until(Duration::from_secs(20), "the third edit", || {
+        d.join("seen.toml").exists()
+    });
+    let seen = std::fs::read_to_string(d.join("seen.toml")).unwrap();
+    assert!(seen.starts_with("# cptlab: error:"), "{seen}");
+    assert!(seen.contains("optimizer.lr"), "{seen}");
+    assert!(
+        seen.contains("lr = -1.0") && seen.contains("edited-by-sed"),
+        "{seen}"
+    );
+    tmux.wait_for("edited config not taken", Duration::from_secs(20));
+    tmux.keys(&["q"]);
+    if tmux.capture().contains("Quit with unsaved Setup changes?") {
+        tmux.keys(&["y"]);
+    }
     assert_eq!(home.exit_code(1, Duration::from_secs(30)), "0");
 }

@@ -1862,3 +1862,65 @@ fn runs_u_clones_a_config_and_r_resumes_an_incomplete_run() {
     assert!(app.take_commands().is_empty());
     assert!(app.status.as_ref().unwrap().text.contains("run(s)"));
 }
+
+/// `r` resumes a run and its Dashboard shows the whole run: the recorded steps before the
+/// last checkpoint (a resume cuts the rest), then the new session's, each step once.
+#[test]
+fn a_resumed_run_shows_its_whole_history_without_duplicated_steps() {
+    let home = Home::new();
+    let name = "20250101-110000-cut";
+    let cfg = config(name, Some(cr()));
+    let dir = home.runs().join(name);
+    // Interrupted 3 steps after the checkpoint that ended epoch 1.
+    let record = events(&dir, &cfg, SPE + 3, false, 0.0);
+    write_run(&home.runs(), name, &cfg, &record, None);
+    let mut app = home.app();
+    keys(&mut app, "5");
+    app.history.cursor = app.history.rows.iter().position(|r| r.dir == dir).unwrap();
+    keys(&mut app, "r");
+    assert!(matches!(&app.take_commands()[..], [Command::Resume { .. }]));
+    let id = app.current.expect("the resumed run is shown");
+    let d = &app.slot(id).unwrap().data;
+    let steps = |d: &RunData| -> Vec<u64> { d.loss.points().iter().map(|p| p.0 as u64).collect() };
+    assert_eq!(
+        steps(d),
+        (1..=SPE).collect::<Vec<_>>(),
+        "up to the checkpoint"
+    );
+    assert_eq!(d.evals.len(), 1);
+    assert_eq!(
+        d.status,
+        RunStatus::Starting,
+        "not training before the child says so"
+    );
+    assert!(d.logs.iter().any(|l| l.text.contains("epoch 1 done")));
+    // The child: started (resumed after epoch 1), then steps from the checkpoint on.
+    let mut again = events(&dir, &cfg, SPE + 6, false, 0.0);
+    again.retain(|e| match &e.event {
+        cptlab::telemetry::event::Event::Step(s) => s.step > SPE,
+        cptlab::telemetry::event::Event::Started(_) => true,
+        _ => false,
+    });
+    for e in &mut again {
+        if e.raw["event"] == "started" {
+            e.raw["resumed_after_epoch"] = serde_json::json!(1);
+            *e = ev(e.raw.clone());
+        }
+    }
+    app.on_msg(Msg::Spawned { run: id, pid: 4242 });
+    for e in again {
+        app.ingest(id, e);
+    }
+    let d = &app.slot(id).unwrap().data;
+    assert_eq!(
+        steps(d),
+        (1..=SPE + 6).collect::<Vec<_>>(),
+        "each step once"
+    );
+    assert_eq!(d.status, RunStatus::Training);
+    assert_eq!(d.last.as_ref().unwrap().step, SPE + 6);
+    assert!(d
+        .logs
+        .iter()
+        .any(|l| l.text.contains("resumed after epoch 1")));
+}

@@ -469,3 +469,94 @@ fn compare_with_the_cursor() {
     app.status = None;
     snap(&app, "compare_cursor");
 }
+
+/// Live runs at different progress (A at step 70, B at step 40) and a finished one (C):
+/// the table reads all three at step 40, the smallest last step of the live ones, and says
+/// so; with the cursor on, at the cursor's step.
+#[test]
+fn compare_live_runs_at_the_same_step() {
+    use cptlab::tui::compare::{common_step, rows_at};
+    let home = Home::new();
+    let mut app = home.app();
+    let mut ids = Vec::new();
+    let mut totals = Vec::new();
+    for (name, upto, pid, better) in [
+        ("20250101-120000-cr-a", 70, Some(4242), 0.0),
+        ("20250101-120500-cr-b", 40, Some(4243), 0.03),
+        ("20250101-110000-cr-done", u64::MAX, None, 0.05),
+    ] {
+        let cfg = config(name, Some(cr()));
+        let dir = home.runs().join(name);
+        let ev = events(&dir, &cfg, upto, pid.is_none(), better);
+        write_run(&home.runs(), name, &cfg, &ev, None);
+        // GBitOps of the first 40 steps, as the events carry them.
+        let at40: f64 = ev
+            .iter()
+            .filter(|e| e.raw["event"] == "step" && e.raw["step"].as_u64() <= Some(40))
+            .map(|e| e.raw["gbitops"].as_f64().unwrap())
+            .sum();
+        totals.push(at40);
+        let id = match pid {
+            Some(pid) => app.add_run(
+                RunData::new(name),
+                Control::Driven {
+                    pid,
+                    child: true,
+                    lock: None,
+                },
+                None,
+            ),
+            None => app.open_dir(&dir),
+        };
+        for e in ev {
+            app.ingest(id, e);
+        }
+        ids.push(id);
+    }
+    app.compared = ids.clone();
+    app.show(View::Compare);
+    let runs: Vec<&RunData> = ids.iter().map(|id| &app.slot(*id).unwrap().data).collect();
+    assert_eq!(common_step(&runs, None), Some(40));
+    let rows = rows_at(&runs, common_step(&runs, None));
+    let row = |label: &str| {
+        rows.iter()
+            .find(|r| r.label == label)
+            .unwrap()
+            .values
+            .clone()
+    };
+    // Epoch 1 ended at step 32: everyone's accuracy is that evaluation's, the finished run's
+    // too (not its final 3-epoch figure).
+    assert_eq!(row("test acc"), ["31.00%", "34.00%", "36.00%"]);
+    assert_eq!(row("epochs"), ["1/3", "1/3", "1/3"]);
+    let gbit: Vec<String> = totals
+        .iter()
+        .map(|g| cptlab::tui::charts::short(*g))
+        .collect();
+    assert_eq!(row("GBitOps"), gbit);
+    // The scripted loss curve at step 40, each run shifted by its `better`.
+    let loss40 = |better: f64| {
+        let x = 40.0f64;
+        format!(
+            "{:.4}",
+            2.3 * (-x / 30.0).exp() + 0.25 + 0.06 * (x * 0.7).sin() - better * 0.2
+        )
+    };
+    assert_eq!(row("train loss"), [loss40(0.0), loss40(0.03), loss40(0.05)]);
+    // No live run: each run's own figures.
+    assert_eq!(common_step(&runs[2..], None), None);
+    app.status = None;
+    let shown = render(&app, 160, 48);
+    assert!(shown.contains("runs against A · at step 40"), "{shown}");
+    snap(&app, "compare_live_same_step");
+    // The cursor sets the step.
+    app.update(Action::Key('i'));
+    let runs: Vec<&RunData> = ids.iter().map(|id| &app.slot(*id).unwrap().data).collect();
+    let at = cptlab::tui::compare::table_step(&runs, &app.cmp.chart);
+    assert!(at.is_some_and(|n| n != 40), "{at:?}");
+    let shown = render(&app, 160, 48);
+    assert!(
+        shown.contains(&format!("at step {}", at.unwrap())),
+        "{shown}"
+    );
+}

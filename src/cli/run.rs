@@ -2,7 +2,7 @@
 //! built from a preset or file, flags and `--set`, and which of them `--resume` accepts.
 use std::path::{Path, PathBuf};
 
-use anyhow::Result;
+use anyhow::{Context, Result};
 use clap::builder::RangedU64ValueParser;
 use clap::Args;
 
@@ -40,6 +40,16 @@ pub struct RunArgs {
     /// with: tensorboard --logdir DIR; created if missing)
     #[arg(long, value_name = "DIR", help_heading = "Output")]
     pub tensorboard: Option<PathBuf>,
+    /// Record the run in DIR (its name is the run's id) instead of a new directory under the
+    /// runs directory: DIR must be new or hold only a config.toml (what the workbench writes
+    /// there before it starts a run)
+    #[arg(
+        long,
+        value_name = "DIR",
+        help_heading = "Output",
+        conflicts_with = "resume"
+    )]
+    pub run_dir: Option<PathBuf>,
     /// The flags given on the command line (long names; not those from the environment),
     /// filled in by `entry`: what `--resume` checks.
     #[arg(skip)]
@@ -138,7 +148,8 @@ pub struct PrecisionArgs {
 #[derive(Debug, Args, Default)]
 #[command(next_help_heading = "Devices")]
 pub struct DeviceArgs {
-    /// cpu, cpu:N (N worker threads), cuda:N, cuda:0,1 or cuda:all
+    /// auto (default: cuda:0 where libtorch sees a GPU, else cpu), cpu, cpu:N (N worker
+    /// threads), cuda:N, cuda:0,1 or cuda:all
     #[arg(long)]
     pub devices: Option<String>,
     /// Intra-op threads per worker
@@ -386,8 +397,15 @@ fn run_inner(args: RunArgs, paths: &Paths) -> Result<i32> {
             );
         }
     }
+    // Taken before anything is built, so a DIR that holds another run fails at once, and
+    // listings show the run live while it starts; released if the run cannot start.
+    let claim = match &args.run_dir {
+        Some(dir) => Some(store::claim_run_dir(dir).context("--run-dir")?),
+        None => None,
+    };
     let sinks = Sinks {
         tensorboard: args.tensorboard.clone(),
+        run_dir: args.run_dir.clone(),
     };
     let job = match &args.resume {
         Some(dir) => {
@@ -407,6 +425,9 @@ fn run_inner(args: RunArgs, paths: &Paths) -> Result<i32> {
             )?
         }
     };
+    if let Some(claim) = claim {
+        claim.keep();
+    }
     let summary = if args.json {
         follow_json(job, &signals)
     } else {

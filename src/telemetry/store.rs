@@ -79,6 +79,163 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> io::Result<()> {
     files::write_atomic(path, bytes).map_err(io::Error::from)
 }
 
+/// Creates a new run directory under `runs_root` and returns it: `<YYYYmmdd-HHMMSS>-<name>`
+/// (characters of the name outside `A-Za-z0-9_-` become `-`), with `-2`, `-3`, … when taken.
+/// The directory's name is the run's id. The one naming scheme of runs, for the engine's
+/// store and for the workbench, which makes a run's directory before it starts the run.
+pub fn new_run_dir(runs_root: &Path, name: &str) -> Result<PathBuf> {
+    files::create_dir_all(runs_root).context("runs directory")?;
+    let stamp = chrono::Local::now().format("%Y%m%d-%H%M%S");
+    let slug: String = name
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
+                c
+            } else {
+                '-'
+            }
+        })
+        .collect();
+    let mut dir = runs_root.join(format!("{stamp}-{slug}"));
+    let mut n = 2;
+    // create_dir (not _all) fails if it exists: two runs started in the same second get
+    // distinct directories instead of sharing one.
+    loop {
+        match fs::create_dir(&dir) {
+            Ok(()) => return Ok(dir),
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
+                dir = runs_root.join(format!("{stamp}-{slug}-{n}"));
+                n += 1;
+            }
+            Err(e) => return Err(FileError::new("create directory", &dir, e).into()),
+        }
+    }
+}
+
+/// Whether a new run may be recorded in `dir` (`run --run-dir`): yes when it does not exist
+/// yet or holds only `config.toml` (the config the workbench wrote there before starting the
+/// run), this process's own `process.json` (`claim_run_dir`) and temporary files. Anything
+/// else (another run's metrics, summary, checkpoints, a file of the user's) is refused, named.
+pub fn check_new_run_dir(dir: &Path) -> Result<()> {
+    if dir.file_name().is_none() {
+        anyhow::bail!(
+            "{}: not a directory name a run can take (its name is the run's id)",
+            dir.display()
+        );
+    }
+    let meta = match fs::symlink_metadata(dir) {
+        Ok(m) => m,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(FileError::new("read", dir, e).into()),
+    };
+    if !meta.is_dir() {
+        anyhow::bail!(
+            "{}: not a directory (it is {}); expected a new directory for the run",
+            dir.display(),
+            files::file_type_name(&meta.file_type())
+        );
+    }
+    files::clean_stale_temps(dir)?;
+    let rd = fs::read_dir(dir).map_err(|e| FileError::new("read directory", dir, e))?;
+    let mut other: Vec<String> = Vec::new();
+    for entry in rd {
+        let entry = entry.map_err(|e| FileError::new("read directory", dir, e))?;
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let allowed = match name.as_str() {
+            CONFIG_FILE => entry.path().is_file(),
+            PROCESS_FILE => read_process_file(dir).is_some_and(|p| p == ProcessId::current()),
+            n => files::is_temp_name(n),
+        };
+        if !allowed {
+            other.push(name);
+        }
+    }
+    if other.is_empty() {
+        return Ok(());
+    }
+    other.sort();
+    let run = [METRICS_FILE, SUMMARY_FILE, CHECKPOINT_DIR, PROCESS_FILE]
+        .iter()
+        .any(|f| other.iter().any(|o| o == f));
+    let what = if run {
+        "holds another run"
+    } else {
+        "is not empty"
+    };
+    const SHOWN: usize = 4;
+    let mut names = other
+        .iter()
+        .take(SHOWN)
+        .cloned()
+        .collect::<Vec<_>>()
+        .join(", ");
+    if other.len() > SHOWN {
+        names.push_str(&format!(", and {} more", other.len() - SHOWN));
+    }
+    anyhow::bail!(
+        "{}: {what} ({names}); a run is recorded in a new directory, or in one holding only the {CONFIG_FILE} the workbench wrote there",
+        dir.display()
+    )
+}
+
+/// `dir` taken for the run this process is about to start (`run --run-dir`): checked with
+/// `check_new_run_dir`, created if missing, and marked with this process's `process.json`,
+/// so listings show the run live while its data and model are built. Dropped without `keep`
+/// (the run could not start), the claim takes back what it made: the marker, and the
+/// directory if it made it (a config found there stays: it is not ours).
+pub struct RunDirClaim {
+    dir: PathBuf,
+    made_dir: bool,
+    kept: bool,
+}
+
+pub fn claim_run_dir(dir: &Path) -> Result<RunDirClaim> {
+    check_new_run_dir(dir)?;
+    let made_dir = !dir.exists();
+    files::create_dir_all(dir)?;
+    let claim = RunDirClaim {
+        dir: dir.to_path_buf(),
+        made_dir,
+        kept: false,
+    };
+    write_process_file(dir)?;
+    Ok(claim)
+}
+
+impl RunDirClaim {
+    /// The run started: its store owns the directory now.
+    pub fn keep(mut self) {
+        self.kept = true;
+    }
+}
+
+impl Drop for RunDirClaim {
+    fn drop(&mut self) {
+        if self.kept {
+            return;
+        }
+        if read_process_file(&self.dir).is_some_and(|p| p == ProcessId::current()) {
+            let _ = fs::remove_file(self.dir.join(PROCESS_FILE));
+        }
+        if self.made_dir {
+            // Only when empty: whatever else appeared there is not ours to delete.
+            let _ = fs::remove_dir(&self.dir);
+        }
+    }
+}
+
+fn write_process_file(dir: &Path) -> Result<()> {
+    let me = ProcessId::current();
+    let process = serde_json::json!({
+        "pid": me.pid,
+        "start_time": me.start_time,
+        "boot_id": me.boot_id,
+        "started": chrono::Local::now().to_rfc3339(),
+    });
+    files::write_atomic(&dir.join(PROCESS_FILE), process.to_string().as_bytes())?;
+    Ok(())
+}
+
 /// An open run directory that events are recorded into.
 pub struct RunStore {
     dir: PathBuf,
@@ -88,46 +245,42 @@ pub struct RunStore {
 }
 
 impl RunStore {
-    /// Creates `runs_root/<YYYYmmdd-HHMMSS>-<name>/` (with a numeric suffix if taken) and writes
-    /// the resolved config into it.
+    /// Creates `runs_root/<YYYYmmdd-HHMMSS>-<name>/` (`new_run_dir`) and writes the resolved
+    /// config into it.
     pub fn create(runs_root: &Path, config: &RunConfig) -> Result<RunStore> {
-        files::create_dir_all(runs_root).context("runs directory")?;
-        let stamp = chrono::Local::now().format("%Y%m%d-%H%M%S");
-        let slug: String = config
-            .name
-            .chars()
-            .map(|c| {
-                if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
-                    c
-                } else {
-                    '-'
-                }
-            })
-            .collect();
-        let mut dir = runs_root.join(format!("{stamp}-{slug}"));
-        let mut n = 2;
-        // create_dir (not _all) fails if it exists: two runs started in the same second get
-        // distinct directories instead of sharing one.
-        loop {
-            match fs::create_dir(&dir) {
-                Ok(()) => break,
-                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
-                    dir = runs_root.join(format!("{stamp}-{slug}-{n}"));
-                    n += 1;
-                }
-                Err(e) => return Err(FileError::new("create directory", &dir, e).into()),
-            }
-        }
-        // Nothing half-made stays behind when the run cannot even be set up (a full disk).
-        let made = (|| -> Result<RunStore> {
-            files::create_dir_all(&dir.join(CHECKPOINT_DIR))?;
-            files::write_atomic(&dir.join(CONFIG_FILE), config.to_toml().as_bytes())?;
-            Self::open_metrics(dir.clone())
-        })();
+        let dir = new_run_dir(runs_root, &config.name)?;
+        let made = Self::fill(&dir, config);
         if made.is_err() {
+            // Nothing half-made stays behind when the run cannot even be set up (a full disk).
             let _ = fs::remove_dir_all(&dir);
         }
         made
+    }
+
+    /// Records the run in `dir` (`run --run-dir`; the run's id is the directory's name): a
+    /// directory that does not exist yet, or one holding only what `check_new_run_dir`
+    /// allows (the config the workbench wrote there, this process's claim). The resolved
+    /// config replaces the one found there.
+    pub fn create_in(dir: &Path, config: &RunConfig) -> Result<RunStore> {
+        check_new_run_dir(dir)?;
+        let existed = dir.exists();
+        files::create_dir_all(dir).context("run directory")?;
+        let made = Self::fill(dir, config);
+        if made.is_err() {
+            if existed {
+                let _ = fs::remove_dir_all(dir.join(CHECKPOINT_DIR));
+                let _ = fs::remove_file(dir.join(METRICS_FILE));
+            } else {
+                let _ = fs::remove_dir_all(dir);
+            }
+        }
+        made
+    }
+
+    fn fill(dir: &Path, config: &RunConfig) -> Result<RunStore> {
+        files::create_dir_all(&dir.join(CHECKPOINT_DIR))?;
+        files::write_atomic(&dir.join(CONFIG_FILE), config.to_toml().as_bytes())?;
+        Self::open_metrics(dir.to_path_buf())
     }
 
     /// Reopens an existing run directory to continue it; metrics recorded after the checkpoint
@@ -156,14 +309,7 @@ impl RunStore {
     }
 
     fn open_metrics(dir: PathBuf) -> Result<RunStore> {
-        let me = ProcessId::current();
-        let process = serde_json::json!({
-            "pid": me.pid,
-            "start_time": me.start_time,
-            "boot_id": me.boot_id,
-            "started": chrono::Local::now().to_rfc3339(),
-        });
-        files::write_atomic(&dir.join(PROCESS_FILE), process.to_string().as_bytes())?;
+        write_process_file(&dir)?;
         let path = dir.join(METRICS_FILE);
         let f = OpenOptions::new()
             .create(true)

@@ -1414,11 +1414,10 @@ pub fn split_devices(
     cores: usize,
 ) -> Result<(DeviceSpec, DeviceSpec, Option<usize>), String> {
     match spec {
-        DeviceSpec::Cpu { workers: 1 } => Ok((
-            DeviceSpec::Cpu { workers: 1 },
-            DeviceSpec::Cpu { workers: 1 },
-            Some((cores / 2).max(1)),
-        )),
+        // One device each way (the CPU, or one GPU): both runs on it, the cores halved.
+        DeviceSpec::Cpu { workers: 1 } | DeviceSpec::Auto => {
+            Ok((spec.clone(), spec.clone(), Some((cores / 2).max(1))))
+        }
         DeviceSpec::Cpu { workers } => {
             let half = workers / 2;
             Ok((

@@ -16,6 +16,7 @@ use super::dashboard::status_badge;
 use super::run_data::{pct, RunData};
 use super::setup::clip;
 use super::ui::{panel, theme};
+use crate::telemetry::event::EvalEvent;
 
 pub const PANELS: [&str; 4] = ["loss", "test accuracy", "precision", "table"];
 /// Each compared run's letter (also its glyph on the charts) and colour, in order.
@@ -89,7 +90,7 @@ pub fn panel_rects(area: Rect, app: &App) -> Vec<(usize, Rect)> {
         return vec![(app.cmp.focus, body)];
     }
     let runs: Vec<&RunData> = app.compared_slots().iter().map(|s| &s.data).collect();
-    let want = table_rows(&runs, body.width) as u16 + 2;
+    let want = table_rows(&runs, table_step(&runs, &app.cmp.chart), body.width) as u16 + 2;
     let table_h = want.min(body.height / 2).max(6);
     let [top, bottom] =
         Layout::vertical([Constraint::Min(0), Constraint::Length(table_h)]).areas(body);
@@ -342,7 +343,7 @@ fn draw_panel(
                 &cursor,
             );
         }
-        _ => table(f, r, runs, focused),
+        _ => table(f, r, runs, table_step(runs, view), focused),
     }
 }
 
@@ -359,9 +360,54 @@ pub struct TableRow {
     pub better: Option<bool>,
 }
 
-/// The figures compared: final and best accuracy, s/epoch, GBitOps and the ratio vs static,
-/// skipped steps, optimizer bytes per rank, epochs; Δ against the first run.
+/// The step the table reads every run at (`rows_at`): when any compared run is live, the
+/// cursor's step while the cursor is shown, else the smallest last step among the live runs
+/// (0 while one has none yet), so runs at different progress are compared at the same step;
+/// finished runs are read there too. None when no run is live: each run's own figures.
+pub fn common_step(runs: &[&RunData], cursor: Option<f64>) -> Option<u64> {
+    if !runs.iter().any(|d| d.is_live()) {
+        return None;
+    }
+    if let Some(x) = cursor {
+        return Some(x.max(0.0).round() as u64);
+    }
+    runs.iter()
+        .filter(|d| d.is_live())
+        .map(|d| d.last.as_ref().map_or(0, |l| l.step))
+        .min()
+}
+
+/// The step the Compare view's table reads the runs at (`common_step` with its cursor).
+pub fn table_step(runs: &[&RunData], view: &ChartView) -> Option<u64> {
+    let xmax = runs.iter().map(|d| x_end(d)).fold(1.0, f64::max);
+    common_step(runs, view.cursor_at(xmax))
+}
+
+/// The figures compared, each run's own (the end of a finished run): final and best
+/// accuracy, s/epoch, GBitOps and the ratio vs static, skipped steps, optimizer bytes per
+/// rank, epochs; Δ against the first run.
 pub fn rows(runs: &[&RunData]) -> Vec<TableRow> {
+    rows_at(runs, None)
+}
+
+/// A run's planned effective-BitOps ratio vs static over its first `n` steps.
+fn planned_ratio(d: &RunData, n: u64) -> Option<f64> {
+    let s = d.plan.schedule.as_ref()?;
+    let total = d.total_steps()?;
+    let n = n.min(total);
+    if n == 0 {
+        return None;
+    }
+    let qb = f64::from(s.q_bwd());
+    let cost = |q: u32| f64::from(q) * f64::from(q) + 2.0 * f64::from(q) * qb;
+    let sum: f64 = (0..n).map(|t| cost(s.q_fwd_at(t, total))).sum();
+    Some(sum / (n as f64 * cost(s.q_max)))
+}
+
+/// `rows` read at step `at` (`common_step`): the train loss, the test accuracy and best
+/// accuracy of the evaluations up to it, their mean s/epoch, GBitOps and skipped steps so
+/// far and the planned ratio over those steps. `None`: each run's own figures.
+pub fn rows_at(runs: &[&RunData], at: Option<u64>) -> Vec<TableRow> {
     let acc_d = |x: Option<f64>, y: Option<f64>| match (x, y) {
         (Some(x), Some(y)) if ((y - x) * 100.0).abs() < 0.005 => "=".into(),
         (Some(x), Some(y)) => format!("{:+.2} pt", (y - x) * 100.0),
@@ -379,21 +425,52 @@ pub fn rows(runs: &[&RunData]) -> Vec<TableRow> {
     };
     let none = |_: Option<f64>, _: Option<f64>| String::new();
     let num = |x: Option<f64>, f: &dyn Fn(f64) -> String| x.map(f).unwrap_or_else(|| "-".into());
-    let gbitops = |d: &RunData| {
-        d.summary_number(&["gbitops", "gbitops_total"])
-            .or(d.has_gbitops.then_some(d.gbitops))
+    // The evaluations a row may use: those up to the step, or all of them.
+    let evals = |d: &RunData| -> Vec<EvalEvent> {
+        d.evals
+            .iter()
+            .filter(|e| at.is_none_or(|n| e.step <= n))
+            .cloned()
+            .collect()
     };
-    let ratio = |d: &RunData| {
-        d.summary_number(&["gbitops_ratio_vs_static", "gbitops_ratio"])
+    let loss = |d: &RunData| at.and_then(|n| d.at_step(n)).map(|p| p.loss);
+    let final_acc = |d: &RunData| match at {
+        Some(_) => evals(d).last().map(|e| e.test_acc),
+        None => d.final_acc(),
+    };
+    let best_acc = |d: &RunData| match at {
+        Some(_) => evals(d).iter().map(|e| e.test_acc).reduce(f64::max),
+        None => d.best_acc(),
+    };
+    let per_epoch = |d: &RunData| match at {
+        Some(_) => {
+            let v = evals(d);
+            (!v.is_empty()).then(|| v.iter().map(|e| e.epoch_seconds).sum::<f64>() / v.len() as f64)
+        }
+        None => d.seconds_per_epoch(),
+    };
+    let gbitops = |d: &RunData| match at {
+        Some(n) if d.has_gbitops => d.at_step(n).map(|p| p.gbitops),
+        Some(_) => None,
+        None => d
+            .summary_number(&["gbitops", "gbitops_total"])
+            .or(d.has_gbitops.then_some(d.gbitops)),
+    };
+    let ratio = |d: &RunData| match at {
+        Some(n) => planned_ratio(d, n),
+        None => d
+            .summary_number(&["gbitops_ratio_vs_static", "gbitops_ratio"])
             .or_else(|| {
                 // The plan's ratio, before the run reports one.
                 let s = d.plan.schedule.as_ref()?;
                 Some(s.cost_ratio_vs_static(d.total_steps()?))
-            })
+            }),
     };
-    let skipped = |d: &RunData| {
-        d.summary_number(&["skipped_steps", "skipped"])
-            .or((d.skipped > 0).then_some(d.skipped as f64))
+    let skipped = |d: &RunData| match at {
+        Some(n) => d.at_step(n).map(|p| p.skipped as f64),
+        None => d
+            .summary_number(&["skipped_steps", "skipped"])
+            .or((d.skipped > 0).then_some(d.skipped as f64)),
     };
     let opt = |d: &RunData| {
         d.summary_number(&["optimizer_state_bytes_per_rank", "optimizer_bytes_per_rank"])
@@ -420,24 +497,28 @@ pub fn rows(runs: &[&RunData]) -> Vec<TableRow> {
             better,
         }
     };
-    let mut out = vec![
-        row(
-            "final acc",
-            &|d| d.final_acc(),
-            &|x| pct(Some(x)),
-            &acc_d,
-            Some(true),
-        ),
-        row(
-            "best acc",
-            &|d| d.best_acc(),
-            &|x| pct(Some(x)),
-            &acc_d,
-            Some(true),
-        ),
+    let acc_label = if at.is_some() {
+        "test acc"
+    } else {
+        "final acc"
+    };
+    let mut out = Vec::new();
+    if at.is_some() {
+        // Live runs may have no evaluation yet: the loss at the step is what they share.
+        out.push(row(
+            "train loss",
+            &loss,
+            &|x| format!("{x:.4}"),
+            &abs3,
+            Some(false),
+        ));
+    }
+    out.extend([
+        row(acc_label, &final_acc, &|x| pct(Some(x)), &acc_d, Some(true)),
+        row("best acc", &best_acc, &|x| pct(Some(x)), &acc_d, Some(true)),
         row(
             "s / epoch",
-            &|d| d.seconds_per_epoch(),
+            &per_epoch,
             &|x| format!("{x:.2}"),
             &rel,
             Some(false),
@@ -458,7 +539,7 @@ pub fn rows(runs: &[&RunData]) -> Vec<TableRow> {
             None,
         ),
         row("optim bytes/rank", &opt, &charts::bytes, &rel, Some(false)),
-    ];
+    ]);
     out.push(TableRow {
         label: "epochs".into(),
         values: runs
@@ -466,7 +547,7 @@ pub fn rows(runs: &[&RunData]) -> Vec<TableRow> {
             .map(|d| {
                 format!(
                     "{}/{}",
-                    d.evals.len(),
+                    evals(d).len(),
                     d.started.as_ref().map_or(0, |s| s.epochs)
                 )
             })
@@ -502,8 +583,8 @@ fn side_by_side(n: usize, width: u16) -> bool {
 }
 
 /// Rows the table needs inside its border.
-pub fn table_rows(runs: &[&RunData], width: u16) -> usize {
-    let figures = 1 + rows(runs).len();
+pub fn table_rows(runs: &[&RunData], at: Option<u64>, width: u16) -> usize {
+    let figures = 1 + rows_at(runs, at).len();
     let diff = config_diff(runs).len();
     if side_by_side(runs.len(), width) {
         figures.max(1 + diff)
@@ -512,7 +593,7 @@ pub fn table_rows(runs: &[&RunData], width: u16) -> usize {
     }
 }
 
-fn table(f: &mut Frame, r: Rect, runs: &[&RunData], focused: bool) {
+fn table(f: &mut Frame, r: Rect, runs: &[&RunData], at: Option<u64>, focused: bool) {
     let n = runs.len();
     let pair = n == 2;
     let split = side_by_side(n, r.width);
@@ -541,7 +622,7 @@ fn table(f: &mut Frame, r: Rect, runs: &[&RunData], focused: bool) {
         }
     };
     let mut body: Vec<Row> = Vec::new();
-    for tr in rows(runs) {
+    for tr in rows_at(runs, at) {
         let mut cells = vec![Cell::from(tr.label.clone())];
         for (k, v) in tr.values.iter().enumerate() {
             let d = &tr.deltas[k];
@@ -563,17 +644,21 @@ fn table(f: &mut Frame, r: Rect, runs: &[&RunData], focused: bool) {
     }
     let diff = config_diff(runs);
     let same = diff.is_empty() && runs.iter().all(|d| !d.config.is_empty());
+    // The dotted keys are long (precision.schedule.delay_steps): as wide as the panel
+    // leaves room for, beside a column per run.
+    let room = diff_area.map_or(r.width, |a| a.width) as usize;
+    let key_max = room.saturating_sub(2 + 10 * n).clamp(label_w as usize, 40);
     let key_w = diff
         .iter()
         .map(|(k, _)| k.chars().count())
         .max()
         .unwrap_or(0)
-        .clamp(label_w as usize, 28) as u16;
+        .clamp(label_w as usize, key_max) as u16;
     let diff_rows: Vec<Row> = diff
-        .into_iter()
+        .iter()
         .map(|(k, vals)| {
-            let mut cells = vec![Cell::from(clip(&k, key_w as usize))];
-            cells.extend(vals.into_iter().map(Cell::from));
+            let mut cells = vec![Cell::from(clip(k, key_w as usize))];
+            cells.extend(vals.iter().cloned().map(Cell::from));
             Row::new(cells)
         })
         .collect();
@@ -593,6 +678,32 @@ fn table(f: &mut Frame, r: Rect, runs: &[&RunData], focused: bool) {
             .block(panel("config that differs", focused));
         f.render_widget(t, area);
     } else if !diff_rows.is_empty() {
+        // Inside the border, under the header.
+        let room = r.height.saturating_sub(3) as usize;
+        if body.len() + 1 + diff_rows.len() > room && room > 1 {
+            // No room for the diff's rows (80×24): one line names what differs, in place
+            // of the figures that do not fit.
+            body.truncate(room - 1);
+            body.push(Row::new(vec![Cell::from("")]));
+            // The figures' labels are short: their column need not fit the keys.
+            let t = Table::new(body, table_widths(true, label_w, key_w, n, pair))
+                .header(header)
+                .block(panel(&table_title(pair, at), focused));
+            f.render_widget(t, r);
+            let keys: Vec<&str> = diff.iter().map(|(k, _)| short_key(k)).collect();
+            let last = Rect {
+                x: r.x + 1,
+                y: r.y + r.height.saturating_sub(2),
+                width: r.width.saturating_sub(2),
+                height: 1,
+            };
+            let line = clip(
+                &format!("config differs: {}", keys.join(", ")),
+                last.width as usize,
+            );
+            f.render_widget(Paragraph::new(line), last);
+            return;
+        }
         body.push(
             Row::new(vec![Cell::from("config differs")])
                 .style(Style::default().add_modifier(Modifier::BOLD)),
@@ -604,17 +715,38 @@ fn table(f: &mut Frame, r: Rect, runs: &[&RunData], focused: bool) {
             Cell::from("the same (seed included)"),
         ]));
     }
+    let t = Table::new(body, table_widths(split, label_w, key_w, n, pair))
+        .header(header)
+        .block(panel(&table_title(pair, at), focused));
+    f.render_widget(t, r);
+}
+
+/// A dotted config key without its table when it has one below it: `schedule.q_min` for
+/// `precision.schedule.q_min`.
+fn short_key(k: &str) -> &str {
+    match k.split_once('.') {
+        Some((_, rest)) if rest.contains('.') => rest,
+        _ => k,
+    }
+}
+
+fn table_widths(split: bool, label_w: u16, key_w: u16, n: usize, pair: bool) -> Vec<Constraint> {
     let cols = n + usize::from(pair);
     let first_w = if split { label_w } else { key_w };
     let mut widths = vec![Constraint::Length(first_w)];
     widths.extend((0..cols).map(|_| Constraint::Ratio(1, cols as u32)));
-    let title = if pair {
+    widths
+}
+
+fn table_title(pair: bool, at: Option<u64>) -> String {
+    let mut title = if pair {
         "A / B".to_string()
     } else {
         "runs against A".to_string()
     };
-    let t = Table::new(body, widths)
-        .header(header)
-        .block(panel(&title, focused));
-    f.render_widget(t, r);
+    if let Some(n) = at {
+        // A live run is compared where all of them have been (or at the cursor).
+        title.push_str(&format!(" · at step {n}"));
+    }
+    title
 }

@@ -619,6 +619,11 @@ fn devices(f: &mut Frame, r: Rect, app: &App, slot: &RunSlot, focused: bool) {
         lines.push(Line::styled(clip(n, w), theme::muted()));
     }
     if let Some(m) = memory_line(d) {
+        // Narrow: the same two figures in compact units, rather than one cut off.
+        let m = match memory_line_short(d) {
+            Some(short) if m.chars().count() > w => short,
+            _ => m,
+        };
         lines.push(Line::raw(clip(&m, w)));
     }
     f.render_widget(Paragraph::new(lines), inner);
@@ -637,6 +642,28 @@ pub fn memory_line(d: &RunData) -> Option<String> {
         format!("{} ({k})", charts::bytes(b as f64))
     });
     Some(format!("memory: estimate {est} / measured {measured}"))
+}
+
+/// `memory_line` for a narrow panel: "mem 4.9M est / 509M rss".
+fn memory_line_short(d: &RunData) -> Option<String> {
+    let compact = |b: u64| {
+        let s = charts::bytes(b as f64);
+        let (num, unit) = s.split_once(' ').unwrap_or((&s, ""));
+        let num = match num.parse::<f64>() {
+            Ok(x) if x >= 100.0 => format!("{x:.0}"),
+            _ => num.to_string(),
+        };
+        format!("{num}{}", unit.trim_end_matches("iB"))
+    };
+    let est = d.started.as_ref().and_then(|s| s.memory_estimate_bytes);
+    if est.is_none() && d.peak_memory.is_none() {
+        return None;
+    }
+    let est = est.map_or("?".into(), compact);
+    let measured = d
+        .peak_memory
+        .map_or("?".into(), |(b, k)| format!("{} {k}", compact(b)));
+    Some(format!("mem {est} est / {measured}"))
 }
 
 fn per_class(f: &mut Frame, r: Rect, d: &RunData, focused: bool) {
@@ -740,29 +767,95 @@ fn log(f: &mut Frame, r: Rect, d: &RunData, scroll: usize, focused: bool) {
     let n = d.logs.len();
     let scroll = scroll.min(n.saturating_sub(rows));
     let end = n - scroll;
-    let start = end.saturating_sub(rows);
     let w = inner.width as usize;
-    let lines: Vec<Line> = d
-        .logs
-        .iter()
-        .skip(start)
-        .take(end - start)
-        .map(|l| {
-            let color = match l.kind {
-                LogKind::Info => theme::FG,
-                LogKind::Warn => theme::WARN,
-                LogKind::Error => theme::BAD,
-                LogKind::Note => theme::ACCENT,
-            };
-            Line::styled(clip(&l.text, w), Style::default().fg(color))
-        })
-        .collect();
+    // Long lines wrap (the accuracy at the end of "epoch 3 done: …" is what matters), and
+    // the newest whole entries up to `end` fill the panel from the bottom.
+    let mut lines: Vec<Line> = Vec::new();
+    for l in d.logs.iter().take(end).rev() {
+        if lines.len() >= rows {
+            break;
+        }
+        let color = match l.kind {
+            LogKind::Info => theme::FG,
+            LogKind::Warn => theme::WARN,
+            LogKind::Error => theme::BAD,
+            LogKind::Note => theme::ACCENT,
+        };
+        let style = Style::default().fg(color);
+        let wrapped = wrap_log(&l.text, w);
+        // Whole entries only (the newest one even when it alone is too long).
+        if !lines.is_empty() && lines.len() + wrapped.len() > rows {
+            break;
+        }
+        for (i, part) in wrapped.into_iter().enumerate().rev() {
+            let text = if i == 0 { part } else { format!("  {part}") };
+            lines.push(Line::styled(clip(&text, w), style));
+        }
+    }
+    lines.truncate(rows);
+    lines.reverse();
     f.render_widget(Paragraph::new(lines), inner);
+}
+
+/// `text` in rows of `w` columns, the first full width and the rest under a 2-column indent,
+/// broken at spaces (a word longer than a row is cut across rows).
+pub fn wrap_log(text: &str, w: usize) -> Vec<String> {
+    let w = w.max(4);
+    let mut out: Vec<String> = Vec::new();
+    let mut cur = String::new();
+    let width = |out: &Vec<String>| if out.is_empty() { w } else { w - 2 };
+    for word in text.split(' ') {
+        let mut word = word.to_string();
+        loop {
+            let room = width(&out);
+            let len = cur.chars().count();
+            let need = word.chars().count() + usize::from(len > 0);
+            if len + need <= room {
+                if len > 0 {
+                    cur.push(' ');
+                }
+                cur.push_str(&word);
+                break;
+            }
+            if len > 0 {
+                out.push(std::mem::take(&mut cur));
+                continue;
+            }
+            // A word wider than a row.
+            let head: String = word.chars().take(room).collect();
+            word = word.chars().skip(room).collect();
+            out.push(head);
+            if word.is_empty() {
+                break;
+            }
+        }
+    }
+    if !cur.is_empty() || out.is_empty() {
+        out.push(cur);
+    }
+    out
 }
 
 #[cfg(test)]
 mod memory_line_tests {
     use super::*;
+
+    #[test]
+    fn log_lines_wrap_at_spaces_under_an_indent() {
+        let t = "epoch 3 done: test acc 99.95%, test loss 0.0011, 2.6s";
+        let w = wrap_log(t, 28);
+        assert_eq!(
+            w,
+            [
+                "epoch 3 done: test acc",
+                "99.95%, test loss 0.0011,",
+                "2.6s"
+            ]
+        );
+        assert!(w.iter().skip(1).all(|l| l.chars().count() <= 26));
+        assert_eq!(wrap_log("abcdefghij", 6), ["abcdef", "ghij"]);
+        assert_eq!(wrap_log("", 10), [""]);
+    }
     use crate::telemetry::event::{MemoryKind, StartedEvent};
 
     #[test]
@@ -787,5 +880,9 @@ mod memory_line_tests {
             memory_line(&d).unwrap(),
             "memory: estimate 2.0 KiB / measured 5.0 GiB (cuda)"
         );
+        // Narrow panels: the same two figures, compact.
+        assert_eq!(memory_line_short(&d).unwrap(), "mem 2.0K est / 5.0G cuda");
+        d.peak_memory = Some((509 << 20, MemoryKind::Rss));
+        assert_eq!(memory_line_short(&d).unwrap(), "mem 2.0K est / 509M rss");
     }
 }

@@ -121,9 +121,10 @@ impl Supervisor {
         }
     }
 
-    /// Starts `cptlab run --config <tmp> --json` in a new session, so a hang-up of the
-    /// workbench's terminal does not reach it.
-    /// Starts `cptlab run --json` on `config`, or `--resume` of the run in `resume`.
+    /// Starts `cptlab run --json` in a new session (so a hang-up of the workbench's terminal
+    /// does not reach it): on `config`, written to `config.toml` in the run's directory,
+    /// made here (`store::new_run_dir`) and handed over with `--run-dir`, or `--resume` of the
+    /// run in `resume`.
     fn launch(&self, run: RunId, config: Option<&RunConfig>, resume: Option<&Path>) -> Result<u32> {
         let exe = std::env::current_exe().context("cannot find the cptlab executable")?;
         // /proc/<pid>/exe is this very binary even after a rebuild replaced the file on disk,
@@ -135,17 +136,10 @@ impl Supervisor {
             Some((_, path)) => path.as_path(),
             None => exe.as_path(),
         };
-        let mut cfg = match config {
-            Some(config) => {
-                let mut f = tempfile::Builder::new()
-                    .prefix("cptlab-setup-")
-                    .suffix(".toml")
-                    .tempfile()
-                    .context("cannot write the run's config file")?;
-                f.write_all(config.to_toml().as_bytes())?;
-                f.flush()?;
-                Some(f.into_temp_path())
-            }
+        // The config lives where the run does, so `ps` names a file that exists for as long
+        // as the run (and after).
+        let made = match config {
+            Some(config) => Some(NewRunDir::write(&self.paths.runs, config)?),
             None => None,
         };
         // The child's stderr goes to a file: a pipe would break (and panic `eprintln!`) once
@@ -158,8 +152,12 @@ impl Supervisor {
             cmd.arg0(&exe);
         }
         cmd.arg("run");
-        match (&cfg, resume) {
-            (Some(c), _) => cmd.arg("--config").arg(c),
+        match (&made, resume) {
+            (Some(m), _) => cmd
+                .arg("--config")
+                .arg(m.dir.join(store::CONFIG_FILE))
+                .arg("--run-dir")
+                .arg(&m.dir),
             (None, Some(dir)) => cmd.arg("--resume").arg(dir),
             (None, None) => anyhow::bail!("nothing to launch: no config and no run to resume"),
         };
@@ -204,10 +202,6 @@ impl Supervisor {
                         Ok(_) => {}
                     }
                     if let Some(inc) = parse_line(&line) {
-                        if matches!(inc.event, Event::Started(_)) {
-                            // The child has read its config by now.
-                            cfg.take();
-                        }
                         batch.push(inc);
                         // Hand over what has arrived; more lines already buffered join it.
                         if reader.buffer().is_empty() {
@@ -229,10 +223,44 @@ impl Supervisor {
                     code,
                     stderr: tail(&text, 6),
                 });
-                drop(cfg);
+                // The child is gone: `made` (dropped here) removes a run directory it never used.
+                drop(made);
             })
             .context("cannot start the reader thread")?;
         Ok(pid)
+    }
+}
+
+/// A run directory the workbench made for a run it starts, holding the run's `config.toml`.
+struct NewRunDir {
+    dir: PathBuf,
+}
+
+impl NewRunDir {
+    fn write(runs: &Path, config: &RunConfig) -> Result<NewRunDir> {
+        let dir = store::new_run_dir(runs, &config.name)?;
+        let made = NewRunDir { dir };
+        crate::files::write_atomic(
+            &made.dir.join(store::CONFIG_FILE),
+            config.to_toml().as_bytes(),
+        )
+        .context("cannot write the run's config file")?;
+        Ok(made)
+    }
+}
+
+impl Drop for NewRunDir {
+    /// Once the child is gone (or could not be started): removes the directory if the run
+    /// never started in it (the child failed before its store existed: a bad config, data
+    /// that cannot be read), so no empty run is listed. Only our own config goes; a directory
+    /// holding anything else stays.
+    fn drop(&mut self) {
+        if self.dir.join(METRICS_FILE).exists() {
+            return;
+        }
+        let _ = fs::remove_file(self.dir.join(store::CONFIG_FILE));
+        let _ = crate::files::clean_stale_temps(&self.dir);
+        let _ = fs::remove_dir(&self.dir);
     }
 }
 

@@ -102,6 +102,55 @@ impl Series {
     }
 }
 
+/// A run's figures as they stood after one step event: what Compare reads a run at when
+/// another run's progress sets the step.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct AtStep {
+    pub step: u64,
+    pub loss: f64,
+    /// GBitOps so far.
+    pub gbitops: f64,
+    /// Steps skipped so far.
+    pub skipped: u64,
+}
+
+/// `AtStep` for every step event, with bounded memory: when `CAP` are kept, every other one
+/// goes and from then on only every other event is kept (and so on, doubling), so a long
+/// run reads at a step at most that stride before the one asked for. The newest is always
+/// kept exactly (`RunData::at_step` reads the run's last step from its totals).
+#[derive(Debug, Clone, Default)]
+pub struct Timeline {
+    pts: Vec<AtStep>,
+    every: usize,
+    seen: usize,
+}
+
+impl Timeline {
+    pub fn push(&mut self, p: AtStep) {
+        let every = self.every.max(1);
+        self.seen += 1;
+        if !self.seen.is_multiple_of(every) {
+            return;
+        }
+        self.pts.push(p);
+        if self.pts.len() >= CAP * 4 {
+            // Every other one, the first kept (a run's early steps stay readable).
+            let mut i = 0usize;
+            self.pts.retain(|_| {
+                i += 1;
+                !i.is_multiple_of(2)
+            });
+            self.every = every * 2;
+        }
+    }
+
+    /// The newest kept point at or before `step`.
+    pub fn at(&self, step: u64) -> Option<AtStep> {
+        let n = self.pts.partition_point(|p| p.step <= step);
+        n.checked_sub(1).map(|i| self.pts[i])
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum LogKind {
     Info,
@@ -241,6 +290,8 @@ pub struct RunData {
     pub q_fwd: Series,
     pub q_bwd: Series,
     pub loss_scale: Series,
+    /// Loss and running totals by step (Compare reads live runs at one step).
+    pub timeline: Timeline,
     /// Images per second, one sample per step (most recent `RATE_CAP`).
     pub rate: VecDeque<f64>,
     pub rate_ema: Option<f64>,
@@ -319,6 +370,7 @@ impl RunData {
             q_fwd: Series::default(),
             q_bwd: Series::default(),
             loss_scale: Series::default(),
+            timeline: Timeline::default(),
             rate: VecDeque::new(),
             rate_ema: None,
             breakdown: [0.0; 5],
@@ -468,6 +520,12 @@ impl RunData {
                 } else {
                     self.skip_run = None;
                 }
+                self.timeline.push(AtStep {
+                    step: s.step,
+                    loss: s.loss,
+                    gbitops: self.gbitops,
+                    skipped: self.skipped,
+                });
                 if self.rate.len() >= RATE_CAP {
                     self.rate.pop_front();
                 }
@@ -543,6 +601,44 @@ impl RunData {
                 self.status = RunStatus::Failed(error.clone());
             }
         }
+    }
+
+    /// Folds in the record of a run about to be resumed (`metrics.jsonl` as
+    /// `store::read_metrics` returns it), so its Dashboard shows the whole run, not only the
+    /// new session: the events before the last checkpoint. A resume cuts the record there
+    /// (the checkpoint remembers the length before its own event) and the new session sends
+    /// the later steps again, so nothing is shown twice. Returns the events taken.
+    pub fn apply_resumed_record(&mut self, events: &[Event]) -> usize {
+        let keep = events
+            .iter()
+            .rposition(|e| matches!(e, Event::Checkpoint { .. }))
+            .unwrap_or(0);
+        for e in &events[..keep] {
+            self.apply(&Incoming::from(e.clone()));
+        }
+        // The old session's `started` made it training; the new one is not yet.
+        self.status = RunStatus::Starting;
+        keep
+    }
+
+    /// The run as it stood at `step`: its newest step event at or before it (its last step
+    /// exactly; earlier ones from the timeline). None before its first step.
+    pub fn at_step(&self, step: u64) -> Option<AtStep> {
+        let last = self.last.as_ref()?;
+        if step >= last.step {
+            return Some(AtStep {
+                step: last.step,
+                loss: last.loss,
+                gbitops: self.gbitops,
+                skipped: self.skipped,
+            });
+        }
+        self.timeline.at(step)
+    }
+
+    /// True while the run trains (or starts, pauses, stops): its figures still grow.
+    pub fn is_live(&self) -> bool {
+        self.status.is_active()
     }
 
     /// Steps left until the end, times the recent step time (evaluation not counted).
@@ -640,6 +736,40 @@ mod tests {
         assert!(p.windows(2).all(|w| w[0].0 < w[1].0));
         s.push(f64::NAN, 3.0);
         assert_eq!(s.y_range(), Some((1.0, 1.0)));
+    }
+
+    #[test]
+    fn the_timeline_stays_bounded_and_reads_at_or_before_a_step() {
+        let mut t = Timeline::default();
+        for step in 1..=100_000u64 {
+            t.push(AtStep {
+                step,
+                loss: step as f64,
+                gbitops: 2.0 * step as f64,
+                skipped: step / 10,
+            });
+        }
+        assert!(t.pts.len() <= CAP * 4, "{}", t.pts.len());
+        assert!(t.at(0).is_none());
+        for ask in [1u64, 777, 40_000, 99_999] {
+            let p = t.at(ask).unwrap_or_else(|| panic!("nothing at {ask}"));
+            assert!(
+                p.step <= ask && ask - p.step < t.every as u64,
+                "{ask}: {p:?}"
+            );
+            assert_eq!(p.gbitops, 2.0 * p.step as f64, "the totals of that step");
+        }
+        // Exact while short.
+        let mut d = RunData::new("r");
+        for n in 1..=50u64 {
+            let line = format!(
+                r#"{{"event":"step","step":{n},"epoch":1,"loss":{n}.0,"lr":0.1,"images_per_sec":1.0,"t_data":0.0,"t_fwd":0.0,"t_bwd":0.0,"t_comm":0.0,"t_opt":0.0,"gbitops":0.5}}"#
+            );
+            d.apply(&parse_line(&line).unwrap());
+        }
+        assert_eq!(d.at_step(20).unwrap().loss, 20.0);
+        assert_eq!(d.at_step(20).unwrap().gbitops, 10.0);
+        assert_eq!(d.at_step(500).unwrap().step, 50);
     }
 
     #[test]

@@ -356,6 +356,17 @@ pub fn clone_into_setup(app: &mut App, dir: &Path) {
 /// `r`: resumes the run in `dir` (`cptlab run --resume`) and shows it in the Dashboard.
 pub fn resume(app: &mut App, dir: &Path) {
     let mut data = super::run_data::RunData::for_dir(dir);
+    // The whole run, not only the new session: read before the child cuts the record back
+    // to its checkpoint (the command is queued, so it starts after this).
+    match store::read_metrics(dir) {
+        Ok(events) => {
+            data.apply_resumed_record(&events);
+        }
+        Err(e) => data.note(
+            super::run_data::LogKind::Warn,
+            format!("the earlier sessions are not shown: {e:#}"),
+        ),
+    }
     data.note(
         super::run_data::LogKind::Note,
         "resuming from the last checkpoint (`cptlab run --resume`)",
@@ -568,7 +579,12 @@ pub fn draw(f: &mut Frame, area: Rect, app: &App) {
                     Cell::from(mark).style(Style::default().fg(theme::ACCENT_B)),
                     Cell::from(r.name.clone()),
                     Cell::from(status).style(Style::default().fg(color)),
-                    Cell::from(s.epochs.to_string()),
+                    // A run without a summary (live, interrupted) has no count to show yet.
+                    Cell::from(if r.summary.is_some() {
+                        s.epochs.to_string()
+                    } else {
+                        "-".into()
+                    }),
                     Cell::from(pct(s.final_test_acc)),
                     Cell::from(pct(s.best_test_acc)),
                     Cell::from(spe),

@@ -257,7 +257,7 @@ pub type FieldNotes = Vec<(Field, String)>;
 pub fn machine_checks(cfg: &RunConfig, m: &Machine) -> (FieldNotes, FieldNotes) {
     let (mut errors, mut warnings) = (Vec::new(), Vec::new());
     let gpus = m.cuda_devices;
-    match &cfg.devices.devices {
+    match &cfg.devices.devices.on_machine(gpus) {
         DeviceSpec::Cuda(_) | DeviceSpec::CudaAll if gpus == 0 => errors.push((
             Field::Devices,
             format!(
@@ -299,7 +299,7 @@ pub fn machine_checks(cfg: &RunConfig, m: &Machine) -> (FieldNotes, FieldNotes) 
                 ));
             }
         }
-        DeviceSpec::CudaAll => {}
+        DeviceSpec::CudaAll | DeviceSpec::Auto => {}
     }
     (errors, warnings)
 }
