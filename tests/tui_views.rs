@@ -61,6 +61,29 @@ fn setup_view() {
 }
 
 #[test]
+fn setup_picker_and_settings() {
+    use cptlab::tui::setup::Row;
+    let home = Home::new();
+    let mut app = home.app();
+    // A choice opens its list with the kinds' descriptions.
+    app.setup.focus_row(Row::Field(Field::LrSchedule));
+    app.update(Action::Select);
+    assert!(app.setup.picker.is_some());
+    snap(&app, "setup_picker");
+    app.update(Action::Back);
+    // The settings below the form's fields: one typed wrong, one changed, one being edited.
+    app.setup.set_setting("train.label_smoothing", "lots");
+    app.setup.set_setting("optimizer.nesterov", "true");
+    app.setup.focus_row(Row::Setting("train.grad_clip".into()));
+    app.update(Action::Select);
+    for c in "1.0".chars() {
+        app.update(Action::Input(c));
+    }
+    app.update(Action::Left);
+    snap(&app, "setup_settings");
+}
+
+#[test]
 fn setup_marks_invalid_fields_in_place() {
     let home = Home::new();
     let mut app = home.app();

@@ -164,6 +164,16 @@ pub enum ZeroStage {
 const ZERO_EXPECTED: &str = "0 (replicated optimizer state) or 1 (sharded, ZeRO stage 1)";
 
 impl ZeroStage {
+    /// One line for pickers.
+    pub fn describe(self) -> &'static str {
+        match self {
+            ZeroStage::Zero0 => {
+                "every worker keeps the whole optimizer state (plain data parallel)"
+            }
+            ZeroStage::Zero1 => "optimizer state sharded across workers (ZeRO stage 1)",
+        }
+    }
+
     pub fn level(self) -> u8 {
         match self {
             ZeroStage::Zero0 => 0,

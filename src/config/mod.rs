@@ -11,6 +11,7 @@ pub mod model;
 mod overrides;
 pub mod paths;
 pub mod presets;
+pub mod schema;
 
 use std::path::Path;
 
@@ -22,7 +23,7 @@ pub use model::{ModelKind, VitConfig};
 
 pub use devices::{DeviceConfig, DeviceSpec, ZeroStage};
 pub use loss_scale::LossScaleConfig;
-pub use overrides::{apply_override, Override};
+pub use overrides::{apply_override, parse_value, Override};
 
 /// Everything that decides a run's numbers (with the seed).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -70,6 +71,26 @@ pub enum Normalize {
     Half,
     /// `x/255`.
     Unit,
+}
+
+impl Normalize {
+    pub const ALL: [Normalize; 3] = [Normalize::Cifar, Normalize::Half, Normalize::Unit];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Normalize::Cifar => "cifar",
+            Normalize::Half => "half",
+            Normalize::Unit => "unit",
+        }
+    }
+
+    pub fn describe(self) -> &'static str {
+        match self {
+            Normalize::Cifar => "per-channel mean/std of CIFAR-10's training set",
+            Normalize::Half => "x/127.5 - 1, pixels in [-1, 1] (the DeepSpeed CIFAR example)",
+            Normalize::Unit => "x/255, pixels in [0, 1]",
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -481,6 +502,11 @@ impl PrecisionMode {
     /// clap's possible values: [`ALL`](Self::ALL) in order.
     pub fn value_parser() -> clap::builder::PossibleValuesParser {
         possible_values(Self::ALL.map(|k| (k.name(), k.describe())))
+    }
+
+    /// Whether the loss is scaled (fp16's narrow exponent): `precision.loss_scale` is read.
+    pub fn scales_loss(self) -> bool {
+        matches!(self, PrecisionMode::Fp16 | PrecisionMode::AmpFp16)
     }
 }
 

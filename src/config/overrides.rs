@@ -55,7 +55,9 @@ impl Override {
     }
 }
 
-fn parse_value(text: &str) -> toml::Value {
+/// A typed value as `--set` reads it: TOML (numbers, booleans, arrays, quoted strings), else a
+/// bare string.
+pub fn parse_value(text: &str) -> toml::Value {
     // Parse as the right-hand side of a TOML assignment so numbers, booleans, arrays and quoted
     // strings keep their types.
     let doc = format!("v = {text}");

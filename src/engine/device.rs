@@ -70,7 +70,7 @@ pub fn autocast_kind(mode: PrecisionMode) -> Option<Kind> {
 
 /// Whether a mode scales the loss (fp16 in either form).
 pub fn scales_loss(mode: PrecisionMode) -> bool {
-    matches!(mode, PrecisionMode::Fp16 | PrecisionMode::AmpFp16)
+    mode.scales_loss()
 }
 
 /// Whether a run lays its 4-D conv weights and its inputs out channels_last:

@@ -80,6 +80,13 @@ pub enum Action {
     /// Typing into a field or prompt.
     Input(char),
     Backspace,
+    /// Editing a line (text mode only): `Delete`, `Ctrl-U` (to the start), `Ctrl-K` (to the
+    /// end), `Ctrl-W` (the word before the cursor). `Home`/`Ctrl-A` and `End`/`Ctrl-E` are
+    /// `First`/`Last`.
+    DeleteForward,
+    KillToStart,
+    KillToEnd,
+    KillWord,
     /// The terminal changed size.
     Resize,
 }
@@ -105,6 +112,17 @@ impl Action {
         match key.code {
             KeyCode::Char('c') if ctrl => return Some(Action::Interrupt),
             KeyCode::Char('z') if ctrl => return Some(Action::Suspend),
+            // A shell line's keys, where a line is being edited.
+            KeyCode::Char(c) if ctrl && mode == InputMode::Text => {
+                return match c {
+                    'a' => Some(Action::First),
+                    'e' => Some(Action::Last),
+                    'u' => Some(Action::KillToStart),
+                    'k' => Some(Action::KillToEnd),
+                    'w' => Some(Action::KillWord),
+                    _ => None,
+                }
+            }
             _ if ctrl => return None,
             _ => {}
         }
@@ -123,6 +141,9 @@ impl Action {
             KeyCode::PageUp => Some(Action::PageUp),
             KeyCode::PageDown => Some(Action::PageDown),
             KeyCode::Backspace => Some(Action::Backspace),
+            KeyCode::Home if mode == InputMode::Text => Some(Action::First),
+            KeyCode::End if mode == InputMode::Text => Some(Action::Last),
+            KeyCode::Delete if mode == InputMode::Text => Some(Action::DeleteForward),
             _ => None,
         };
         if common.is_some() {
@@ -190,5 +211,29 @@ mod tests {
             Action::from_key(key(KeyCode::BackTab), InputMode::Normal),
             Some(Action::FocusPrev)
         );
+    }
+
+    #[test]
+    fn shell_line_keys_edit_only_in_text_mode() {
+        let ctrl = |c| KeyEvent::new(KeyCode::Char(c), KeyModifiers::CONTROL);
+        for (k, want) in [
+            (ctrl('a'), Action::First),
+            (ctrl('e'), Action::Last),
+            (ctrl('u'), Action::KillToStart),
+            (ctrl('k'), Action::KillToEnd),
+            (ctrl('w'), Action::KillWord),
+            (key(KeyCode::Home), Action::First),
+            (key(KeyCode::End), Action::Last),
+            (key(KeyCode::Delete), Action::DeleteForward),
+        ] {
+            assert_eq!(Action::from_key(k, InputMode::Text), Some(want), "{k:?}");
+            assert_ne!(
+                Action::from_key(k, InputMode::Dialog),
+                Some(Action::KillWord),
+                "{k:?}"
+            );
+        }
+        assert_eq!(Action::from_key(ctrl('w'), InputMode::Normal), None);
+        assert_eq!(Action::from_key(ctrl('u'), InputMode::Dialog), None);
     }
 }

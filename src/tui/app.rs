@@ -242,7 +242,7 @@ pub enum PromptKind {
 #[derive(Debug, Clone, PartialEq)]
 pub struct Prompt {
     pub kind: PromptKind,
-    pub input: String,
+    pub input: super::line_edit::LineEdit,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -569,7 +569,7 @@ impl App {
         match &self.overlay {
             Some(Overlay::Prompt(_)) => InputMode::Text,
             Some(Overlay::Dialog(_)) => InputMode::Dialog,
-            _ if self.view == View::Setup && self.setup.editing.is_some() => InputMode::Text,
+            _ if self.view == View::Setup && self.setup.captures_keys() => InputMode::Text,
             _ => InputMode::Normal,
         }
     }
@@ -658,7 +658,7 @@ impl App {
             return true;
         }
         if self.view == View::Setup
-            && self.setup.editing.is_some()
+            && self.setup.captures_keys()
             && !matches!(action, Action::Interrupt | Action::Suspend)
         {
             return self.setup.handle(&action);
@@ -802,13 +802,7 @@ impl App {
                 _ => {}
             },
             Overlay::Prompt(mut p) => match action {
-                Action::Input(c) => {
-                    p.input.push(c);
-                    self.prompt_changed(&p);
-                    self.overlay = Some(Overlay::Prompt(p));
-                }
-                Action::Backspace => {
-                    p.input.pop();
+                a if p.input.handle(&a) => {
                     self.prompt_changed(&p);
                     self.overlay = Some(Overlay::Prompt(p));
                 }
@@ -842,7 +836,7 @@ impl App {
     /// A prompt's text changed (the Runs filter applies as it is typed).
     fn prompt_changed(&mut self, p: &Prompt) {
         if let PromptKind::FilterRuns { .. } = p.kind {
-            self.history.set_filter(&p.input);
+            self.history.set_filter(p.input.text());
         }
     }
 

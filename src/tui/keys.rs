@@ -284,7 +284,7 @@ const SETUP: ViewKeys = ViewKeys {
         row(
             &[(ENTER, Action::Select)],
             "Enter",
-            "edit the field (Enter keeps, Esc drops)",
+            "edit (shell keys, Tab: a path) or open the list",
             Hint::Label("edit"),
         ),
         row(

@@ -16,6 +16,7 @@ pub mod dashboard;
 pub mod editor;
 pub mod help;
 pub mod keys;
+pub mod line_edit;
 pub mod mouse;
 pub mod presets;
 pub mod process;

@@ -10,6 +10,7 @@ use ratatui::Frame;
 
 use super::action::{Action, View};
 use super::app::{App, Component, Dialog, Overlay, Prompt, PromptKind, Reply, Request};
+use super::line_edit::LineEdit;
 use super::setup::clip;
 use super::ui::{panel, theme};
 use crate::config::presets::{Origin, PresetEntry, PresetStore};
@@ -110,7 +111,7 @@ impl Component for PresetsState {
                 if let Some(entry) = p.selected() {
                     let from = entry.name.clone();
                     return Reply::Then(Request::Overlay(Overlay::Prompt(Prompt {
-                        input: format!("{from}-copy"),
+                        input: LineEdit::new(format!("{from}-copy")),
                         kind: PromptKind::DuplicatePreset(from),
                     })));
                 }
@@ -165,12 +166,12 @@ pub fn ask_save(app: &mut App) {
     let input = app.setup.value(super::setup::Field::Name).to_string();
     app.overlay = Some(Overlay::Prompt(Prompt {
         kind: PromptKind::SavePreset,
-        input,
+        input: LineEdit::new(input),
     }));
 }
 
 pub fn submit_prompt(app: &mut App, p: Prompt) {
-    let name = p.input.trim().to_string();
+    let name = p.input.text().trim().to_string();
     let config = match &p.kind {
         PromptKind::SavePreset => match app.setup.check.config.clone() {
             Some(c) => c,

@@ -28,6 +28,8 @@ pub struct RunRow {
     pub summary: Option<Summary>,
     /// Model, optimizer, batch, epochs, precision — from the recorded config.
     pub about: String,
+    /// The columns read from the recorded config.
+    pub facts: RunFacts,
     /// Another live workbench drives it.
     pub locked_by: Option<u32>,
 }
@@ -88,6 +90,86 @@ pub struct RunsState {
     pub sort: SortKey,
 }
 
+/// What the Runs table shows of a run's recorded config ("?" where it does not say).
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct RunFacts {
+    pub model: String,
+    /// The mode, and the CPT schedule when there is one (`fp32 CR 3–8`).
+    pub precision: String,
+    /// The data set: `synthetic:…`, `download:…`, or a path's last part.
+    pub data: String,
+    pub devices: String,
+}
+
+/// The columns of a run from its `config.toml`, read loosely (a newer build may add fields).
+pub fn facts(dir: &Path) -> RunFacts {
+    let Ok(text) = std::fs::read_to_string(dir.join(store::CONFIG_FILE)) else {
+        return RunFacts::default();
+    };
+    let Ok(t) = text.parse::<toml::Table>() else {
+        return RunFacts::default();
+    };
+    let get = |a: &str, b: &str| t.get(a).and_then(|x| x.get(b)).cloned();
+    let s = |v: Option<toml::Value>| match v {
+        Some(toml::Value::String(s)) => s,
+        Some(v) => v.to_string(),
+        None => "?".into(),
+    };
+    let sched = t.get("precision").and_then(|p| p.get("schedule"));
+    let mode = s(get("precision", "mode")).replace('?', "fp32");
+    let precision = match sched.and_then(|s| s.get("kind")).and_then(|k| k.as_str()) {
+        Some("static") => format!(
+            "{mode} static {}",
+            sched
+                .and_then(|s| s.get("q_max"))
+                .map_or("8".into(), |q| q.to_string())
+        ),
+        Some(k) => {
+            let q = |key: &str, d: &str| {
+                sched
+                    .and_then(|s| s.get(key))
+                    .map_or(d.to_string(), |q| q.to_string())
+            };
+            format!("{mode} {k} {}–{}", q("q_min", "3"), q("q_max", "8"))
+        }
+        None => mode,
+    };
+    let data = match get("data", "source") {
+        Some(toml::Value::String(src)) if src.contains('/') => Path::new(&src)
+            .file_name()
+            .map_or(src.clone(), |n| n.to_string_lossy().into_owned()),
+        Some(toml::Value::String(src)) => src,
+        _ => "synthetic".into(),
+    };
+    RunFacts {
+        model: s(get("model", "kind")),
+        precision,
+        data,
+        devices: match get("devices", "devices") {
+            Some(v) => s(Some(v)),
+            None => "auto".into(),
+        },
+    }
+}
+
+/// When a run started, from its directory's name (`YYYYMMDD-HHMMSS-name`): `MM-DD HH:MM`.
+pub fn started(dir: &Path) -> Option<String> {
+    let name = dir.file_name()?.to_str()?;
+    let stamp = name.get(..15)?;
+    let t = chrono::NaiveDateTime::parse_from_str(stamp, "%Y%m%d-%H%M%S").ok()?;
+    Some(t.format("%m-%d %H:%M").to_string())
+}
+
+/// A duration as `42s`, `3m20s`, `1h02m`.
+pub fn duration(secs: f64) -> String {
+    let s = secs.max(0.0).round() as u64;
+    match s {
+        0..=59 => format!("{s}s"),
+        60..=3599 => format!("{}m{:02}s", s / 60, s % 60),
+        _ => format!("{}h{:02}m", s / 3600, s % 3600 / 60),
+    }
+}
+
 /// A line about a run from its `config.toml`, read loosely (a newer build may add fields).
 pub fn about(dir: &Path) -> String {
     let Ok(text) = std::fs::read_to_string(dir.join(store::CONFIG_FILE)) else {
@@ -146,6 +228,7 @@ impl RunsState {
             .map(|r: RunInfo| RunRow {
                 status: r.status(),
                 about: about(&r.dir),
+                facts: facts(&r.dir),
                 locked_by: process::locked_by_other(&r.dir),
                 dir: r.dir,
                 name: r.name,
@@ -171,7 +254,12 @@ impl RunsState {
             .all
             .iter()
             .filter(|r| {
-                let hay = format!("{} {} {}", r.name, r.about, r.status).to_lowercase();
+                let f = &r.facts;
+                let hay = format!(
+                    "{} {} {} {} {} {}",
+                    r.name, r.about, r.status, f.data, f.devices, f.precision
+                )
+                .to_lowercase();
                 words.iter().all(|w| hay.contains(w.as_str()))
             })
             .cloned()
@@ -266,7 +354,7 @@ impl Component for RunsState {
             Action::Back if !h.filter.is_empty() => h.set_filter(""),
             Action::Key('/') => {
                 return Reply::Then(Request::Overlay(Overlay::Prompt(Prompt {
-                    input: h.filter.clone(),
+                    input: super::line_edit::LineEdit::new(h.filter.clone()),
                     kind: PromptKind::FilterRuns {
                         before: h.filter.clone(),
                     },
@@ -539,10 +627,37 @@ pub fn draw(f: &mut Frame, area: Rect, app: &App) {
         let p = Paragraph::new(lines).centered().block(panel("Runs", true));
         f.render_widget(p, list);
     } else {
+        // 80 columns: the figures; 110: the model, precision and time too; 150: everything.
         let wide = area.width >= 110;
-        let header = if wide {
+        let full = area.width >= 150;
+        let header = if full {
             vec![
-                "", "run", "status", "epochs", "final", "best", "s/epoch", "model",
+                "",
+                "run",
+                "status",
+                "model",
+                "precision",
+                "data",
+                "devices",
+                "started",
+                "time",
+                "epochs",
+                "final",
+                "best",
+                "s/epoch",
+            ]
+        } else if wide {
+            vec![
+                "",
+                "run",
+                "status",
+                "model",
+                "precision",
+                "time",
+                "epochs",
+                "final",
+                "best",
+                "s/epoch",
             ]
         } else {
             vec!["", "run", "status", "ep", "final", "best", "s/ep"]
@@ -579,7 +694,25 @@ pub fn draw(f: &mut Frame, area: Rect, app: &App) {
                     Cell::from(mark).style(Style::default().fg(theme::ACCENT_B)),
                     Cell::from(r.name.clone()),
                     Cell::from(status).style(Style::default().fg(color)),
-                    // A run without a summary (live, interrupted) has no count to show yet.
+                ];
+                let f = &r.facts;
+                if wide {
+                    cells.push(Cell::from(f.model.clone()));
+                    cells.push(Cell::from(f.precision.clone()));
+                }
+                if full {
+                    cells.push(Cell::from(f.data.clone()));
+                    cells.push(Cell::from(f.devices.clone()));
+                    cells.push(Cell::from(started(&r.dir).unwrap_or_else(|| "-".into())));
+                }
+                if wide {
+                    cells.push(Cell::from(match &r.summary {
+                        Some(s) => duration(s.train_seconds),
+                        None => "-".into(),
+                    }));
+                }
+                // A run without a summary (live, interrupted) has no count to show yet.
+                cells.extend([
                     Cell::from(if r.summary.is_some() {
                         s.epochs.to_string()
                     } else {
@@ -588,26 +721,43 @@ pub fn draw(f: &mut Frame, area: Rect, app: &App) {
                     Cell::from(pct(s.final_test_acc)),
                     Cell::from(pct(s.best_test_acc)),
                     Cell::from(spe),
-                ];
-                if wide {
-                    cells.push(Cell::from(
-                        r.about.split(" · ").next().unwrap_or("").to_string(),
-                    ));
-                }
+                ]);
                 Row::new(cells)
             })
             .collect();
-        let widths: Vec<Constraint> = if wide {
-            vec![
+        let figures = [
+            Constraint::Length(6),
+            Constraint::Length(7),
+            Constraint::Length(7),
+            Constraint::Length(7),
+        ];
+        let widths: Vec<Constraint> = if full {
+            [
                 Constraint::Length(1),
-                Constraint::Min(30),
-                Constraint::Length(17),
-                Constraint::Length(6),
-                Constraint::Length(7),
-                Constraint::Length(7),
-                Constraint::Length(7),
+                Constraint::Min(20),
                 Constraint::Length(12),
+                Constraint::Length(12),
+                Constraint::Length(14),
+                Constraint::Length(18),
+                Constraint::Length(8),
+                Constraint::Length(11),
+                Constraint::Length(7),
             ]
+            .into_iter()
+            .chain(figures)
+            .collect()
+        } else if wide {
+            [
+                Constraint::Length(1),
+                Constraint::Min(20),
+                Constraint::Length(12),
+                Constraint::Length(12),
+                Constraint::Length(14),
+                Constraint::Length(7),
+            ]
+            .into_iter()
+            .chain(figures)
+            .collect()
         } else {
             vec![
                 Constraint::Length(1),
@@ -662,4 +812,35 @@ pub fn draw(f: &mut Frame, area: Rect, app: &App) {
         lines.push(Line::styled(clip(&note, w), theme::muted()));
     }
     f.render_widget(Paragraph::new(lines).block(panel("run", false)), detail);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_columns_come_from_the_recorded_config_and_the_directory_name() {
+        let dir = tempfile::tempdir().unwrap();
+        let run = dir.path().join("20261203-061502-demo");
+        std::fs::create_dir(&run).unwrap();
+        std::fs::write(
+            run.join(store::CONFIG_FILE),
+            "name = \"demo\"\n[model]\nkind = \"resnet20\"\n[data]\nsource = \"/data/cifar-10-batches-bin\"\n\
+             [precision]\nmode = \"amp_bf16\"\n[precision.schedule]\nkind = \"CR\"\nq_min = 4\nq_max = 8\n\
+             [devices]\ndevices = \"cpu:2\"\n",
+        )
+        .unwrap();
+        let f = facts(&run);
+        assert_eq!(f.model, "resnet20");
+        assert_eq!(f.precision, "amp_bf16 CR 4–8");
+        assert_eq!(f.data, "cifar-10-batches-bin");
+        assert_eq!(f.devices, "cpu:2");
+        assert_eq!(started(&run).as_deref(), Some("12-03 06:15"));
+        assert_eq!(started(dir.path()), None);
+        assert_eq!(facts(dir.path()), RunFacts::default(), "no config: blank");
+        assert_eq!(
+            (duration(42.4), duration(200.0), duration(3725.0)),
+            ("42s".into(), "3m20s".into(), "1h02m".into())
+        );
+    }
 }

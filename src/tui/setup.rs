@@ -7,12 +7,16 @@ use ratatui::text::{Line, Span};
 use ratatui::widgets::{Block, Paragraph};
 use ratatui::Frame;
 
+use std::collections::BTreeMap;
+
 use super::action::Action;
 use super::charts::{self, Plot};
+use super::line_edit::{self, Completion, LineEdit};
 use super::run_data::sample_steps;
 use super::ui::{panel, theme};
 use crate::config::{
-    ConfigError, DeviceSpec, OptimizerConfig, OptimizerKind, PrecisionMode, RunConfig,
+    diff, schema, ConfigError, DeviceSpec, OptimizerConfig, OptimizerKind, Override, PrecisionMode,
+    RunConfig,
 };
 use crate::data::{DataSource, SYNTHETIC_TRAIN};
 use crate::models::ModelKind;
@@ -127,6 +131,39 @@ impl Field {
         }
     }
 
+    /// The config key the field edits (the form's own fields; every other key is a
+    /// [`Row::Setting`]).
+    pub fn config_key(self) -> &'static str {
+        match self {
+            Field::Name => "name",
+            Field::Model => "model.kind",
+            Field::Data => "data.source",
+            Field::Batch => "train.batch_size",
+            Field::Epochs => "train.epochs",
+            Field::Seed => "seed",
+            Field::Optimizer => "optimizer.kind",
+            Field::Lr => "optimizer.lr",
+            Field::Momentum => "optimizer.momentum",
+            Field::WeightDecay => "optimizer.weight_decay",
+            Field::LrSchedule => "lr_schedule.kind",
+            Field::Warmup => "lr_schedule.warmup_num_steps",
+            Field::Milestones => "lr_schedule.milestones",
+            Field::Mode => "precision.mode",
+            Field::Cpt => "precision.schedule.kind",
+            Field::QMin => "precision.schedule.q_min",
+            Field::QMax => "precision.schedule.q_max",
+            Field::Cycles => "precision.schedule.cycles",
+            Field::QBwd => "precision.schedule.q_bwd",
+            Field::Devices => "devices.devices",
+            Field::Threads => "devices.threads",
+            Field::Zero => "devices.zero",
+        }
+    }
+
+    pub fn group(self) -> Group {
+        Group::of_key(self.config_key())
+    }
+
     pub fn from_key(k: &str) -> Option<Field> {
         Field::ALL.into_iter().find(|f| f.key() == k)
     }
@@ -135,6 +172,128 @@ impl Field {
         // ALL lists every variant (`fields_are_listed_once` checks it).
         Field::ALL.iter().position(|f| *f == self).unwrap_or(0)
     }
+}
+
+/// The form's sections, in order; every key of the config belongs to one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Group {
+    Run,
+    Model,
+    Data,
+    Train,
+    Optimizer,
+    LrSchedule,
+    Precision,
+    LossScale,
+    Devices,
+}
+
+impl Group {
+    pub const ALL: [Group; 9] = [
+        Group::Run,
+        Group::Model,
+        Group::Data,
+        Group::Train,
+        Group::Optimizer,
+        Group::LrSchedule,
+        Group::Precision,
+        Group::LossScale,
+        Group::Devices,
+    ];
+
+    pub fn title(self) -> &'static str {
+        match self {
+            Group::Run => "run",
+            Group::Model => "model",
+            Group::Data => "data and augmentation",
+            Group::Train => "train loop",
+            Group::Optimizer => "optimizer",
+            Group::LrSchedule => "LR schedule",
+            Group::Precision => "precision and CPT",
+            Group::LossScale => "loss scale",
+            Group::Devices => "devices",
+        }
+    }
+
+    /// The table prefix of the group's keys ("" for the top level).
+    fn prefix(self) -> &'static str {
+        match self {
+            Group::Run => "",
+            Group::Model => "model.",
+            Group::Data => "data.",
+            Group::Train => "train.",
+            Group::Optimizer => "optimizer.",
+            Group::LrSchedule => "lr_schedule.",
+            Group::Precision => "precision.",
+            Group::LossScale => "precision.loss_scale.",
+            Group::Devices => "devices.",
+        }
+    }
+
+    /// The group of a dotted config key (the longest matching prefix).
+    pub fn of_key(key: &str) -> Group {
+        Group::ALL
+            .into_iter()
+            .filter(|g| !g.prefix().is_empty() && key.starts_with(g.prefix()))
+            .max_by_key(|g| g.prefix().len())
+            .unwrap_or(Group::Run)
+    }
+}
+
+/// A row of the form: one of its own fields, or any other key of the config (a setting,
+/// edited as a TOML value, as `--set KEY=VALUE` takes it).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum Row {
+    Field(Field),
+    Setting(String),
+}
+
+impl PartialEq<Field> for Row {
+    fn eq(&self, f: &Field) -> bool {
+        *self == Row::Field(*f)
+    }
+}
+
+impl Row {
+    pub fn group(&self) -> Group {
+        match self {
+            Row::Field(f) => f.group(),
+            Row::Setting(k) => Group::of_key(k),
+        }
+    }
+
+    pub fn label(&self) -> String {
+        match self {
+            Row::Field(f) => f.label().to_string(),
+            Row::Setting(k) => {
+                let rest = k.strip_prefix(self.group().prefix()).unwrap_or(k);
+                rest.strip_prefix("schedule.").unwrap_or(rest).to_string()
+            }
+        }
+    }
+}
+
+/// Whether `key` is edited by one of the form's own fields.
+fn is_form_key(key: &str) -> bool {
+    Field::ALL.iter().any(|f| f.config_key() == key)
+        || key == "precision.schedule"
+        || key.starts_with("precision.schedule.kind")
+}
+
+/// Another key of the config, as Setup shows it: its value in the config the form makes (None:
+/// unset) and, for enums and booleans, the values it takes.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Setting {
+    pub key: String,
+    pub value: Option<String>,
+    pub choices: Vec<String>,
+}
+
+/// A list of choices opened on a field (Enter): each with its description.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Picker {
+    pub options: Vec<(String, String)>,
+    pub cursor: usize,
 }
 
 /// The LR schedule picker: [`LrScheduleKind::ALL`] in order.
@@ -186,6 +345,10 @@ pub struct Check {
     pub cpt: Option<PrecisionSchedule>,
     pub cost_ratio: Option<f64>,
     pub mean_bits: Option<f64>,
+    /// Every key of the config that the form's own fields do not edit, for the kinds chosen.
+    pub settings: Vec<Setting>,
+    /// What is wrong with a setting, by key.
+    pub setting_errors: Vec<(String, String)>,
 }
 
 impl Check {
@@ -201,6 +364,17 @@ impl Check {
             .iter()
             .find(|(g, _)| *g == f)
             .map(|(_, m)| m.as_str())
+    }
+
+    pub fn setting_error(&self, key: &str) -> Option<&str> {
+        self.setting_errors
+            .iter()
+            .find(|(k, _)| k == key)
+            .map(|(_, e)| e.as_str())
+    }
+
+    pub fn setting(&self, key: &str) -> Option<&Setting> {
+        self.settings.iter().find(|s| s.key == key)
     }
 
     pub fn ok(&self) -> bool {
@@ -223,8 +397,18 @@ pub struct SetupState {
     values: Vec<String>,
     /// The fields as the preset filled them: the form is "modified" when it differs.
     pristine: Vec<String>,
-    focus: Field,
-    pub editing: Option<String>,
+    focus: Row,
+    /// The line being edited (Enter on a text field).
+    pub editing: Option<LineEdit>,
+    /// The choices opened on a field (Enter on a choice field).
+    pub picker: Option<Picker>,
+    /// What Tab found when it completed more than one path.
+    pub completion: Option<String>,
+    /// Settings as typed, by key (TOML values; empty: unset). Kept when the kind they belong to
+    /// is switched away and back: hidden, not lost.
+    settings: BTreeMap<String, String>,
+    /// The settings as the preset has them (the "modified" marker compares with these).
+    pristine_settings: BTreeMap<String, String>,
     pub check: Check,
     pub ab_first: Option<AbFirst>,
     /// Lines the form is scrolled by with the wheel beyond where the focus puts it (errors
@@ -316,8 +500,12 @@ impl SetupState {
             pristine: Vec::new(),
             base: base.clone(),
             preset: preset.to_string(),
-            focus: Field::Name,
+            focus: Row::Field(Field::Name),
             editing: None,
+            picker: None,
+            completion: None,
+            settings: BTreeMap::new(),
+            pristine_settings: BTreeMap::new(),
             check: Check::default(),
             ab_first: None,
             form_scroll: 0,
@@ -335,9 +523,12 @@ impl SetupState {
     pub fn load(&mut self, cfg: RunConfig, preset: &str, data: Option<&str>) {
         self.values = form_values(&cfg, data);
         self.pristine = self.values.clone();
+        self.pristine_settings = diff::fields(&cfg);
+        self.settings.clear();
         self.base = cfg;
         self.preset = preset.to_string();
         self.editing = None;
+        self.picker = None;
         self.recheck();
     }
 
@@ -345,15 +536,33 @@ impl SetupState {
     /// form does not show; the "modified" marker still compares with the preset.
     pub fn adopt(&mut self, cfg: RunConfig) {
         self.values = form_values(&cfg, None);
+        self.settings.clear();
         self.base = cfg;
         self.editing = None;
+        self.picker = None;
         self.edit_error = None;
         self.recheck();
     }
 
     /// True if the form differs from the preset it was loaded from.
     pub fn modified(&self) -> bool {
-        self.values != self.pristine
+        self.values != self.pristine || !self.changed_settings().is_empty()
+    }
+
+    /// The settings typed that differ from the preset's.
+    pub fn changed_settings(&self) -> Vec<String> {
+        self.settings
+            .iter()
+            .filter(|(k, v)| self.setting_changed(k, v))
+            .map(|(k, _)| k.clone())
+            .collect()
+    }
+
+    fn setting_changed(&self, key: &str, text: &str) -> bool {
+        let was = self.pristine_settings.get(key).map_or("", String::as_str);
+        // Compared as TOML values (`1e-4` and `0.0001` are one value).
+        let value = crate::config::parse_value;
+        value(text.trim()) != value(was)
     }
 
     /// The fields that differ from the preset.
@@ -367,6 +576,7 @@ impl SetupState {
     /// What the form's "modified" marker compares with: the fields `preset` fills in.
     pub fn set_pristine_from(&mut self, preset: &RunConfig, data: Option<&str>) {
         self.pristine = form_values(preset, data);
+        self.pristine_settings = diff::fields(preset);
     }
 
     /// Every field as typed, by `Field::key` (for the state file).
@@ -374,6 +584,11 @@ impl SetupState {
         Field::ALL
             .into_iter()
             .map(|f| (f.key().to_string(), self.value(f).to_string()))
+            .chain(
+                self.settings
+                    .iter()
+                    .map(|(k, v)| (format!("{SETTING_PREFIX}{k}"), v.clone())),
+            )
             .collect()
     }
 
@@ -384,13 +599,18 @@ impl SetupState {
         keep: Option<Field>,
     ) {
         for (k, v) in fields {
-            if let Some(f) = Field::from_key(k).filter(|f| Some(*f) != keep) {
+            if let Some(key) = k.strip_prefix(SETTING_PREFIX) {
+                self.settings.insert(key.to_string(), v.clone());
+            } else if let Some(f) = Field::from_key(k).filter(|f| Some(*f) != keep) {
                 self.values[f.idx()] = v.clone();
             }
         }
         self.recheck();
     }
 }
+
+/// Settings in the state file: `set.KEY`.
+const SETTING_PREFIX: &str = "set.";
 
 /// The form's texts for `cfg` (the data source given on the command line wins).
 fn form_values(cfg: &RunConfig, data: Option<&str>) -> Vec<String> {
@@ -472,8 +692,86 @@ impl SetupState {
         self.recheck();
     }
 
-    pub fn focus(&self) -> Field {
-        self.focus
+    pub fn focus(&self) -> Row {
+        self.focus.clone()
+    }
+
+    /// Focuses a row (tests and the mouse).
+    pub fn focus_row(&mut self, row: Row) {
+        self.focus = row;
+    }
+
+    /// Whether the form has the keyboard (a line or a picker is open).
+    pub fn captures_keys(&self) -> bool {
+        self.editing.is_some() || self.picker.is_some()
+    }
+
+    /// The rows shown: the form's own fields for the current choices (what most runs change,
+    /// on top), then every other key of the config, section by section.
+    pub fn rows(&self) -> Vec<Row> {
+        let mut out: Vec<Row> = self.visible().into_iter().map(Row::Field).collect();
+        for g in Group::ALL {
+            out.extend(
+                self.check
+                    .settings
+                    .iter()
+                    .filter(|s| Group::of_key(&s.key) == g)
+                    .map(|s| Row::Setting(s.key.clone())),
+            );
+        }
+        out
+    }
+
+    /// A setting's text: as typed, else the config's value ("" when unset).
+    pub fn setting_text(&self, key: &str) -> String {
+        match self.settings.get(key) {
+            Some(t) => t.clone(),
+            None => self
+                .check
+                .setting(key)
+                .and_then(|s| s.value.clone())
+                .unwrap_or_default(),
+        }
+    }
+
+    /// Types `text` into a setting (as Enter after editing it does).
+    pub fn set_setting(&mut self, key: &str, text: impl Into<String>) {
+        self.settings.insert(key.to_string(), text.into());
+        self.recheck();
+    }
+
+    fn row_text(&self, row: &Row) -> String {
+        match row {
+            Row::Field(f) => self.value(*f).to_string(),
+            Row::Setting(k) => self.setting_text(k),
+        }
+    }
+
+    fn set_row(&mut self, row: &Row, text: String) {
+        match row {
+            Row::Field(f) => self.set(*f, text),
+            Row::Setting(k) => self.set_setting(k, text),
+        }
+    }
+
+    /// A row's choices with their descriptions (empty for text rows).
+    pub fn options(&self, row: &Row) -> Vec<(String, String)> {
+        match row {
+            Row::Field(f) => choices(*f)
+                .into_iter()
+                .map(|c| (c.to_string(), describe_choice(*f, c)))
+                .collect(),
+            Row::Setting(k) => self
+                .check
+                .setting(k)
+                .map(|s| {
+                    s.choices
+                        .iter()
+                        .map(|c| (c.clone(), schema::describe_value(k, c)))
+                        .collect()
+                })
+                .unwrap_or_default(),
+        }
     }
 
     /// Fields shown for the current choices.
@@ -499,31 +797,80 @@ impl SetupState {
     }
 
     fn move_focus(&mut self, delta: isize, wrap: bool) {
-        let vis = self.visible();
-        let i = vis.iter().position(|f| *f == self.focus).unwrap_or(0) as isize;
-        let n = vis.len() as isize;
+        let rows = self.rows();
+        let i = rows.iter().position(|r| *r == self.focus).unwrap_or(0) as isize;
+        let n = rows.len() as isize;
         let j = if wrap {
             (i + delta).rem_euclid(n)
         } else {
             (i + delta).clamp(0, n - 1)
         };
-        self.focus = vis[j as usize];
+        self.focus = rows[j as usize].clone();
     }
 
     /// Handles a key meant for the form; returns false if it was not for the form.
     pub fn handle(&mut self, action: &Action) -> bool {
-        if let Some(buf) = &mut self.editing {
+        if let Some(p) = &mut self.picker {
+            let n = p.options.len().max(1);
             match action {
-                Action::Input(c) => buf.push(*c),
-                Action::Backspace => {
-                    buf.pop();
+                Action::Up => p.cursor = p.cursor.saturating_sub(1),
+                Action::Down => p.cursor = (p.cursor + 1).min(n - 1),
+                Action::PageUp | Action::First => p.cursor = 0,
+                Action::PageDown | Action::Last => p.cursor = n - 1,
+                // A letter jumps to the next choice that starts with it.
+                Action::Input(c) => {
+                    let c = c.to_ascii_lowercase();
+                    if let Some(j) = (1..=n)
+                        .map(|d| (p.cursor + d) % n)
+                        .find(|&j| p.options[j].0.to_ascii_lowercase().starts_with(c))
+                    {
+                        p.cursor = j;
+                    }
                 }
                 Action::Select => {
-                    let v = self.editing.take().unwrap_or_default();
-                    self.set(self.focus, v.trim().to_string());
+                    let choice = p.options.get(p.cursor).map(|o| o.0.clone());
+                    self.picker = None;
+                    if let Some(v) = choice {
+                        let row = self.focus.clone();
+                        self.set_row(&row, v);
+                    }
                 }
-                Action::Back => self.editing = None,
+                Action::Back => self.picker = None,
                 _ => return false,
+            }
+            return true;
+        }
+        if let Some(buf) = &mut self.editing {
+            match action {
+                Action::Select => {
+                    let v = self.editing.take().unwrap_or_default();
+                    self.completion = None;
+                    let mut text = v.text().trim().to_string();
+                    if self.focus == Field::Data {
+                        text = line_edit::expanded(&text);
+                    }
+                    let row = self.focus.clone();
+                    self.set_row(&row, text);
+                }
+                Action::Back => {
+                    self.editing = None;
+                    self.completion = None;
+                }
+                // Tab completes a path (the data field); elsewhere it does nothing while editing.
+                Action::FocusNext => {
+                    if self.focus == Field::Data {
+                        self.completion = match buf.complete_path() {
+                            Completion::Several(names) => Some(names.join("  ")),
+                            Completion::None => Some("no path starts so".into()),
+                            Completion::One => None,
+                        };
+                    }
+                }
+                a => {
+                    if !buf.handle(a) {
+                        return false;
+                    }
+                }
             }
             return true;
         }
@@ -538,8 +885,8 @@ impl SetupState {
             Action::FocusNext => self.move_focus(1, true),
             Action::PageUp => self.move_focus(-8, false),
             Action::PageDown => self.move_focus(8, false),
-            Action::Pick(i) => match self.visible().get(*i) {
-                Some(f) => self.focus = *f,
+            Action::Pick(i) => match self.rows().get(*i) {
+                Some(r) => self.focus = r.clone(),
                 None => return false,
             },
             // The wheel scrolls the form (the mouse clamps it to the form's length).
@@ -551,10 +898,14 @@ impl SetupState {
             Action::Left => self.adjust(-1),
             Action::Right => self.adjust(1),
             Action::Select => {
-                if choices(self.focus).is_empty() {
-                    self.editing = Some(self.value(self.focus).to_string());
+                let row = self.focus.clone();
+                let options = self.options(&row);
+                if options.is_empty() {
+                    self.editing = Some(LineEdit::new(self.row_text(&row)));
                 } else {
-                    self.adjust(1);
+                    let now = self.row_text(&row);
+                    let cursor = options.iter().position(|o| o.0 == now).unwrap_or(0);
+                    self.picker = Some(Picker { options, cursor });
                 }
             }
             _ => return false,
@@ -564,7 +915,21 @@ impl SetupState {
 
     /// ←/→: the previous/next choice, or a step of a number.
     fn adjust(&mut self, dir: i64) {
-        let f = self.focus;
+        let f = match &self.focus {
+            Row::Field(f) => *f,
+            Row::Setting(k) => {
+                // A setting's choices cycle; other settings are typed.
+                let k = k.clone();
+                let opts = self.options(&Row::Setting(k.clone()));
+                if !opts.is_empty() {
+                    let now = self.setting_text(&k);
+                    let i = opts.iter().position(|o| o.0 == now).unwrap_or(0) as i64;
+                    let j = (i + dir).rem_euclid(opts.len() as i64) as usize;
+                    self.set_setting(&k, opts[j].0.clone());
+                }
+                return;
+            }
+        };
         let v = self.value(f).to_string();
         let opts = choices(f);
         if !opts.is_empty() {
@@ -627,9 +992,9 @@ impl SetupState {
     pub fn recheck(&mut self) {
         self.rev += 1;
         self.check = self.build();
-        // Keep the focus on a visible field.
-        if !self.visible().contains(&self.focus) {
-            self.focus = Field::Name;
+        // Keep the focus on a row that is shown.
+        if !self.rows().contains(&self.focus) {
+            self.focus = Row::Field(Field::Name);
         }
     }
 
@@ -644,7 +1009,66 @@ impl SetupState {
         r
     }
 
+    /// The form as a config: its own fields over the preset, then the settings typed that
+    /// apply to the kinds chosen (each through the config's deserializer, so a wrong one is
+    /// marked on its row and left out), then the form's fields again over that.
     fn build(&mut self) -> Check {
+        let preset = self.base.clone();
+        let (_, first) = self.build_over(&preset, &[]);
+        let keys: Vec<String> = schema::accepted_keys(&first)
+            .into_iter()
+            .filter(|k| !is_form_key(k) && schema::applies(&first, k))
+            .collect();
+        let mut tree = match toml::Value::try_from(&first) {
+            Ok(toml::Value::Table(t)) => t,
+            _ => toml::Table::new(),
+        };
+        let mut setting_errors = Vec::new();
+        for (key, text) in &self.settings {
+            if !keys.contains(key) {
+                continue;
+            }
+            let mut t = tree.clone();
+            match with_setting(&mut t, key, text.trim()) {
+                Ok(()) => tree = t,
+                Err(e) => setting_errors.push((key.clone(), e)),
+            }
+        }
+        let with: RunConfig = {
+            use serde::Deserialize;
+            RunConfig::deserialize(toml::Value::Table(tree)).unwrap_or(first)
+        };
+        let (mut c, cfg) = self.build_over(&with, &keys);
+        for (k, e) in setting_errors {
+            if c.setting_error(&k).is_none() {
+                c.setting_errors.push((k, e));
+            }
+        }
+        if !c.setting_errors.is_empty() {
+            c.config = None;
+        }
+        let flat = diff::fields(&cfg);
+        c.settings = keys
+            .into_iter()
+            .map(|key| {
+                let value = flat.get(&key).cloned();
+                let choices = match value.as_deref() {
+                    Some("true" | "false") => vec!["true".into(), "false".into()],
+                    _ => schema::choices(&cfg, &key).unwrap_or_default(),
+                };
+                Setting {
+                    key,
+                    value,
+                    choices,
+                }
+            })
+            .collect();
+        c
+    }
+
+    /// The form's own fields over `base`; validation errors that name one of `setting_keys`
+    /// are marked on that setting. Also the config as built, valid or not.
+    fn build_over(&mut self, base: &RunConfig, setting_keys: &[String]) -> (Check, RunConfig) {
         let mut c = Check::default();
         // One error per field: the first found says what to fix.
         fn err(c: &mut Check, f: Field, m: String) {
@@ -652,7 +1076,7 @@ impl SetupState {
                 c.errors.push((f, m));
             }
         }
-        let mut cfg = self.base.clone();
+        let mut cfg = base.clone();
         let vals = self.values.clone();
         let v = |f: Field| vals[f.idx()].trim().to_string();
 
@@ -839,13 +1263,9 @@ impl SetupState {
                 format!("{mode} is not a precision mode"),
             ),
         }
-        let cpt = self.cpt(&mut c);
-        // The preset's delay (critical-period experiments) is kept; the form does not show it.
-        let delay = cfg.precision.schedule.as_ref().map_or(0, |s| s.delay_steps);
-        cfg.precision.schedule = cpt.clone().map(|mut s| {
-            s.delay_steps = delay;
-            s
-        });
+        // The schedule's other settings (delay, window) are kept while its kind is.
+        let cpt = self.cpt(&mut c, cfg.precision.schedule.as_ref());
+        cfg.precision.schedule = cpt.clone();
         match v(Field::Zero).parse() {
             Ok(z) => cfg.devices.zero = z,
             Err(_) => err(&mut c, Field::Zero, "0 or 1".into()),
@@ -867,6 +1287,17 @@ impl SetupState {
         // text did not parse is marked already; its placeholder is not judged again).
         let mut general = Vec::new();
         for e in validate_all(&cfg, &self.base) {
+            if let ConfigError::Invalid {
+                field, expected, ..
+            } = &e
+            {
+                if setting_keys.contains(field) {
+                    if c.setting_error(field).is_none() {
+                        c.setting_errors.push((field.clone(), expected.clone()));
+                    }
+                    continue;
+                }
+            }
             let (field, msg) = match &e {
                 ConfigError::Invalid {
                     field, expected, ..
@@ -942,14 +1373,14 @@ impl SetupState {
             }
             c.warnings = warnings;
         }
-        if c.errors.is_empty() && c.general.is_none() {
-            c.config = Some(cfg);
+        if c.errors.is_empty() && c.general.is_none() && c.setting_errors.is_empty() {
+            c.config = Some(cfg.clone());
         }
-        c
+        (c, cfg)
     }
 
     /// The CPT fields as a schedule; None for no schedule (field errors recorded in `c`).
-    fn cpt(&self, c: &mut Check) -> Option<PrecisionSchedule> {
+    fn cpt(&self, c: &mut Check, was: Option<&PrecisionSchedule>) -> Option<PrecisionSchedule> {
         let v = |f: Field| self.values[f.idx()].trim().to_string();
         if v(Field::Cpt) == CPT_OFF {
             return None;
@@ -961,7 +1392,10 @@ impl SetupState {
                 return None;
             }
         };
-        let mut s = PrecisionSchedule::new(kind);
+        let mut s = match was {
+            Some(w) if w.kind == kind => w.clone(),
+            _ => PrecisionSchedule::new(kind),
+        };
         let mut bits = |f: Field| match v(f).parse::<u32>() {
             Ok(b) => Some(b),
             Err(_) => {
@@ -1082,6 +1516,66 @@ fn patched(cur: &RunConfig, fallback: &RunConfig, key: &str) -> Option<RunConfig
     toml::Value::Table(t).try_into().ok()
 }
 
+/// `tree` with the setting `key` typed as `text` (a TOML value, as `--set` reads it; empty:
+/// unset), checked by the config's deserializer.
+fn with_setting(tree: &mut toml::Table, key: &str, text: &str) -> Result<(), String> {
+    if text.is_empty() {
+        let parts: Vec<&str> = key.split('.').collect();
+        let (last, path) = parts.split_last().ok_or("an empty key")?;
+        let mut t = &mut *tree;
+        for p in path {
+            match t.get_mut(*p).and_then(toml::Value::as_table_mut) {
+                Some(sub) => t = sub,
+                None => return Ok(()),
+            }
+        }
+        t.remove(*last);
+    } else {
+        let o: Override = format!("{key}={text}")
+            .parse()
+            .map_err(|e: ConfigError| e.to_string())?;
+        crate::config::apply_override(tree, &o).map_err(|e| e.to_string())?;
+    }
+    use serde::Deserialize;
+    RunConfig::deserialize(toml::Value::Table(tree.clone()))
+        .map(|_| ())
+        .map_err(|e| e.message().to_string())
+}
+
+/// A choice of one of the form's own fields, described from its kind's list.
+fn describe_choice(f: Field, name: &str) -> String {
+    use clap::ValueEnum;
+    let d = match f {
+        Field::Model => name.parse::<ModelKind>().ok().and_then(|k| {
+            k.to_possible_value()
+                .and_then(|v| v.get_help().map(|h| h.to_string()))
+        }),
+        Field::Optimizer => name
+            .parse::<OptimizerKind>()
+            .ok()
+            .map(|k| k.describe().to_string()),
+        Field::LrSchedule => name
+            .parse::<LrScheduleKind>()
+            .ok()
+            .map(|k| k.describe().to_string()),
+        Field::Mode => name
+            .parse::<PrecisionMode>()
+            .ok()
+            .map(|k| k.describe().to_string()),
+        Field::Cpt if name == CPT_OFF => Some("full precision: no fake quantization".into()),
+        Field::Cpt => name
+            .parse::<PrecisionScheduleKind>()
+            .ok()
+            .map(|k| k.describe().to_string()),
+        Field::Zero => name
+            .parse::<crate::config::ZeroStage>()
+            .ok()
+            .map(|z| z.describe().to_string()),
+        _ => None,
+    };
+    d.unwrap_or_default()
+}
+
 /// The form field a config validation error names.
 fn field_for(key: &str) -> Option<Field> {
     Some(match key {
@@ -1125,18 +1619,86 @@ pub fn draw(f: &mut Frame, area: Rect, s: &SetupState) {
     let (form, side) = layout(area);
     draw_form(f, form, s);
     draw_previews(f, side, s);
+    if let Some(p) = &s.picker {
+        draw_picker(f, area, s, p);
+    }
+}
+
+/// The choices of the focused field over the Setup view, each with its description.
+fn draw_picker(f: &mut Frame, area: Rect, s: &SetupState, p: &Picker) {
+    let name_w = p
+        .options
+        .iter()
+        .map(|o| o.0.chars().count())
+        .max()
+        .unwrap_or(4);
+    let desc_w = p
+        .options
+        .iter()
+        .map(|o| o.1.chars().count())
+        .max()
+        .unwrap_or(0);
+    let w = (name_w + desc_w + 7).clamp(24, area.width.saturating_sub(2) as usize) as u16;
+    let h = (p.options.len() + 3).min(area.height.saturating_sub(2) as usize) as u16;
+    let rect = Rect {
+        x: area.x + (area.width.saturating_sub(w)) / 2,
+        y: area.y + (area.height.saturating_sub(h)) / 2,
+        width: w,
+        height: h,
+    };
+    let title = format!("{} · ↑↓ Enter picks · Esc keeps", s.focus.label());
+    let block = panel(&title, true);
+    let inner = block.inner(rect);
+    f.render_widget(ratatui::widgets::Clear, rect);
+    f.render_widget(block, rect);
+    let rows = inner.height as usize;
+    let first = super::ui::list_offset(p.cursor, rows);
+    let lines: Vec<Line> = p
+        .options
+        .iter()
+        .enumerate()
+        .skip(first)
+        .take(rows)
+        .map(|(i, (name, desc))| {
+            let text = clip(&format!(" {name:<name_w$}  {desc}"), inner.width as usize);
+            if i == p.cursor {
+                Line::styled(text, Style::default().add_modifier(Modifier::REVERSED))
+            } else {
+                Line::from(vec![
+                    Span::raw(format!(" {name:<name_w$}  ")),
+                    Span::styled(
+                        clip(desc, (inner.width as usize).saturating_sub(name_w + 3)),
+                        theme::muted(),
+                    ),
+                ])
+            }
+        })
+        .collect();
+    f.render_widget(Paragraph::new(lines), inner);
 }
 
 /// Error lines a field shows when it is not focused (the focused one shows all of them).
 const ERROR_LINES: usize = 2;
 const LABEL_W: usize = 13;
 
-/// One line of the form, with the field it belongs to (its row or its error).
-pub type FormLine = (Option<Field>, Line<'static>);
+/// One line of the form, with the row it belongs to (its row or its error; None: a heading).
+pub type FormLine = (Option<Row>, Line<'static>);
 
-/// The form as lines; and the lines of the focused field (its row, its last error line).
+/// The widest label column: longer setting names are cut with "…".
+const LABEL_MAX: usize = 20;
+
+/// The form as lines; and the lines of the focused row (its row, its last error line).
 pub fn form_lines(s: &SetupState, width: usize) -> (Vec<FormLine>, (usize, usize)) {
-    let val_w = width.saturating_sub(LABEL_W + 2).max(4);
+    let rows = s.rows();
+    // The form's own fields in one column; the settings, with longer names, in another.
+    let setting_w = rows
+        .iter()
+        .filter(|r| matches!(r, Row::Setting(_)))
+        .map(|r| r.label().chars().count())
+        .max()
+        .unwrap_or(LABEL_W)
+        .clamp(LABEL_W, LABEL_MAX)
+        .min(width / 2);
     let err_w = width.saturating_sub(3).max(8);
     let mut lines: Vec<FormLine> = Vec::new();
     let mut focus_line = 0;
@@ -1152,25 +1714,53 @@ pub fn form_lines(s: &SetupState, width: usize) -> (Vec<FormLine>, (usize, usize
             ),
         ));
     }
-    for field in s.visible() {
-        let focused = field == s.focus;
+    let mut group = None;
+    for row in rows {
+        // The settings under a heading per section.
+        if matches!(row, Row::Setting(_)) && group != Some(row.group()) {
+            group = Some(row.group());
+            let title = format!("── {} ", row.group().title());
+            let fill = width.saturating_sub(title.chars().count());
+            lines.push((
+                None,
+                Line::styled(format!("{title}{}", "─".repeat(fill)), theme::muted()),
+            ));
+        }
+        let focused = row == s.focus;
         if focused {
             focus_line = lines.len();
         }
-        let err = s.check.error(field);
-        let warn = s.check.warning(field).filter(|_| err.is_none());
-        let raw = s.value(field);
-        let shown = match (&s.editing, focused) {
-            (Some(buf), true) => format!("{buf}▏"),
-            _ if raw.is_empty() => match field {
-                Field::Data => "(synthetic)".into(),
-                Field::QBwd => "(= q_max)".into(),
-                _ => String::new(),
-            },
-            _ if focused && !choices(field).is_empty() => format!("◂ {raw} ▸"),
-            _ => raw.to_string(),
+        let label_w = match row {
+            Row::Field(_) => LABEL_W,
+            Row::Setting(_) => setting_w,
         };
-        let changed = s.pristine.get(field.idx()).is_some_and(|p| p != raw);
+        let val_w = width.saturating_sub(label_w + 2).max(4);
+        let (err, warn, placeholder, changed) = match &row {
+            Row::Field(field) => {
+                let err = s.check.error(*field);
+                let raw = s.value(*field);
+                let placeholder = match field {
+                    Field::Data => "(synthetic)",
+                    Field::QBwd => "(= q_max)",
+                    _ => "",
+                };
+                let changed = s.pristine.get(field.idx()).is_some_and(|p| p != raw);
+                (
+                    err,
+                    s.check.warning(*field).filter(|_| err.is_none()),
+                    placeholder,
+                    changed,
+                )
+            }
+            Row::Setting(k) => (
+                s.check.setting_error(k),
+                None,
+                "(unset)",
+                s.settings.get(k).is_some_and(|t| s.setting_changed(k, t)),
+            ),
+        };
+        let raw = s.row_text(&row);
+        let is_choice = !s.options(&row).is_empty();
         let label_style = if err.is_some() {
             Style::default().fg(theme::BAD)
         } else if changed || warn.is_some() {
@@ -1182,9 +1772,6 @@ pub fn form_lines(s: &SetupState, width: usize) -> (Vec<FormLine>, (usize, usize
         if err.is_some() {
             val_style = val_style.fg(theme::BAD);
         }
-        if focused {
-            val_style = val_style.add_modifier(Modifier::REVERSED);
-        }
         // ✗ an error, ! a warning, • changed from the preset.
         let mark = match (err.is_some(), warn.is_some(), changed) {
             (true, _, _) => "✗",
@@ -1192,22 +1779,48 @@ pub fn form_lines(s: &SetupState, width: usize) -> (Vec<FormLine>, (usize, usize
             (false, false, true) => "•",
             _ => " ",
         };
-        lines.push((
-            Some(field),
-            Line::from(vec![
-                Span::styled(format!("{mark}{:<LABEL_W$} ", field.label()), label_style),
-                Span::styled(
-                    if field == Field::Data {
-                        clip_left(&shown, val_w)
-                    } else {
-                        clip(&shown, val_w)
-                    },
-                    val_style,
-                ),
-            ]),
-        ));
-        if let Some(e) = err {
-            let wrapped = wrap(e, err_w);
+        let mut spans = vec![Span::styled(
+            format!("{mark}{:<label_w$} ", clip(&row.label(), label_w)),
+            label_style,
+        )];
+        match (&s.editing, focused) {
+            (Some(buf), true) => spans.extend(editing_spans(buf, val_w, val_style)),
+            _ => {
+                let shown = if raw.is_empty() {
+                    placeholder.to_string()
+                } else if focused && is_choice {
+                    format!("◂ {raw} ▸")
+                } else {
+                    raw.clone()
+                };
+                let shown = if row == Field::Data {
+                    clip_left(&shown, val_w)
+                } else {
+                    clip(&shown, val_w)
+                };
+                let style = if raw.is_empty() && !focused {
+                    theme::muted()
+                } else if focused {
+                    val_style.add_modifier(Modifier::REVERSED)
+                } else {
+                    val_style
+                };
+                spans.push(Span::styled(shown, style));
+            }
+        }
+        lines.push((Some(row.clone()), Line::from(spans)));
+        let notes = err
+            .map(|e| (e, theme::BAD))
+            .into_iter()
+            .chain(warn.map(|w| (w, theme::WARN)))
+            .chain(
+                s.completion
+                    .as_deref()
+                    .filter(|_| focused && s.editing.is_some())
+                    .map(|c| (c, theme::WARN)),
+            );
+        for (text, colour) in notes {
+            let wrapped = wrap(text, err_w);
             let keep = if focused { wrapped.len() } else { ERROR_LINES };
             let cut = wrapped.len() > keep;
             for (i, l) in wrapped.iter().take(keep).enumerate() {
@@ -1217,18 +1830,8 @@ pub fn form_lines(s: &SetupState, width: usize) -> (Vec<FormLine>, (usize, usize
                     l.clone()
                 };
                 lines.push((
-                    Some(field),
-                    Line::styled(format!("   {text}"), Style::default().fg(theme::BAD)),
-                ));
-            }
-        }
-        if let Some(w) = warn {
-            let wrapped = wrap(w, err_w);
-            let keep = if focused { wrapped.len() } else { ERROR_LINES };
-            for l in wrapped.iter().take(keep) {
-                lines.push((
-                    Some(field),
-                    Line::styled(format!("   {l}"), Style::default().fg(theme::WARN)),
+                    Some(row.clone()),
+                    Line::styled(format!("   {text}"), Style::default().fg(colour)),
                 ));
             }
         }
@@ -1260,9 +1863,25 @@ pub fn form_lines(s: &SetupState, width: usize) -> (Vec<FormLine>, (usize, usize
     }
     let focus_end = lines
         .iter()
-        .rposition(|(f, _)| *f == Some(s.focus))
+        .rposition(|(r, _)| r.as_ref() == Some(&s.focus))
         .unwrap_or(focus_line);
     (lines, (focus_line, focus_end))
+}
+
+/// The line being edited in `w` columns: the part before the cursor cut from the left so the
+/// cursor stays in view.
+fn editing_spans(buf: &LineEdit, w: usize, style: Style) -> Vec<Span<'static>> {
+    let (before, at, after) = buf.split();
+    let room = w.saturating_sub(1);
+    let before = clip_left(before, room);
+    let left = room.saturating_sub(before.chars().count());
+    let after = clip(after, left);
+    let at = at.map_or("▏".to_string(), String::from);
+    vec![
+        Span::styled(before, style),
+        Span::styled(at, style.add_modifier(Modifier::REVERSED)),
+        Span::styled(after, style),
+    ]
 }
 
 /// The first line shown of `n` lines in `rows` rows: the focused field and its error (as much
@@ -1279,7 +1898,7 @@ pub fn form_inner(form: Rect) -> Rect {
     Block::bordered().inner(form)
 }
 
-/// The index in `visible()` of the field drawn at screen row `y` of the form, if any.
+/// The index in `rows()` of the row drawn at screen row `y` of the form, if any.
 pub fn field_at(s: &SetupState, form: Rect, y: u16) -> Option<usize> {
     let inner = form_inner(form);
     if y < inner.y || y >= inner.y + inner.height {
@@ -1292,8 +1911,8 @@ pub fn field_at(s: &SetupState, form: Rect, y: u16) -> Option<usize> {
         inner.height as usize,
         s.form_scroll,
     );
-    let field = lines.get(off + (y - inner.y) as usize)?.0?;
-    s.visible().iter().position(|f| *f == field)
+    let row = lines.get(off + (y - inner.y) as usize)?.0.clone()?;
+    s.rows().iter().position(|r| *r == row)
 }
 
 fn draw_form(f: &mut Frame, area: Rect, s: &SetupState) {

@@ -144,7 +144,7 @@ pub fn draw(f: &mut Frame, app: &App) {
                 ),
             };
             let lines = vec![
-                Line::from(format!("{}▏", p.input)),
+                Line::from(super::line_edit::spans(&p.input, Style::default())),
                 Line::styled(hint, theme::muted()),
             ];
             popup(f, area, &title, lines, 50);
