@@ -124,6 +124,7 @@ pub fn draw(f: &mut Frame, app: &App) {
         View::Compare => super::compare::draw(f, body, app),
         View::Presets => super::presets::draw(f, body, app),
         View::Runs => super::runs::draw(f, body, app),
+        View::Sweeps => super::sweep::draw(f, body, app),
     }
     draw_footer(f, foot, app);
     match &app.overlay {
