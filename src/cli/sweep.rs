@@ -155,7 +155,7 @@ pub fn run(args: SweepArgs, paths: &Paths) -> Result<i32> {
         plan.points.len(),
         many.then_some(parallel),
     ))?;
-    if parallel > 1 || point_devices.is_some() {
+    if many {
         return parallel::run(
             &plan,
             &dir,
