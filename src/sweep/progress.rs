@@ -315,7 +315,15 @@ pub fn fold(plan: &[PlanEntry], events: &[Progress], alive: bool) -> Overview {
             }
         };
         match ev {
-            Progress::SweepStarted { .. } => ended = None,
+            Progress::SweepStarted { .. } => {
+                ended = None;
+                // Points the previous session left running were cut off with it.
+                for p in &mut points {
+                    if p.status == PointStatus::Running {
+                        p.status = PointStatus::Interrupted;
+                    }
+                }
+            }
             Progress::PointStarted { point, .. } => set(point, PointStatus::Running, None),
             Progress::PointResumed { point, run_dir, .. } => {
                 set(point, PointStatus::Running, Some(run_dir))
@@ -614,5 +622,26 @@ mod tests {
         let o = fold(&plan, &ev, false);
         assert_eq!(o.status, SweepStatus::Failed);
         assert_eq!(o.done(), 3);
+        // A point the previous session was training when it died is not running in the next
+        // session until that session takes it up again.
+        let again = |mut ev: Vec<Progress>| {
+            ev.push(Progress::SweepStarted {
+                points: 4,
+                pid: 1,
+                start_time: None,
+                boot_id: None,
+                parallel: None,
+            });
+            ev
+        };
+        let ev = again(vec![started(0)]);
+        assert_eq!(fold(&plan, &ev, true).points[0].status, P::Interrupted);
+        let mut ev = ev;
+        ev.push(Progress::PointResumed {
+            point: 0,
+            label: String::new(),
+            run_dir: "/r/0".into(),
+        });
+        assert_eq!(fold(&plan, &ev, true).points[0].status, P::Running);
     }
 }
