@@ -5,7 +5,6 @@ use std::path::PathBuf;
 
 use anyhow::{bail, Context, Result};
 use clap::Args;
-use serde_json::json;
 
 use super::follow::{follow_human, follow_json, Signals};
 use super::output::{self, errln, outln};
@@ -16,7 +15,7 @@ use crate::config::presets::PresetStore;
 use crate::config::Override;
 use crate::engine::{Job, JobSpec};
 use crate::files;
-use crate::sweep::{self, PointState, SweepFile, PLAN_FILE, PROGRESS_FILE};
+use crate::sweep::{self, PointState, Progress, SweepFile, PLAN_FILE, PROGRESS_FILE};
 use crate::telemetry::RunStatus;
 
 #[derive(Debug, Args)]
@@ -127,22 +126,19 @@ pub fn run(args: SweepArgs, paths: &Paths) -> Result<i32> {
     }
     files::create_dir_all(&dir)?;
     // The plan as it was expanded, for the record (rewritten whole on every run).
-    let mut plan_text = String::new();
-    for p in &plan.points {
-        plan_text.push_str(&format!(
-            "[[point]]\nindex = {}\nname = {:?}\nlabel = {:?}\n\n",
-            p.index, p.config.name, p.label
-        ));
-    }
+    let plan_text = sweep::progress::plan_toml(&plan);
     files::write_atomic(&dir.join(PLAN_FILE), plan_text.as_bytes())?;
     let mut progress = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
         .open(dir.join(PROGRESS_FILE))
         .with_context(|| format!("cannot open {}", dir.join(PROGRESS_FILE).display()))?;
-    let mut note = |v: serde_json::Value| -> Result<()> {
+    let mut note = |v: Progress| -> Result<()> {
         use std::io::Write;
-        writeln!(progress, "{v}").context("cannot write the sweep's progress")?;
+        // One write per line, so a kill tears at most the last one.
+        progress
+            .write_all(format!("{}\n", v.to_line()).as_bytes())
+            .context("cannot write the sweep's progress")?;
         if args.json {
             output::stdout().json_line(&v)?;
         }
@@ -154,7 +150,12 @@ pub fn run(args: SweepArgs, paths: &Paths) -> Result<i32> {
     };
     // A point is found again by its name: a changed sweep file would map names to other runs.
     sweep::check_points(&dir, &plan)?;
-    if parallel > 1 || point_devices.is_some() {
+    let many = parallel > 1 || point_devices.is_some();
+    note(Progress::started_here(
+        plan.points.len(),
+        many.then_some(parallel),
+    ))?;
+    if many {
         return parallel::run(
             &plan,
             &dir,
@@ -182,9 +183,11 @@ pub fn run(args: SweepArgs, paths: &Paths) -> Result<i32> {
                 continue;
             }
             PointState::Interrupted(run_dir) => {
-                note(
-                    json!({"event": "point_resumed", "point": p.index, "label": p.label, "run_dir": run_dir}),
-                )?;
+                note(Progress::PointResumed {
+                    point: p.index,
+                    label: p.label.clone(),
+                    run_dir: run_dir.clone(),
+                })?;
                 if !args.json {
                     outln!(
                         "[{}/{}] {}: resuming {}",
@@ -212,7 +215,10 @@ pub fn run(args: SweepArgs, paths: &Paths) -> Result<i32> {
                 fields.join(", ")
             ),
             PointState::New => {
-                note(json!({"event": "point_started", "point": p.index, "label": p.label}))?;
+                note(Progress::PointStarted {
+                    point: p.index,
+                    label: p.label.clone(),
+                })?;
                 if !args.json {
                     outln!("[{}/{}] {}", p.index + 1, plan.points.len(), p.label)?;
                 }
@@ -227,9 +233,11 @@ pub fn run(args: SweepArgs, paths: &Paths) -> Result<i32> {
             Ok(job) => follow_human(job, &signals),
             Err(e) => {
                 failed += 1;
-                note(
-                    json!({"event": "point_failed", "point": p.index, "label": p.label, "error": format!("{e:#}")}),
-                )?;
+                note(Progress::PointFailed {
+                    point: p.index,
+                    label: p.label.clone(),
+                    error: format!("{e:#}"),
+                })?;
                 errln!("point {} ({}): {e:#}", p.index, p.label)?;
                 if args.fail_fast {
                     break;
@@ -237,11 +245,14 @@ pub fn run(args: SweepArgs, paths: &Paths) -> Result<i32> {
                 continue;
             }
         };
-        note(
-            json!({"event": "point_ended", "point": p.index, "label": p.label,
-            "status": summary.status.to_string(), "final_test_acc": summary.final_test_acc,
-            "run_dir": summary.run_dir}),
-        )?;
+        note(Progress::PointEnded {
+            point: p.index,
+            label: p.label.clone(),
+            status: summary.status,
+            final_test_acc: summary.final_test_acc,
+            run_dir: Some(summary.run_dir.clone().into()),
+            exit_code: None,
+        })?;
         match summary.status {
             RunStatus::Finished => done += 1,
             RunStatus::Stopped => {
@@ -259,10 +270,14 @@ pub fn run(args: SweepArgs, paths: &Paths) -> Result<i32> {
             }
         }
     }
-    note(
-        json!({"event": "sweep_ended", "trained": done, "skipped": skipped, "failed": failed,
-        "points": plan.points.len(), "dir": dir}),
-    )?;
+    note(Progress::SweepEnded {
+        trained: done,
+        skipped,
+        failed,
+        points: plan.points.len(),
+        dir: dir.clone(),
+        parallel: None,
+    })?;
     if !args.json {
         outln!(
             "sweep {}: {done} trained, {skipped} already done, {failed} failed, of {} points; compare with `cptlab compare {}`",
@@ -281,17 +296,19 @@ pub fn run(args: SweepArgs, paths: &Paths) -> Result<i32> {
 /// A point a rerun skips because it already ended: one progress event, and a line on a
 /// terminal (plain and parallel sweeps alike).
 fn note_skipped(
-    note: &mut dyn FnMut(serde_json::Value) -> Result<()>,
+    note: &mut dyn FnMut(Progress) -> Result<()>,
     p: &sweep::Point,
     status: RunStatus,
     run_dir: &std::path::Path,
     total: usize,
     json: bool,
 ) -> Result<()> {
-    note(
-        json!({"event": "point_skipped", "point": p.index, "label": p.label,
-        "status": status.to_string(), "run_dir": run_dir}),
-    )?;
+    note(Progress::PointSkipped {
+        point: p.index,
+        label: p.label.clone(),
+        status,
+        run_dir: run_dir.to_path_buf(),
+    })?;
     if !json {
         outln!(
             "[{}/{total}] {}: already {status}, skipped",
@@ -323,7 +340,7 @@ mod parallel {
     use crate::config::paths::Paths;
     use crate::config::{DeviceSpec, Override};
     use crate::files;
-    use crate::sweep::{self, Plan, Point, PointState};
+    use crate::sweep::{self, Plan, Point, PointState, Progress};
     use crate::telemetry::store::CHECKPOINT_DIR;
     use crate::telemetry::RunStatus;
 
@@ -438,7 +455,7 @@ mod parallel {
         dir: &Path,
         paths: &Paths,
         opts: Options,
-        note: &mut dyn FnMut(Value) -> Result<()>,
+        note: &mut dyn FnMut(Progress) -> Result<()>,
     ) -> Result<i32> {
         let total = plan.points.len();
         let interrupted = Arc::new(AtomicBool::new(false));
@@ -472,14 +489,23 @@ mod parallel {
                 let p = &plan.points[i];
                 let slot = free.pop().expect("not empty");
                 let (event, verb) = match &state {
-                    PointState::Interrupted(_) => ("point_resumed", "resuming"),
-                    _ => ("point_started", "starting"),
+                    PointState::Interrupted(d) => (
+                        Progress::PointResumed {
+                            point: i,
+                            label: p.label.clone(),
+                            run_dir: d.clone(),
+                        },
+                        "resuming",
+                    ),
+                    _ => (
+                        Progress::PointStarted {
+                            point: i,
+                            label: p.label.clone(),
+                        },
+                        "starting",
+                    ),
                 };
-                let mut v = json!({"event": event, "point": i, "label": p.label});
-                if let PointState::Interrupted(d) = &state {
-                    v["run_dir"] = json!(d);
-                }
-                note(v)?;
+                note(event)?;
                 match spawn(p, &state, slot, dir, paths, &opts) {
                     Ok((mut child, config)) => {
                         if !opts.json {
@@ -518,10 +544,11 @@ mod parallel {
                     Err(e) => {
                         free.push(slot);
                         failed += 1;
-                        note(
-                            json!({"event": "point_failed", "point": i, "label": p.label,
-                            "error": format!("{e:#}")}),
-                        )?;
+                        note(Progress::PointFailed {
+                            point: i,
+                            label: p.label.clone(),
+                            error: format!("{e:#}"),
+                        })?;
                         errln!("point {i} ({}): {e:#}", p.label)?;
                         if opts.fail_fast {
                             stopping = true;
@@ -586,9 +613,14 @@ mod parallel {
                         .and_then(|s| RunStatus::ALL.into_iter().find(|k| k.as_str() == s))
                         .unwrap_or(RunStatus::Failed);
                     let summary = r.summary.clone().unwrap_or(Value::Null);
-                    note(json!({"event": "point_ended", "point": i, "label": p.label,
-                        "status": status.to_string(), "final_test_acc": summary["final_test_acc"],
-                        "run_dir": summary["run_dir"], "exit_code": code}))?;
+                    note(Progress::PointEnded {
+                        point: i,
+                        label: p.label.clone(),
+                        status,
+                        final_test_acc: summary["final_test_acc"].as_f64(),
+                        run_dir: summary["run_dir"].as_str().map(PathBuf::from),
+                        exit_code: code,
+                    })?;
                     match status {
                         RunStatus::Finished => {
                             done += 1;
@@ -627,10 +659,14 @@ mod parallel {
             outln!("sweep stopped; run it again to resume the unfinished points")?;
             return Ok(exit_code(RunStatus::Stopped));
         }
-        note(
-            json!({"event": "sweep_ended", "trained": done, "skipped": skipped, "failed": failed,
-            "points": total, "dir": dir, "parallel": opts.parallel}),
-        )?;
+        note(Progress::SweepEnded {
+            trained: done,
+            skipped,
+            failed,
+            points: total,
+            dir: dir.to_path_buf(),
+            parallel: Some(opts.parallel),
+        })?;
         if !opts.json {
             outln!(
                 "sweep {}: {done} trained, {skipped} already done, {failed} failed, of {total} points ({} at a time); compare with `cptlab compare {}`",

@@ -14,6 +14,12 @@ use crate::files;
 use crate::telemetry::store::{self, CONFIG_FILE};
 use crate::telemetry::RunStatus;
 
+pub mod progress;
+pub use progress::{
+    overview, read_plan, read_progress, read_record, Overview, PlanEntry, PointProgress,
+    PointStatus, Progress, SweepReadError, SweepRecord, SweepStatus,
+};
+
 /// The plan file every sweep directory holds (the expanded points, for the record).
 pub const PLAN_FILE: &str = "plan.toml";
 /// One JSON line per point started or ended.

@@ -2,7 +2,7 @@
 //! drive the app through the same two steps (`Action::from_key`, then `update`).
 use crossterm::event::{KeyCode, KeyEvent, KeyEventKind, KeyModifiers};
 
-/// The five views, in the order of their number keys.
+/// The six views, in the order of their number keys.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum View {
     Setup,
@@ -10,15 +10,17 @@ pub enum View {
     Compare,
     Presets,
     Runs,
+    Sweeps,
 }
 
 impl View {
-    pub const ALL: [View; 5] = [
+    pub const ALL: [View; 6] = [
         View::Setup,
         View::Dashboard,
         View::Compare,
         View::Presets,
         View::Runs,
+        View::Sweeps,
     ];
 
     pub fn title(self) -> &'static str {
@@ -28,6 +30,7 @@ impl View {
             View::Compare => "Compare",
             View::Presets => "Presets",
             View::Runs => "Runs",
+            View::Sweeps => "Sweeps",
         }
     }
 }
@@ -72,7 +75,7 @@ pub enum Action {
     Stop,
     /// `c`
     Compare,
-    /// `1`–`5`
+    /// `1`–`6`
     Show(View),
     /// A view's own letter (`e` export, `d` delete, `n` new, … as its key table lists them), or
     /// an answer in a dialog.

@@ -17,6 +17,7 @@ use super::runs::{RunRow, RunsState};
 use super::sampler::DeviceSample;
 use super::setup::{AbFirst, Field, SetupState};
 use super::state::{self, SavedSetup};
+use super::sweep::SweepsState;
 use super::TuiOptions;
 use crate::config::paths::Paths;
 use crate::config::presets::{PresetEntry, PresetStore, DEFAULT_PRESET};
@@ -331,6 +332,8 @@ pub struct App {
     pub compared: Vec<RunId>,
     pub presets: PresetsState,
     pub history: RunsState,
+    /// The Sweeps view: the sweep directories in the runs directory.
+    pub sweeps: SweepsState,
     pub devices: DeviceHistory,
     pub dash: DashState,
     pub cmp: CompareState,
@@ -414,6 +417,7 @@ impl App {
         let mut app = App {
             presets: PresetsState::new(&paths.presets),
             history: RunsState::new(&paths.runs),
+            sweeps: SweepsState::new(&paths.runs),
             paths,
             view: View::Setup,
             back: Vec::new(),
@@ -638,6 +642,9 @@ impl App {
                 self.history.refresh(&self.paths.runs);
             }
             View::Presets => self.presets.refresh(),
+            View::Sweeps => {
+                self.sweeps.refresh(&self.paths.runs);
+            }
             _ => {}
         }
     }
@@ -646,6 +653,9 @@ impl App {
     pub fn on_tick(&mut self) -> bool {
         if self.view == View::Runs && self.overlay.is_none() {
             return self.history.refresh(&self.paths.runs);
+        }
+        if self.view == View::Sweeps && self.overlay.is_none() {
+            return self.sweeps.refresh(&self.paths.runs);
         }
         false
     }
@@ -703,6 +713,7 @@ impl App {
             Action::Compare => match self.view {
                 View::Setup => self.ab_step(),
                 View::Runs => super::runs::compare_marked(self),
+                View::Sweeps => super::sweep::compare(self),
                 _ => {
                     // The open runs (the last eight), unless a comparison is set up already.
                     if self.compared.len() < 2 && self.runs.len() >= 2 {
@@ -738,6 +749,7 @@ impl App {
             View::Compare => self.cmp.handle(action, &self.compared),
             View::Presets => self.presets.handle(action, ()),
             View::Runs => self.history.handle(action, ()),
+            View::Sweeps => self.sweeps.handle(action, ()),
         }
     }
 

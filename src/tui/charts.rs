@@ -26,6 +26,8 @@ pub struct SeriesSpec<'a> {
     /// Drawn underneath the others in a faint colour, and left out of the legend (the raw loss
     /// under its smoothed curve).
     pub faint: bool,
+    /// Points only: a glyph at each point, no line between them (the Sweeps scatter).
+    pub scatter: bool,
 }
 
 impl<'a> SeriesSpec<'a> {
@@ -38,6 +40,12 @@ impl<'a> SeriesSpec<'a> {
         self.faint = true;
         self
     }
+
+    /// Drawn as a scatter: its glyph (set one) at every point, no line.
+    pub fn scatter(mut self) -> SeriesSpec<'a> {
+        self.scatter = true;
+        self
+    }
 }
 
 pub fn line<'a>(name: &'a str, data: &'a [(f64, f64)], color: Color) -> SeriesSpec<'a> {
@@ -47,6 +55,7 @@ pub fn line<'a>(name: &'a str, data: &'a [(f64, f64)], color: Color) -> SeriesSp
         color,
         glyph: None,
         faint: false,
+        scatter: false,
     }
 }
 
@@ -58,6 +67,7 @@ pub fn owned(name: &str, data: Vec<(f64, f64)>, color: Color) -> SeriesSpec<'_> 
         color,
         glyph: None,
         faint: false,
+        scatter: false,
     }
 }
 
@@ -686,7 +696,7 @@ pub fn draw_decorated(f: &mut Frame, area: Rect, p: &Plot, decor: &Decor) {
         .x_bounds(x)
         .y_bounds(y)
         .paint(|ctx| {
-            for s in &order {
+            for s in order.iter().filter(|s| !s.scatter) {
                 let color = if s.faint { theme::DIM } else { s.color };
                 let pts: Vec<&(f64, f64)> = s
                     .data
@@ -760,7 +770,7 @@ fn put_glyphs(buf: &mut Buffer, m: &Mapper, s: &SeriesSpec, k: usize, n: usize) 
     }
     let cols = usize::from(m.area.width).max(1);
     let every = (cols / 4).clamp(8, 24);
-    let picks: Vec<(f64, f64)> = if pts.len() * 3 <= cols {
+    let picks: Vec<(f64, f64)> = if s.scatter || pts.len() * 3 <= cols {
         pts
     } else {
         let marks = (cols / every).max(1);

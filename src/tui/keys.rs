@@ -125,9 +125,10 @@ pub const GLOBAL: &[Binding] = &[
             (ch('3'), Action::Show(View::Compare)),
             (ch('4'), Action::Show(View::Presets)),
             (ch('5'), Action::Show(View::Runs)),
+            (ch('6'), Action::Show(View::Sweeps)),
         ],
-        "1–5",
-        "Setup, Dashboard, Compare, Presets, Runs",
+        "1–6",
+        "Setup, Dashboard, Compare, Presets, Runs, Sweeps",
         Hint::None,
     ),
     row(
@@ -531,6 +532,61 @@ const RUNS: ViewKeys = ViewKeys {
     ],
 };
 
+const SWEEPS: ViewKeys = ViewKeys {
+    shared: &[],
+    view: View::Sweeps,
+    back: Some("back"),
+    bindings: &[
+        row(
+            &[
+                (UP, Action::Up),
+                (DOWN, Action::Down),
+                (PGUP, Action::PageUp),
+                (PGDN, Action::PageDown),
+            ],
+            "↑↓ PgUp PgDn",
+            "sweep, or point in the points table",
+            Hint::None,
+        ),
+        row(
+            &[
+                (ch('g'), Action::First),
+                (HOME, Action::First),
+                (ch('G'), Action::Last),
+                (END, Action::Last),
+            ],
+            "g Home G End",
+            "first / last",
+            Hint::None,
+        ),
+        row(
+            &[(TAB, Action::FocusNext), (BACKTAB, Action::FocusPrev)],
+            "Tab S-Tab",
+            "sweeps list / points table",
+            Hint::Keys("Tab", "points"),
+        ),
+        row(
+            &[(ENTER, Action::Select)],
+            "Enter",
+            "a sweep's points; a point's run in Dashboard",
+            Hint::Label("open"),
+        ),
+        row(
+            &[(ch(' '), Action::Key(' '))],
+            "space",
+            "mark a point for Compare (up to 8)",
+            Hint::Label("mark"),
+        ),
+        row(
+            &[(ch('c'), Action::Compare)],
+            "c",
+            "compare marked points, else the done ones (≤ 8)",
+            Hint::Label("compare"),
+        ),
+        row(&[(ch('R'), Action::Key('R'))], "R", "refresh", Hint::None),
+    ],
+};
+
 /// The keys of `view`.
 pub fn of(view: View) -> &'static ViewKeys {
     match view {
@@ -539,6 +595,7 @@ pub fn of(view: View) -> &'static ViewKeys {
         View::Compare => &COMPARE,
         View::Presets => &PRESETS,
         View::Runs => &RUNS,
+        View::Sweeps => &SWEEPS,
     }
 }
 
@@ -664,6 +721,10 @@ mod tests {
             (
                 View::Runs,
                 "Enter open  space mark  c compare  / filter  o sort  e export  d delete  u clone  r resume  Esc back  q quit",
+            ),
+            (
+                View::Sweeps,
+                "Tab points  Enter open  space mark  c compare  Esc back  q quit",
             ),
         ];
         for (v, line) in want {

@@ -25,6 +25,7 @@ pub mod runs;
 pub mod sampler;
 pub mod setup;
 pub mod state;
+pub mod sweep;
 pub mod ui;
 
 use std::io::{IsTerminal, Write};

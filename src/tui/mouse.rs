@@ -49,6 +49,8 @@ fn panel_at(rects: &[(usize, Rect)], at: Position) -> Option<usize> {
 
 fn click(app: &App, body: Rect, at: Position) -> Option<Action> {
     match app.view {
+        // Keys only (the mouse still picks the tab).
+        View::Sweeps => None,
         View::Setup => {
             let (form, _) = setup::layout(body);
             if !form.contains(at) {
@@ -94,6 +96,7 @@ fn click(app: &App, body: Rect, at: Position) -> Option<Action> {
 
 fn wheel(app: &App, body: Rect, at: Position, dir: i32) -> Option<Action> {
     match app.view {
+        View::Sweeps => None,
         View::Setup => {
             let (form, _) = setup::layout(body);
             if !form.contains(at) {

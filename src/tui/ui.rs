@@ -124,6 +124,7 @@ pub fn draw(f: &mut Frame, app: &App) {
         View::Compare => super::compare::draw(f, body, app),
         View::Presets => super::presets::draw(f, body, app),
         View::Runs => super::runs::draw(f, body, app),
+        View::Sweeps => super::sweep::draw(f, body, app),
     }
     draw_footer(f, foot, app);
     match &app.overlay {
@@ -177,13 +178,19 @@ fn draw_tabs(f: &mut Frame, r: Rect, app: &App) {
         .iter()
         .filter(|s| s.data.status.is_active())
         .count();
-    let right = if live > 0 {
+    let used: usize = spans.iter().map(|s| s.content.chars().count()).sum();
+    let mut right = if live > 0 {
         format!("● {live} live  ? help ")
     } else {
         "? help ".to_string()
     };
-    let used: usize = spans.iter().map(|s| s.content.chars().count()).sum();
-    let pad = (r.width as usize).saturating_sub(used + right.chars().count());
+    // Six tabs and the live count fill 80 columns: the help hint gives way (? still works).
+    if live > 0 && used + 1 + right.chars().count() > r.width as usize {
+        right = format!("● {live} live ");
+    }
+    let pad = (r.width as usize)
+        .saturating_sub(used + right.chars().count())
+        .max(1);
     spans.push(Span::raw(" ".repeat(pad)));
     spans.push(Span::styled(
         right,
