@@ -36,10 +36,10 @@ ENV=(env -u CPTLAB_DATA "CPTLAB_RUNS_DIR=$WORK/runs" "CPTLAB_PRESETS_DIR=$WORK/p
 CIFAR=${CPTLAB_TEST_CIFAR10:-$ROOT/../shared/data/cifar10-jpg.tar.gz}
 if [ -f "$CIFAR" ]; then
   DATA=$(cd "$(dirname "$CIFAR")" && pwd)/$(basename "$CIFAR")
-  EPOCHS_AB=2 EPOCHS_DEMO=6 CAPTURE_AT="epoch 2 done"
+  EPOCHS_AB=2 EPOCHS_DEMO=6 EPOCHS_SWEEP=1 CAPTURE_AT="epoch 2 done"
 else
   DATA=synthetic:16384:2048
-  EPOCHS_AB=4 EPOCHS_DEMO=12 CAPTURE_AT="epoch 4 done"
+  EPOCHS_AB=4 EPOCHS_DEMO=12 EPOCHS_SWEEP=4 CAPTURE_AT="epoch 4 done"
 fi
 echo "data: $DATA"
 
@@ -47,6 +47,11 @@ echo "two finished runs for Compare: full precision and CPT (CR, 3-8 bits), same
 "${ENV[@]}" "$BIN" run --preset quickstart --data "$DATA" --name fp32 --epochs "$EPOCHS_AB" >/dev/null 2>&1
 "${ENV[@]}" "$BIN" run --preset quickstart --data "$DATA" --name cpt-cr --epochs "$EPOCHS_AB" \
   --cpt CR --q-min 3 --q-max 8 --cycles 8 >/dev/null 2>&1
+
+echo "a small sweep for the Sweeps view: three schedules x two seeds"
+"${ENV[@]}" "$BIN" sweep --preset quickstart --data "$DATA" --sweep-name schedules \
+  --vary precision.schedule.kind=CR,RR,static --seeds 2 --epochs "$EPOCHS_SWEEP" \
+  >/dev/null 2>&1
 
 # The run the Dashboard shows: long enough to be caught half-way.
 mkdir -p "$WORK/presets"
@@ -276,6 +281,11 @@ shot runs
 keys 4
 wait_for "Presets"
 shot presets
+
+keys 6
+wait_for "schedules"
+keys Enter
+shot sweeps
 
 # Leave: the demo run is still live, so stop it.
 keys q

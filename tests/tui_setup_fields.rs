@@ -219,6 +219,19 @@ fn a_wrong_setting_is_marked_on_its_row_and_the_text_is_kept() {
     let e = s.check.setting_error("train.label_smoothing").unwrap();
     assert!(e.contains("lots") && e.contains("expected"), "{e}");
     assert_eq!(s.setting_text("train.label_smoothing"), "lots");
+    // A refused start counts it and brings it into view.
+    app.update(cptlab::tui::action::Action::Start);
+    assert_eq!(
+        app.setup.focus(),
+        Row::Setting("train.label_smoothing".into())
+    );
+    let status = app
+        .status
+        .as_ref()
+        .map(|s| s.text.clone())
+        .unwrap_or_default();
+    assert!(status.contains("fix the 1 marked"), "{status}");
+    assert!(render(&app, 80, 24).contains("label_smoothing"));
     // A value the validation refuses names the row too.
     app.setup.set_setting("train.label_smoothing", "1.5");
     assert!(app

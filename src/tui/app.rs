@@ -1098,7 +1098,10 @@ impl App {
             .clone()
             .filter(|_| self.setup.check.ok())
         else {
-            let n = self.setup.check.errors.len() + usize::from(self.setup.check.general.is_some());
+            let c = &self.setup.check;
+            let n = c.errors.len() + c.setting_errors.len() + usize::from(c.general.is_some());
+            // The first marked row comes into view (it may be far down the settings).
+            self.setup.focus_first_problem();
             self.say(
                 format!("cannot start: fix the {n} marked field(s) first"),
                 true,

@@ -103,6 +103,8 @@ pub struct XAxis {
     pub min: f64,
     pub max: f64,
     pub unit: &'static str,
+    /// Ticks on whole numbers only (steps, epochs); else at round fractions too.
+    pub whole: bool,
 }
 
 impl XAxis {
@@ -111,6 +113,7 @@ impl XAxis {
             min: 0.0,
             max,
             unit: "step",
+            whole: true,
         }
     }
 
@@ -119,6 +122,17 @@ impl XAxis {
             min: 0.0,
             max,
             unit: "epoch",
+            whole: true,
+        }
+    }
+
+    /// A measured quantity (GBitOps): ticks at round values of any size.
+    pub fn measure(min: f64, max: f64, unit: &'static str) -> XAxis {
+        XAxis {
+            min,
+            max,
+            unit,
+            whole: false,
         }
     }
 
@@ -513,7 +527,7 @@ pub fn x_ticks(x: &XAxis, cols: usize) -> Vec<(f64, String)> {
     let n = (cols / width).clamp(2, 8);
     let (_, _, step) = nice_ticks(min, max, n);
     // Steps and epochs are whole numbers.
-    let step = step.max(1.0).round();
+    let step = if x.whole { step.max(1.0).round() } else { step };
     let first = (min / step - 1e-9).ceil().max(0.0) * step;
     tick_values(first, (max / step + 1e-9).floor() * step, step)
         .into_iter()
@@ -1022,6 +1036,11 @@ mod tests {
         assert_eq!(labels, ["0", "0.5", "1.0", "1.5", "2.0", "2.5", "3.0"]);
         assert_eq!(tick_label(20_000.0, 10_000.0), "20k");
         assert_eq!(tick_label(0.25, 0.05), "0.25");
+        // A measured axis (GBitOps) ticks at round fractions, labelled as such.
+        let g = x_ticks(&XAxis::measure(0.33, 1.05, "GBitOps"), 60);
+        assert!(g.len() >= 3, "{g:?}");
+        assert!(g.iter().all(|(v, _)| (0.33..=1.05).contains(v)), "{g:?}");
+        assert!(g.iter().any(|(_, l)| l.contains('.')), "{g:?}");
         let x = x_ticks(&XAxis::steps(96.0), 40);
         assert_eq!(x.first().map(|t| t.0), Some(0.0));
         assert!(x.iter().all(|t| t.0 <= 96.0), "{x:?}");

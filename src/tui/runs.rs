@@ -152,6 +152,118 @@ pub fn facts(dir: &Path) -> RunFacts {
     }
 }
 
+/// A column of the Runs table.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Col {
+    Mark,
+    Run,
+    Status,
+    Model,
+    Precision,
+    Data,
+    Devices,
+    Started,
+    Time,
+    Epochs,
+    Final,
+    Best,
+    SecondsPerEpoch,
+}
+
+struct Column {
+    kind: Col,
+    title: &'static str,
+    /// The title in a narrow table.
+    short: Option<&'static str>,
+    width: u16,
+    /// Shown from this table width on (80 columns: the figures; 110: model, precision and
+    /// time too; 150: everything).
+    from: u16,
+}
+
+const fn col(kind: Col, title: &'static str, width: u16, from: u16) -> Column {
+    Column {
+        kind,
+        title,
+        short: None,
+        width,
+        from,
+    }
+}
+
+const COLUMNS: [Column; 13] = [
+    col(Col::Mark, "", 1, 0),
+    col(Col::Run, "run", 20, 0),
+    col(Col::Status, "status", 17, 0),
+    col(Col::Model, "model", 12, 110),
+    col(Col::Precision, "precision", 14, 110),
+    col(Col::Data, "data", 18, 150),
+    col(Col::Devices, "devices", 8, 150),
+    col(Col::Started, "started", 11, 150),
+    col(Col::Time, "time", 7, 110),
+    Column {
+        short: Some("ep"),
+        ..col(Col::Epochs, "epochs", 6, 0)
+    },
+    col(Col::Final, "final", 7, 0),
+    col(Col::Best, "best", 7, 0),
+    Column {
+        short: Some("s/ep"),
+        ..col(Col::SecondsPerEpoch, "s/epoch", 7, 0)
+    },
+];
+
+/// One cell of the Runs table.
+fn cell(h: &RunsState, r: &RunRow, kind: Col) -> Cell<'static> {
+    let s = r.summary.clone().unwrap_or_default();
+    let f = &r.facts;
+    // A run without a summary (live, interrupted) has no figures to show yet.
+    let ended = |text: String| {
+        if r.summary.is_some() {
+            text
+        } else {
+            "-".into()
+        }
+    };
+    match kind {
+        Col::Mark => Cell::from(h.mark_of(&r.dir).unwrap_or(' ').to_string())
+            .style(Style::default().fg(theme::ACCENT_B)),
+        Col::Run => Cell::from(r.name.clone()),
+        Col::Status => {
+            use crate::telemetry::RunStatus as S;
+            use store::RunState as R;
+            let color = match r.status {
+                R::Ended(S::Finished) => theme::GOOD,
+                R::Live => theme::ACCENT,
+                R::Ended(S::Failed | S::Diverged) => theme::BAD,
+                R::Ended(S::Stopped) | R::Corrupt | R::Incomplete => theme::WARN,
+            };
+            let status = match r.locked_by {
+                Some(_) => format!("{} (locked)", r.status),
+                None => r.status.to_string(),
+            };
+            Cell::from(status).style(Style::default().fg(color))
+        }
+        Col::Model => Cell::from(f.model.clone()),
+        Col::Precision => Cell::from(f.precision.clone()),
+        Col::Data => Cell::from(f.data.clone()),
+        Col::Devices => Cell::from(f.devices.clone()),
+        Col::Started => Cell::from(started(&r.dir).unwrap_or_else(|| "-".into())),
+        Col::Time => Cell::from(ended(duration(s.train_seconds))),
+        Col::Epochs => Cell::from(ended(s.epochs.to_string())),
+        Col::Final => Cell::from(pct(s.final_test_acc)),
+        Col::Best => Cell::from(pct(s.best_test_acc)),
+        Col::SecondsPerEpoch => Cell::from(if s.seconds_per_epoch.is_empty() {
+            "-".into()
+        } else {
+            format!(
+                "{:.1}",
+                s.seconds_per_epoch.iter().sum::<f64>() / s.seconds_per_epoch.len() as f64
+            )
+        }),
+    }
+}
+
 /// When a run started, from its directory's name (`YYYYMMDD-HHMMSS-name`): `MM-DD HH:MM`.
 pub fn started(dir: &Path) -> Option<String> {
     let name = dir.file_name()?.to_str()?;
@@ -627,148 +739,30 @@ pub fn draw(f: &mut Frame, area: Rect, app: &App) {
         let p = Paragraph::new(lines).centered().block(panel("Runs", true));
         f.render_widget(p, list);
     } else {
-        // 80 columns: the figures; 110: the model, precision and time too; 150: everything.
-        let wide = area.width >= 110;
-        let full = area.width >= 150;
-        let header = if full {
-            vec![
-                "",
-                "run",
-                "status",
-                "model",
-                "precision",
-                "data",
-                "devices",
-                "started",
-                "time",
-                "epochs",
-                "final",
-                "best",
-                "s/epoch",
-            ]
-        } else if wide {
-            vec![
-                "",
-                "run",
-                "status",
-                "model",
-                "precision",
-                "time",
-                "epochs",
-                "final",
-                "best",
-                "s/epoch",
-            ]
-        } else {
-            vec!["", "run", "status", "ep", "final", "best", "s/ep"]
-        };
+        let cols: Vec<&Column> = COLUMNS.iter().filter(|c| area.width >= c.from).collect();
+        let narrow = area.width < 110;
+        let header: Vec<&str> = cols
+            .iter()
+            .map(|c| match (narrow, c.short) {
+                (true, Some(short)) => short,
+                _ => c.title,
+            })
+            .collect();
         let rows: Vec<Row> = h
             .rows
             .iter()
-            .map(|r| {
-                let mark = h.mark_of(&r.dir).unwrap_or(' ').to_string();
-                let s = r.summary.clone().unwrap_or_default();
-                let spe = if s.seconds_per_epoch.is_empty() {
-                    "-".into()
-                } else {
-                    format!(
-                        "{:.1}",
-                        s.seconds_per_epoch.iter().sum::<f64>() / s.seconds_per_epoch.len() as f64
-                    )
-                };
-                let color = {
-                    use crate::telemetry::RunStatus as S;
-                    use store::RunState as R;
-                    match r.status {
-                        R::Ended(S::Finished) => theme::GOOD,
-                        R::Live => theme::ACCENT,
-                        R::Ended(S::Failed | S::Diverged) => theme::BAD,
-                        R::Ended(S::Stopped) | R::Corrupt | R::Incomplete => theme::WARN,
-                    }
-                };
-                let status = match r.locked_by {
-                    Some(_) => format!("{} (locked)", r.status),
-                    None => r.status.to_string(),
-                };
-                let mut cells = vec![
-                    Cell::from(mark).style(Style::default().fg(theme::ACCENT_B)),
-                    Cell::from(r.name.clone()),
-                    Cell::from(status).style(Style::default().fg(color)),
-                ];
-                let f = &r.facts;
-                if wide {
-                    cells.push(Cell::from(f.model.clone()));
-                    cells.push(Cell::from(f.precision.clone()));
-                }
-                if full {
-                    cells.push(Cell::from(f.data.clone()));
-                    cells.push(Cell::from(f.devices.clone()));
-                    cells.push(Cell::from(started(&r.dir).unwrap_or_else(|| "-".into())));
-                }
-                if wide {
-                    cells.push(Cell::from(match &r.summary {
-                        Some(s) => duration(s.train_seconds),
-                        None => "-".into(),
-                    }));
-                }
-                // A run without a summary (live, interrupted) has no count to show yet.
-                cells.extend([
-                    Cell::from(if r.summary.is_some() {
-                        s.epochs.to_string()
-                    } else {
-                        "-".into()
-                    }),
-                    Cell::from(pct(s.final_test_acc)),
-                    Cell::from(pct(s.best_test_acc)),
-                    Cell::from(spe),
-                ]);
-                Row::new(cells)
+            .map(|r| Row::new(cols.iter().map(|c| cell(h, r, c.kind))))
+            .collect();
+        let widths: Vec<Constraint> = cols
+            .iter()
+            .map(|c| match c.kind {
+                Col::Run => Constraint::Min(20),
+                Col::Status if narrow => Constraint::Length(10),
+                Col::Epochs if narrow => Constraint::Length(3),
+                Col::SecondsPerEpoch if narrow => Constraint::Length(5),
+                _ => Constraint::Length(c.width),
             })
             .collect();
-        let figures = [
-            Constraint::Length(6),
-            Constraint::Length(7),
-            Constraint::Length(7),
-            Constraint::Length(7),
-        ];
-        let widths: Vec<Constraint> = if full {
-            [
-                Constraint::Length(1),
-                Constraint::Min(20),
-                Constraint::Length(12),
-                Constraint::Length(12),
-                Constraint::Length(14),
-                Constraint::Length(18),
-                Constraint::Length(8),
-                Constraint::Length(11),
-                Constraint::Length(7),
-            ]
-            .into_iter()
-            .chain(figures)
-            .collect()
-        } else if wide {
-            [
-                Constraint::Length(1),
-                Constraint::Min(20),
-                Constraint::Length(12),
-                Constraint::Length(12),
-                Constraint::Length(14),
-                Constraint::Length(7),
-            ]
-            .into_iter()
-            .chain(figures)
-            .collect()
-        } else {
-            vec![
-                Constraint::Length(1),
-                Constraint::Min(20),
-                Constraint::Length(10),
-                Constraint::Length(3),
-                Constraint::Length(7),
-                Constraint::Length(7),
-                Constraint::Length(5),
-            ]
-        };
         let mut title = if h.rows.len() == h.all.len() {
             format!("Runs · {}", h.rows.len())
         } else {

@@ -701,6 +701,20 @@ impl SetupState {
         self.focus = row;
     }
 
+    /// Focuses the first row with an error (where the form shows one), e.g. when a start is
+    /// refused.
+    pub fn focus_first_problem(&mut self) {
+        let c = &self.check;
+        let first = self.rows().into_iter().find(|r| match r {
+            Row::Field(f) => c.error(*f).is_some(),
+            Row::Setting(k) => c.setting_error(k).is_some(),
+        });
+        if let Some(r) = first {
+            self.focus = r;
+            self.form_scroll = 0;
+        }
+    }
+
     /// Whether the form has the keyboard (a line or a picker is open).
     pub fn captures_keys(&self) -> bool {
         self.editing.is_some() || self.picker.is_some()

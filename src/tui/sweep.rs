@@ -658,11 +658,7 @@ fn draw_scatter(f: &mut Frame, area: Rect, s: &SweepsState) {
     let plot = Plot {
         title: "final accuracy % vs GBitOps",
         focused: false,
-        x: XAxis {
-            min: x0.max(0.0),
-            max: x1,
-            unit: "GBitOps",
-        },
+        x: XAxis::measure(x0.max(0.0), x1, "GBitOps"),
         y: YAxis::Auto {
             lo: y0.max(0.0),
             hi: y1.min(100.0),
