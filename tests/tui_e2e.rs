@@ -608,3 +608,76 @@ fn the_editor_round_trip_takes_a_valid_edit_and_keeps_an_invalid_one() {
     }
     assert_eq!(home.exit_code(1, Duration::from_secs(30)), "0");
 }
+
+/// Setup's whole config in the real binary: the name edited as a shell line (Ctrl-U, Ctrl-W,
+/// Ctrl-A), the optimizer picked from its list with the kinds' descriptions, a setting below the
+/// form's fields typed, and what starts is what the form showed (the run's config.toml).
+#[test]
+fn setup_edits_a_line_picks_a_kind_and_types_a_setting() {
+    if !have_tmux() {
+        return;
+    }
+    let home = Home::new(1);
+    let tmux = Tmux::start(
+        &format!("cptlab-e2e-{}-s1", std::process::id()),
+        &home.script(1, "synthetic:512:128"),
+    );
+    tmux.wait_for("Setup · preset e2e", Duration::from_secs(30));
+    // The name: Enter edits; Ctrl-U clears; Ctrl-W drops the last word; Ctrl-A goes home.
+    tmux.keys(&["Enter", "C-u", "my run", "C-w", "run", "C-a", "x", "Enter"]);
+    tmux.wait_for("xmy run", Duration::from_secs(10));
+    // The optimizer (the seventh field): its list, with descriptions; ↓ Enter picks adam.
+    tmux.keys(&["Down", "Down", "Down", "Down", "Down", "Down", "Enter"]);
+    let pane = tmux.wait_for("Enter picks", Duration::from_secs(10));
+    assert!(pane.contains("torch.optim.Adam"), "{pane}");
+    tmux.keys(&["Down", "Enter"]);
+    tmux.wait_for("•optimizer     ◂ adam ▸", Duration::from_secs(10));
+    // Below the fields, every other key under its section: the train loop's grad_clip, typed.
+    for _ in 0..80 {
+        if focused_on(&tmux, "grad_clip") {
+            break;
+        }
+        tmux.keys(&["Down"]);
+    }
+    let pane = tmux.capture();
+    assert!(pane.contains("── train loop"), "{pane}");
+    assert!(focused_on(&tmux, "grad_clip"), "{pane}");
+    tmux.keys(&["Enter", "0.5", "Enter"]);
+    tmux.wait_for("•grad_clip", Duration::from_secs(10));
+    tmux.keys(&["s"]);
+    tmux.wait_for("Start this run?", Duration::from_secs(10));
+    tmux.keys(&["y"]);
+    wait_until(Duration::from_secs(120), "the run's summary", || {
+        std::fs::read_dir(home.runs())
+            .map(|rd| rd.flatten().any(|e| e.path().join("summary.json").exists()))
+            .unwrap_or(false)
+    });
+    let cfg = std::fs::read_to_string(home.run_dir().join("config.toml")).unwrap();
+    assert!(cfg.contains("name = \"xmy run\""), "{cfg}");
+    assert!(cfg.contains("kind = \"adam\""), "{cfg}");
+    assert!(cfg.contains("grad_clip = 0.5"), "{cfg}");
+    tmux.keys(&["q"]);
+    tmux.wait_for("Quit with unsaved Setup changes?", Duration::from_secs(10));
+    tmux.keys(&["y"]);
+    assert_eq!(home.exit_code(1, Duration::from_secs(30)), "0");
+}
+
+/// Whether the Setup row of `label` is the focused one (drawn reversed: the capture keeps the
+/// escapes with -e).
+fn focused_on(tmux: &Tmux, label: &str) -> bool {
+    let out = Command::new("tmux")
+        .args(["capture-pane", "-e", "-p", "-t", &tmux.session])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    // Any SGR sequence on the row that turns reverse video (parameter 7) on.
+    let reversed = |l: &str| {
+        l.split("\x1b[").skip(1).any(|seq| {
+            seq.split_once('m')
+                .is_some_and(|(params, _)| params.split(';').any(|p| p == "7"))
+        })
+    };
+    text.lines()
+        .find(|l| l.contains(label))
+        .is_some_and(reversed)
+}
