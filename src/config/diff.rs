@@ -48,17 +48,77 @@ pub struct FieldDiff {
 /// a run is called, not what it computes, and are left out.
 pub fn differing_fields(configs: &[&RunConfig]) -> Vec<FieldDiff> {
     let flat: Vec<BTreeMap<String, String>> = configs.iter().map(|c| fields(c)).collect();
+    let refs: Vec<&BTreeMap<String, String>> = flat.iter().collect();
+    differing(&refs)
+}
+
+/// As [`differing_fields`], over configs already flattened to dotted keys (as a run's
+/// recorded `config.toml` is read). A table that some configs lack altogether (one run has a
+/// CPT schedule, the other none) differs once, under the table's key, with its `kind` (or
+/// "set") where it is present, rather than once per field inside it.
+pub fn differing(flat: &[&BTreeMap<String, String>]) -> Vec<FieldDiff> {
     let keys: BTreeSet<&String> = flat.iter().flat_map(|f| f.keys()).collect();
-    keys.into_iter()
-        .filter(|k| !matches!(k.as_str(), "name" | "description"))
-        .filter_map(|k| {
-            let values: Vec<Option<String>> = flat.iter().map(|f| f.get(k).cloned()).collect();
-            values.iter().any(|v| *v != values[0]).then(|| FieldDiff {
+    let mut out: Vec<FieldDiff> = Vec::new();
+    for k in keys {
+        if matches!(k.as_str(), "name" | "description") {
+            continue;
+        }
+        let values: Vec<Option<String>> = flat.iter().map(|f| f.get(k).cloned()).collect();
+        if values.iter().all(|v| *v == values[0]) {
+            continue;
+        }
+        let diff = match absent_table(flat, k, &values) {
+            Some(table) => {
+                let prefix = format!("{table}.");
+                FieldDiff {
+                    values: flat
+                        .iter()
+                        .map(|f| {
+                            f.keys().any(|x| x.starts_with(&prefix)).then(|| {
+                                f.get(&format!("{table}.kind"))
+                                    .cloned()
+                                    .unwrap_or_else(|| "set".into())
+                            })
+                        })
+                        .collect(),
+                    key: table,
+                }
+            }
+            None => FieldDiff {
                 key: k.clone(),
                 values,
-            })
-        })
-        .collect()
+            },
+        };
+        if out.last().is_none_or(|l| l.key != diff.key) {
+            out.push(diff);
+        }
+    }
+    out
+}
+
+/// The outermost table around `key` that a config without `key` lacks entirely (its parent
+/// tables present), if there is one.
+fn absent_table(
+    flat: &[&BTreeMap<String, String>],
+    key: &str,
+    values: &[Option<String>],
+) -> Option<String> {
+    let parts: Vec<&str> = key.split('.').collect();
+    (1..parts.len()).find_map(|n| {
+        let table = parts[..n].join(".");
+        let prefix = format!("{table}.");
+        let lacking = flat
+            .iter()
+            .zip(values)
+            .filter(|(_, v)| v.is_none())
+            .map(|(f, _)| f)
+            .collect::<Vec<_>>();
+        (!lacking.is_empty()
+            && lacking
+                .iter()
+                .all(|f| !f.keys().any(|x| x.starts_with(&prefix))))
+        .then_some(table)
+    })
 }
 
 #[cfg(test)]
@@ -106,5 +166,27 @@ mod tests {
         let momentum = d.iter().find(|f| f.key == "optimizer.momentum").unwrap();
         assert_eq!(momentum.values, [Some("0.9".to_string()), None]);
         assert!(d.iter().any(|f| f.key == "optimizer.kind"));
+    }
+
+    #[test]
+    fn a_table_one_config_lacks_differs_once() {
+        let a = quickstart();
+        let cpt = a
+            .with_overrides(&[
+                Override::new("precision.schedule.kind", "CR".into()),
+                Override::new("precision.schedule.q_min", 4i64.into()),
+            ])
+            .unwrap();
+        let d = differing_fields(&[&a, &cpt]);
+        let keys: Vec<&str> = d.iter().map(|f| f.key.as_str()).collect();
+        assert_eq!(keys, ["precision.schedule"], "{d:?}");
+        assert_eq!(d[0].values, [None, Some("CR".to_string())]);
+        // Two schedules differ field by field.
+        let rr = cpt
+            .with_overrides(&[Override::new("precision.schedule.kind", "RR".into())])
+            .unwrap();
+        let d = differing_fields(&[&cpt, &rr]);
+        assert_eq!(d.len(), 1);
+        assert_eq!(d[0].key, "precision.schedule.kind");
     }
 }

@@ -1,7 +1,6 @@
 //! Compare: 2–8 runs' loss, accuracy and precision overlaid (each run a colour and a letter,
 //! A–H, drawn along its curves), and a table of headline figures against the first run (the
 //! baseline) with the config fields that differ between them.
-use std::collections::BTreeSet;
 
 use ratatui::layout::{Constraint, Layout, Rect};
 use ratatui::style::{Color, Modifier, Style};
@@ -561,17 +560,16 @@ pub fn rows_at(runs: &[&RunData], at: Option<u64>) -> Vec<TableRow> {
 /// The config fields whose values differ between the runs (a field one run lacks counts as
 /// different), with each run's value. The run's name is left out: the header shows it.
 pub fn config_diff(runs: &[&RunData]) -> Vec<(String, Vec<String>)> {
-    let keys: BTreeSet<&String> = runs.iter().flat_map(|d| d.config.keys()).collect();
-    keys.into_iter()
-        .filter(|k| !matches!(k.as_str(), "name" | "description"))
-        .filter_map(|k| {
-            let vals: Vec<String> = runs
-                .iter()
-                .map(|d| d.config.get(k).cloned().unwrap_or_else(|| "-".into()))
+    let flat: Vec<_> = runs.iter().map(|d| &d.config).collect();
+    crate::config::diff::differing(&flat)
+        .into_iter()
+        .map(|d| {
+            let vals = d
+                .values
+                .into_iter()
+                .map(|v| v.unwrap_or_else(|| "-".into()))
                 .collect();
-            vals.iter()
-                .any(|v| *v != vals[0])
-                .then(|| (k.clone(), vals))
+            (d.key, vals)
         })
         .collect()
 }
