@@ -473,7 +473,44 @@ fn presets_save_never_overwrites_silently() {
     assert!(std::fs::read_to_string(&path)
         .unwrap()
         .contains("epochs = 9"));
+    // A name no file can carry: the prompt stays open with a valid one close to it.
+    save(&mut app, "my run");
+    match &app.overlay {
+        Some(Overlay::Prompt(p)) => {
+            assert_eq!(p.input.text(), "my-run");
+            assert!(p
+                .note
+                .as_deref()
+                .unwrap_or("")
+                .contains("Enter saves as my-run"));
+        }
+        other => panic!("the prompt closed: {other:?}"),
+    }
+    assert!(!home.paths().presets.join("my run.toml").exists());
+    key(&mut app, KeyCode::Enter);
+    assert!(home.paths().presets.join("my-run.toml").is_file());
+    // A built-in's name: asked first (the user preset would shadow it).
+    save(&mut app, "vit-adam");
+    assert!(matches!(
+        app.overlay,
+        Some(Overlay::Dialog(Dialog::OverwritePreset {
+            built_in: true,
+            ..
+        }))
+    ));
+    keys(&mut app, "n");
+    assert!(!home.paths().presets.join("vit-adam.toml").exists());
+    save(&mut app, "vit-adam");
+    keys(&mut app, "y");
+    assert!(home.paths().presets.join("vit-adam.toml").is_file());
     // Duplicate the selected preset (mine) under a new name.
+    let mine = app
+        .presets
+        .rows
+        .iter()
+        .position(|p| p.name == "mine")
+        .unwrap();
+    app.presets.cursor = mine;
     keys(&mut app, "u");
     for _ in 0..30 {
         key(&mut app, KeyCode::Backspace);

@@ -178,7 +178,8 @@ impl PresetStore {
     }
 }
 
-fn validate_name(name: &str) -> Result<(), ConfigError> {
+/// Whether `name` can name a user preset (its file is `<name>.toml`).
+pub fn validate_name(name: &str) -> Result<(), ConfigError> {
     let ok = !name.is_empty()
         && name.len() <= 64
         && name
@@ -197,9 +198,48 @@ fn validate_name(name: &str) -> Result<(), ConfigError> {
     }
 }
 
+/// A valid preset name close to `name`: runs of other characters become one '-', leading dots
+/// and dashes go, and it is cut to 64 characters (None when nothing usable is left).
+pub fn suggest_name(name: &str) -> Option<String> {
+    let mut out = String::new();
+    for c in name.trim().chars() {
+        if c.is_ascii_alphanumeric() || c == '_' || c == '.' || c == '-' {
+            out.push(c);
+        } else if !out.ends_with('-') {
+            out.push('-');
+        }
+    }
+    let out: String = out
+        .trim_start_matches(['.', '-'])
+        .trim_end_matches('-')
+        .chars()
+        .take(64)
+        .collect();
+    validate_name(&out).is_ok().then_some(out)
+}
+
+/// Whether a built-in preset is called `name` (a user preset of that name shadows it).
+pub fn is_built_in(name: &str) -> bool {
+    BUILT_IN.iter().any(|(n, _)| *n == name)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn names_are_suggested_from_what_was_typed() {
+        assert_eq!(suggest_name("my run").as_deref(), Some("my-run"));
+        assert_eq!(
+            suggest_name(" CR 3/8 bits ").as_deref(),
+            Some("CR-3-8-bits")
+        );
+        assert_eq!(suggest_name(".hidden").as_deref(), Some("hidden"));
+        assert_eq!(suggest_name("ok-name").as_deref(), Some("ok-name"));
+        assert_eq!(suggest_name("  /// ").as_deref(), None);
+        assert!(suggest_name(&"x".repeat(100)).is_some_and(|n| n.len() == 64));
+        assert!(is_built_in("quickstart") && !is_built_in("mine"));
+    }
 
     #[test]
     fn every_built_in_preset_parses_and_validates() {

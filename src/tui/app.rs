@@ -225,6 +225,8 @@ pub enum Dialog {
     OverwritePreset {
         name: String,
         config: Box<RunConfig>,
+        /// The name is a built-in's (the user preset would shadow it), not a user preset's.
+        built_in: bool,
     },
     /// A/B pair: one after the other, or side by side on split devices.
     AbMode,
@@ -244,6 +246,8 @@ pub enum PromptKind {
 pub struct Prompt {
     pub kind: PromptKind,
     pub input: super::line_edit::LineEdit,
+    /// Why the text was not taken (shown in the prompt, which stays open with the text).
+    pub note: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -907,7 +911,7 @@ impl App {
                 self.overlay = None;
                 super::presets::delete(self, &name);
             }
-            Dialog::OverwritePreset { name, config } if yes => {
+            Dialog::OverwritePreset { name, config, .. } if yes => {
                 self.overlay = None;
                 super::presets::save(self, &name, &config, true);
                 super::presets::adopt(self, &name, &config);

@@ -112,6 +112,7 @@ impl Component for PresetsState {
                     let from = entry.name.clone();
                     return Reply::Then(Request::Overlay(Overlay::Prompt(Prompt {
                         input: LineEdit::new(format!("{from}-copy")),
+                        note: None,
                         kind: PromptKind::DuplicatePreset(from),
                     })));
                 }
@@ -167,11 +168,29 @@ pub fn ask_save(app: &mut App) {
     app.overlay = Some(Overlay::Prompt(Prompt {
         kind: PromptKind::SavePreset,
         input: LineEdit::new(input),
+        note: None,
     }));
 }
 
-pub fn submit_prompt(app: &mut App, p: Prompt) {
+pub fn submit_prompt(app: &mut App, mut p: Prompt) {
     let name = p.input.text().trim().to_string();
+    // A name no file can carry: the prompt stays open with a valid one close to it (or the
+    // text as typed, when nothing usable is left), saying why.
+    if let Err(e) = crate::config::presets::validate_name(&name) {
+        let why = match &e {
+            crate::config::ConfigError::Invalid { expected, .. } => expected.clone(),
+            other => other.to_string(),
+        };
+        p.note = Some(match crate::config::presets::suggest_name(&name) {
+            Some(s) => {
+                p.input = LineEdit::new(s.clone());
+                format!("{name:?} cannot name a preset ({why}); Enter saves as {s}")
+            }
+            None => format!("{name:?} cannot name a preset: {why}"),
+        });
+        app.overlay = Some(Overlay::Prompt(p));
+        return;
+    }
     let config = match &p.kind {
         PromptKind::SavePreset => match app.setup.check.config.clone() {
             Some(c) => c,
@@ -218,10 +237,12 @@ pub fn save(app: &mut App, name: &str, config: &RunConfig, overwrite: bool) {
         .rows
         .iter()
         .any(|p| p.name == name && matches!(p.origin, Origin::User(_)));
-    if exists && !overwrite {
+    let built_in = !exists && crate::config::presets::is_built_in(name);
+    if (exists || built_in) && !overwrite {
         app.overlay = Some(Overlay::Dialog(Dialog::OverwritePreset {
             name: name.to_string(),
             config: Box::new(config.clone()),
+            built_in,
         }));
         return;
     }

@@ -467,6 +467,7 @@ impl Component for RunsState {
             Action::Key('/') => {
                 return Reply::Then(Request::Overlay(Overlay::Prompt(Prompt {
                     input: super::line_edit::LineEdit::new(h.filter.clone()),
+                    note: None,
                     kind: PromptKind::FilterRuns {
                         before: h.filter.clone(),
                     },

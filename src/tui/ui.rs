@@ -144,10 +144,13 @@ pub fn draw(f: &mut Frame, app: &App) {
                     "applies as you type · Enter keeps · Esc undoes",
                 ),
             };
-            let lines = vec![
+            let mut lines = vec![
                 Line::from(super::line_edit::spans(&p.input, Style::default())),
                 Line::styled(hint, theme::muted()),
             ];
+            if let Some(n) = &p.note {
+                lines.push(Line::styled(n.clone(), Style::default().fg(theme::WARN)));
+            }
             popup(f, area, &title, lines, 50);
         }
         None => {}
@@ -412,11 +415,23 @@ fn draw_dialog(f: &mut Frame, area: Rect, app: &App, d: &Dialog) {
             "Delete the preset?".into(),
             vec![Line::from(format!("user preset {name}")), yes_no()],
         ),
-        Dialog::OverwritePreset { name, .. } => (
+        Dialog::OverwritePreset {
+            name,
+            built_in: false,
+            ..
+        } => (
             "Overwrite?".into(),
             vec![
                 Line::from(format!("A user preset named {name} exists.")),
                 Line::from("Replace it with the current setup?"),
+                yes_no(),
+            ],
+        ),
+        Dialog::OverwritePreset { name, .. } => (
+            "Shadow a built-in?".into(),
+            vec![
+                Line::from(format!("{name} is a built-in preset.")),
+                Line::from("Save yours under its name (it is listed as user*; the built-in comes back when yours is deleted)?"),
                 yes_no(),
             ],
         ),
