@@ -5,7 +5,7 @@
 //! run fails otherwise), so every run here also tests that.
 mod common;
 
-use common::{events, losses, of_kind, Home};
+use common::{losses, of_kind, Home};
 use serde_json::Value;
 
 fn args(layout: &str, extra: &[&'static str]) -> Vec<String> {
@@ -36,13 +36,8 @@ fn args(layout: &str, extra: &[&'static str]) -> Vec<String> {
 }
 
 fn run(home: &Home, args: &[String]) -> Vec<Value> {
-    let out = home.cmd().args(args).output().unwrap();
-    assert!(
-        out.status.success(),
-        "{args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    events(&out.stdout)
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    common::run_ok(home, &args)
 }
 
 fn layout_lines(ev: &[Value]) -> Vec<String> {

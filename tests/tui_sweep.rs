@@ -28,15 +28,7 @@ seeds = 2
 fn run_sweep(home: &Home) -> PathBuf {
     let file = home.dir.path().join("tiny.toml");
     std::fs::write(&file, SWEEP).unwrap();
-    let out = std::process::Command::new(assert_cmd::cargo::cargo_bin("cptlab"))
-        .arg("sweep")
-        .arg(&file)
-        .env("CPTLAB_RUNS_DIR", home.runs())
-        .env("CPTLAB_PRESETS_DIR", home.dir.path().join("presets"))
-        .env("CPTLAB_CACHE_DIR", home.dir.path().join("cache"))
-        .env_remove("CPTLAB_DATA")
-        .output()
-        .unwrap();
+    let out = home.cmd().arg("sweep").arg(&file).output().unwrap();
     assert!(
         out.status.success(),
         "{}",

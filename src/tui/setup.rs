@@ -275,9 +275,8 @@ impl Row {
 
 /// Whether `key` is edited by one of the form's own fields.
 fn is_form_key(key: &str) -> bool {
-    Field::ALL.iter().any(|f| f.config_key() == key)
-        || key == "precision.schedule"
-        || key.starts_with("precision.schedule.kind")
+    // `precision.schedule` alone: the table a config without CPT lacks (the CPT field).
+    Field::ALL.iter().any(|f| f.config_key() == key) || key == "precision.schedule"
 }
 
 /// Another key of the config, as Setup shows it: its value in the config the form makes (None:

@@ -42,6 +42,17 @@ impl Home {
         }
     }
 
+    /// `cptlab` with this home's directories (and no `CPTLAB_DATA` from the caller).
+    pub fn cmd(&self) -> std::process::Command {
+        let mut c = std::process::Command::new(assert_cmd::cargo::cargo_bin("cptlab"));
+        let p = self.paths();
+        c.env("CPTLAB_RUNS_DIR", p.runs)
+            .env("CPTLAB_PRESETS_DIR", p.presets)
+            .env("CPTLAB_CACHE_DIR", p.cache)
+            .env_remove("CPTLAB_DATA");
+        c
+    }
+
     /// An app as `cptlab --data synthetic:2048:512` opens it, with a fixed core count.
     pub fn app(&self) -> App {
         let mut app = App::new(
