@@ -27,7 +27,9 @@ mkdir -p "$OUT"
 
 WORK=$(mktemp -d)
 S=cptlab-shots-$$
-trap 'tmux kill-session -t "$S" 2>/dev/null || true; rm -rf "$WORK"' EXIT
+# A tmux server of its own, without the user's tmux.conf: nothing the user has open is touched.
+tm() { tmux -L "$S" -f /dev/null "$@"; }
+trap 'tm kill-server 2>/dev/null || true; rm -rf "$WORK"' EXIT
 # Decoded datasets are kept between invocations (decoding CIFAR-10 takes a while).
 CACHE=$ROOT/target/screenshots-cache
 ENV=(env -u CPTLAB_DATA "CPTLAB_RUNS_DIR=$WORK/runs" "CPTLAB_PRESETS_DIR=$WORK/presets" "CPTLAB_CACHE_DIR=$CACHE")
@@ -84,20 +86,20 @@ sed -i "s/EPOCHS_DEMO/$EPOCHS_DEMO/" "$WORK/presets/cpt-demo.toml"
 
 wait_for() {
   for _ in $(seq 1 600); do
-    if tmux capture-pane -p -t "$S" | grep -qF -- "$1"; then return 0; fi
+    if tm capture-pane -p -t "$S" | grep -qF -- "$1"; then return 0; fi
     sleep 0.25
   done
   echo "timed out waiting for: $1" >&2
-  tmux capture-pane -p -t "$S" >&2
+  tm capture-pane -p -t "$S" >&2
   exit 1
 }
 
 keys() {
-  for k in "$@"; do tmux send-keys -t "$S" "$k"; sleep 0.3; done
+  for k in "$@"; do tm send-keys -t "$S" "$k"; sleep 0.3; done
 }
 
 resize() {
-  tmux resize-window -t "$S" -x "$1" -y "$2"
+  tm resize-window -t "$S" -x "$1" -y "$2"
 }
 
 # shot VIEW: VIEW-80x24.png and VIEW-160x48.png, then back to the waiting size.
@@ -115,7 +117,7 @@ shot() {
 
 render() {
   local name=$1 cols=$2 rows=$3
-  tmux capture-pane -e -p -t "$S" >"$WORK/$name.ans"
+  tm capture-pane -e -p -t "$S" >"$WORK/$name.ans"
   python3 - "$WORK/$name.ans" "$WORK/$name.html" "$cols" <<'PY'
 # ANSI (SGR) → HTML, one div per row, every non-ASCII cell pinned to one column so glyphs
 # that come from a fallback font (Braille, arrows) keep the grid.
@@ -252,9 +254,9 @@ PY
   echo "screenshots/$name.png ($(du -k "$OUT/$name.png" | cut -f1) KB)"
 }
 
-tmux new-session -d -s "$S" -x "$COLS" -y "$ROWS" "${ENV[*]} $BIN --preset cpt-demo --data $DATA"
+tm new-session -d -s "$S" -x "$COLS" -y "$ROWS" "${ENV[*]} $BIN --preset cpt-demo --data $DATA"
 # Sized by resize-window from here on, not by a client.
-tmux set-option -t "$S" window-size manual
+tm set-option -t "$S" window-size manual
 wait_for "Setup · preset cpt-demo"
 keys Down Down Down
 shot setup

@@ -10,27 +10,44 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
+/// One tmux server per session, on its own socket: tests run in parallel, and sessions on the
+/// shared default server race (one session's end can take the server down while another test
+/// is creating its session: "server exited unexpectedly").
 struct Tmux {
+    socket: String,
     session: String,
 }
 
 impl Tmux {
-    /// Starts `script` in a detached 120×40 session.
+    /// Starts `script` in a detached 120×40 session on a server of its own (named like the
+    /// session, which callers make unique per test process).
     fn start(session: &str, script: &Path) -> Tmux {
-        let ok = Command::new("tmux")
+        let tmux = Tmux {
+            // Session names carry the test process's id, so they name unique sockets too.
+            socket: session.to_string(),
+            session: session.to_string(),
+        };
+        let ok = tmux
+            .cmd()
             .args(["new-session", "-d", "-s", session, "-x", "120", "-y", "40"])
             .arg(format!("sh {}", script.display()))
             .status()
             .unwrap()
             .success();
         assert!(ok, "tmux new-session failed");
-        Tmux {
-            session: session.to_string(),
-        }
+        tmux
+    }
+
+    /// A tmux command on this session's own server, without the user's tmux.conf.
+    fn cmd(&self) -> Command {
+        let mut c = Command::new("tmux");
+        c.args(["-L", &self.socket, "-f", "/dev/null"]);
+        c
     }
 
     fn capture(&self) -> String {
-        let out = Command::new("tmux")
+        let out = self
+            .cmd()
             .args(["capture-pane", "-p", "-t", &self.session])
             .output()
             .unwrap();
@@ -39,7 +56,8 @@ impl Tmux {
 
     fn keys(&self, keys: &[&str]) {
         for k in keys {
-            let ok = Command::new("tmux")
+            let ok = self
+                .cmd()
                 .args(["send-keys", "-t", &self.session, k])
                 .status()
                 .unwrap()
@@ -54,7 +72,8 @@ impl Tmux {
     fn click(&self, x: u16, y: u16) {
         for end in ['M', 'm'] {
             let seq = format!("\x1b[<0;{x};{y}{end}");
-            let ok = Command::new("tmux")
+            let ok = self
+                .cmd()
                 .args(["send-keys", "-t", &self.session, "-l", &seq])
                 .status()
                 .unwrap()
@@ -81,9 +100,10 @@ impl Tmux {
     }
 
     fn kill(&self) {
-        // Quietly: the session is usually gone already, with the workbench.
-        let _ = Command::new("tmux")
-            .args(["kill-session", "-t", &self.session])
+        // Quietly: the server is usually gone already, with the workbench.
+        let _ = self
+            .cmd()
+            .arg("kill-server")
             .stderr(std::process::Stdio::null())
             .status();
     }
@@ -665,7 +685,8 @@ fn setup_edits_a_line_picks_a_kind_and_types_a_setting() {
 /// Whether the Setup row of `label` is the focused one (drawn reversed: the capture keeps the
 /// escapes with -e).
 fn focused_on(tmux: &Tmux, label: &str) -> bool {
-    let out = Command::new("tmux")
+    let out = tmux
+        .cmd()
         .args(["capture-pane", "-e", "-p", "-t", &tmux.session])
         .output()
         .unwrap();
