@@ -707,8 +707,8 @@ fn every_action() -> Vec<Action> {
         Action::Suspend,
         Action::First,
         Action::Last,
-        Action::Pick(0),
-        Action::Pick(1),
+        Action::Pick(0, 0),
+        Action::Pick(1, 0),
         Action::Wheel(0, 1),
         Action::Wheel(1, -1),
         Action::Wheel(5, 1),
@@ -1299,46 +1299,45 @@ fn m_steps_the_loss_smoothing() {
 
 // ---- The mouse, through the same Action path (synthetic events on a given layout). ----
 
-use cptlab::tui::mouse;
-use crossterm::event::{MouseButton, MouseEvent, MouseEventKind};
-use ratatui::layout::Rect;
-
-fn mouse_at(app: &App, kind: MouseEventKind, (x, y): (u16, u16)) -> Option<Action> {
-    let ev = MouseEvent {
-        kind,
-        column: x,
-        row: y,
-        modifiers: KeyModifiers::NONE,
-    };
-    mouse::action(app, Rect::new(0, 0, 80, 24), &ev)
-}
-
-fn click(app: &App, at: (u16, u16)) -> Option<Action> {
-    mouse_at(app, MouseEventKind::Down(MouseButton::Left), at)
-}
-
-fn wheel(app: &App, at: (u16, u16), down: bool) -> Option<Action> {
-    let kind = if down {
-        MouseEventKind::ScrollDown
-    } else {
-        MouseEventKind::ScrollUp
-    };
-    mouse_at(app, kind, at)
-}
-
-/// Where `text` is drawn at 80×24.
-fn spot(app: &App, text: &str) -> (u16, u16) {
-    let frame = render(app, 80, 24);
-    find(&frame, text).unwrap_or_else(|| panic!("no {text:?} in\n{frame}"))
-}
-
-/// Clicks `text` and applies what it sends.
-fn click_on(app: &mut App, text: &str) -> Option<Action> {
-    let a = click(app, spot(app, text));
-    if let Some(a) = a.clone() {
-        app.update(a);
+/// The class: on every view with something to pick, some click in its body and some turn of
+/// the wheel send an action, and every action the mouse sends there is one the view answers.
+#[test]
+fn every_view_answers_the_mouse_it_is_sent() {
+    let (home, dirs) = runs_home();
+    scripted_sweep(&home.runs(), "kinds", &["CR", "static"], 2, 4, false);
+    let mut app = home.app();
+    for view in View::ALL {
+        app.update(Action::Show(view));
+        match view {
+            View::Dashboard => app.current = Some(app.open_dir(&dirs[0])),
+            View::Compare => app.compared = dirs[..2].iter().map(|d| app.open_dir(d)).collect(),
+            _ => {}
+        }
+        app.update(Action::Show(view));
+        assert_eq!(app.view, view);
+        // Every cell of the body (under the tabs, above the status line).
+        let mut sent = Vec::new();
+        for y in 1..23 {
+            for x in 0..80 {
+                for a in [click(&app, (x, y)), wheel(&app, (x, y), true)]
+                    .into_iter()
+                    .flatten()
+                {
+                    if !sent.contains(&a) {
+                        sent.push(a);
+                    }
+                }
+            }
+        }
+        let picks = sent.iter().filter(|a| matches!(a, Action::Pick(..)));
+        assert!(picks.count() > 0, "{view:?}: no click picks anything");
+        let wheels = sent.iter().filter(|a| matches!(a, Action::Wheel(..)));
+        assert!(wheels.count() > 0, "{view:?}: the wheel does nothing");
+        for a in sent {
+            assert!(app.update(a.clone()), "{view:?} ignores the mouse's {a:?}");
+            assert_eq!(app.view, view, "{a:?} left the view");
+        }
     }
-    a
 }
 
 #[test]
@@ -1359,6 +1358,7 @@ fn mouse_clicks_tabs_rows_fields_and_panels() {
     assert_eq!(
         click_on(&mut app, "weight decay"),
         Some(Action::Pick(
+            0,
             app.setup
                 .visible()
                 .iter()
@@ -1377,7 +1377,7 @@ fn mouse_clicks_tabs_rows_fields_and_panels() {
     );
     // A row of Runs; the wheel moves the cursor; below the rows nothing.
     keys(&mut app, "5");
-    assert_eq!(click_on(&mut app, "cr-3-8"), Some(Action::Pick(2)));
+    assert_eq!(click_on(&mut app, "cr-3-8"), Some(Action::Pick(0, 2)));
     assert_eq!(shown(&app)[app.history.cursor], "cr-3-8");
     let at = spot(&app, "cr-3-8");
     let a = wheel(&app, at, true).unwrap();
@@ -1394,7 +1394,7 @@ fn mouse_clicks_tabs_rows_fields_and_panels() {
     }
     app.current = Some(a);
     keys(&mut app, "2");
-    assert_eq!(click_on(&mut app, "step time"), Some(Action::Pick(4)));
+    assert_eq!(click_on(&mut app, "step time"), Some(Action::Pick(4, 0)));
     assert_eq!(app.dash.focus, 4);
     let log = spot(&app, "line 39");
     let up = wheel(&app, log, false).unwrap();
@@ -1429,12 +1429,12 @@ fn a_click_on_a_scrolled_list_picks_the_row_drawn_there() {
     // Row 3: under the tabs, the border and the header.
     let frame = render(&app, 80, 24);
     let drawn = frame.lines().nth(3).unwrap().to_string();
-    let Some(Action::Pick(i)) = click(&app, (10, 3)) else {
+    let Some(Action::Pick(0, i)) = click(&app, (10, 3)) else {
         panic!("no pick")
     };
     assert!(i > 0, "the list is scrolled");
     assert!(drawn.contains(&app.history.rows[i].name), "{drawn}");
-    app.update(Action::Pick(i));
+    app.update(Action::Pick(0, i));
     assert_eq!(app.history.cursor, i);
 }
 

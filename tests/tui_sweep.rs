@@ -5,8 +5,7 @@ mod tui_common;
 
 use std::path::{Path, PathBuf};
 
-use cptlab::sweep::{PointStatus, Progress, SweepStatus};
-use cptlab::telemetry::RunStatus;
+use cptlab::sweep::{PointStatus, SweepStatus};
 use cptlab::tui::action::{Action, View};
 use cptlab::tui::app::App;
 use cptlab::tui::sweep::Focus;
@@ -152,101 +151,6 @@ fn a_real_sweep_lists_its_points_opens_them_and_compares_them() {
     assert!(frame.contains("unreadable"), "{frame}");
 }
 
-// ---- A scripted sweep, for the snapshots and the limits. ----
-
-/// Writes a sweep directory as `cptlab sweep` leaves it: `plan.toml`, the run directories of
-/// the first `ran` points (finished), and `sweep.jsonl`. `live`: a sweep process (this test's)
-/// still runs it, with the next point started.
-fn scripted_sweep(runs: &Path, name: &str, kinds: &[&str], seeds: u64, ran: usize, live: bool) {
-    let dir = runs.join(name);
-    std::fs::create_dir_all(&dir).unwrap();
-    let mut plan = String::new();
-    let mut points = Vec::new();
-    for k in kinds {
-        for seed in 0..seeds {
-            let i = points.len();
-            let label = format!("precision.schedule.kind={k}, seed={seed}");
-            plan.push_str(&format!(
-                "[[point]]\nindex = {i}\nname = \"{name}-p{i:03}\"\nlabel = \"{label}\"\n\n"
-            ));
-            points.push((i, *k, seed, label));
-        }
-    }
-    std::fs::write(dir.join("plan.toml"), plan).unwrap();
-    let me = std::process::id();
-    let mut progress = vec![Progress::SweepStarted {
-        points: points.len(),
-        pid: if live { me } else { DEAD_PID },
-        start_time: live
-            .then(|| cptlab::files::process::ProcessId::current().start_time)
-            .flatten(),
-        boot_id: None,
-        parallel: None,
-    }];
-    for (i, k, seed, label) in &points {
-        if *i > ran {
-            break;
-        }
-        progress.push(Progress::PointStarted {
-            point: *i,
-            label: label.clone(),
-        });
-        if *i == ran {
-            break;
-        }
-        let sched = match *k {
-            "CR" => Some(cr()),
-            "RTV" => {
-                let mut s = cr();
-                s.kind = cptlab::schedule::PrecisionScheduleKind::Rtv;
-                Some(s)
-            }
-            _ => Some(static8()),
-        };
-        let mut cfg = config(&format!("{name}-p{i:03}"), sched);
-        cfg.seed = *seed;
-        let run = dir.join(format!("20250101-1200{i:02}-{name}-p{i:03}"));
-        let better = 0.01 * (*i as f64) + if *k == "CR" { 0.02 } else { 0.0 };
-        write_run(
-            &dir,
-            run.file_name().unwrap().to_str().unwrap(),
-            &cfg,
-            &events(&run, &cfg, SPE * EPOCHS, true, better),
-            None,
-        );
-        progress.push(Progress::PointEnded {
-            point: *i,
-            label: label.clone(),
-            status: RunStatus::Finished,
-            final_test_acc: Some(0.59 + better),
-            run_dir: Some(run),
-            exit_code: None,
-        });
-    }
-    if !live && ran >= points.len() {
-        progress.push(Progress::SweepEnded {
-            trained: ran,
-            skipped: 0,
-            failed: 0,
-            points: points.len(),
-            dir: dir.clone(),
-            parallel: None,
-        });
-    }
-    let text: String = progress.iter().map(|p| p.to_line() + "\n").collect();
-    std::fs::write(dir.join("sweep.jsonl"), text).unwrap();
-}
-
-fn set_mtime(path: &Path, secs: u64) {
-    let t = std::time::UNIX_EPOCH + std::time::Duration::from_secs(secs);
-    std::fs::File::options()
-        .write(true)
-        .open(path)
-        .unwrap()
-        .set_modified(t)
-        .unwrap();
-}
-
 #[test]
 fn snapshots_of_a_live_sweep_and_an_older_one() {
     let home = Home::new();
@@ -371,4 +275,59 @@ fn compare_takes_eight_of_more_done_points_and_says_so() {
     app.update(Action::Compare);
     assert_eq!(app.view, View::Sweeps);
     assert!(app.status.as_ref().unwrap().text.contains("Compare needs"));
+}
+
+#[test]
+fn clicks_pick_sweeps_and_points_and_the_wheel_moves_through_them() {
+    use cptlab::tui::sweep::{LIST, POINTS};
+    let home = Home::new();
+    let runs = home.runs();
+    scripted_sweep(&runs, "cpt-kinds", &["CR", "RTV", "static"], 2, 6, false);
+    scripted_sweep(&runs, "lr-old", &["CR"], 2, 2, false);
+    for f in ["plan.toml", "sweep.jsonl"] {
+        set_mtime(&runs.join("lr-old").join(f), 1_700_000_000);
+    }
+    let mut app = home.app();
+    app.update(Action::Show(View::Sweeps));
+    assert_eq!(app.sweeps.rows[1].name, "lr-old");
+    // A click on a sweep drawn in the list selects it, with its points.
+    assert_eq!(click_on(&mut app, "lr-old"), Some(Action::Pick(LIST, 1)));
+    assert_eq!(app.sweeps.selected().unwrap().name, "lr-old");
+    assert_eq!(app.sweeps.points.len(), 2);
+    assert_eq!(app.sweeps.focus, Focus::Sweeps);
+    click_on(&mut app, "cpt-kinds");
+    assert_eq!(app.sweeps.points.len(), 6);
+    // A click on a point's row (short labels at 80 columns) selects it and moves the keys
+    // there; Enter opens what was clicked.
+    assert_eq!(
+        click_on(&mut app, "kind=RTV, seed=1"),
+        Some(Action::Pick(POINTS, 3))
+    );
+    assert_eq!(app.sweeps.focus, Focus::Points);
+    assert_eq!(app.sweeps.point_cursor, 3);
+    let fourth = app.sweeps.points[3].run_dir.clone().unwrap();
+    app.update(Action::Select);
+    assert_eq!(app.view, View::Dashboard);
+    assert_eq!(
+        app.current_slot().unwrap().data.dir.as_deref(),
+        Some(fourth.as_path())
+    );
+    app.update(Action::Back);
+    assert_eq!(app.view, View::Sweeps);
+    // The wheel over the points moves through them, within their number.
+    let over_points = spot(&app, "kind=CR, seed=0");
+    for _ in 0..10 {
+        let a = wheel(&app, over_points, true).unwrap();
+        assert_eq!(a, Action::Wheel(POINTS, 1));
+        app.update(a);
+    }
+    assert_eq!(app.sweeps.point_cursor, 5);
+    // Over the list it moves through the sweeps, and the keys go there.
+    let a = wheel(&app, spot(&app, "cpt-kinds"), true).unwrap();
+    app.update(a);
+    assert_eq!(app.sweeps.focus, Focus::Sweeps);
+    assert_eq!(app.sweeps.selected().unwrap().name, "lr-old");
+    // Headers and borders pick nothing.
+    assert_eq!(click(&app, spot(&app, "status")), None);
+    assert_eq!(click(&app, (0, 1)), None, "the list's corner");
 }

@@ -344,7 +344,7 @@ fn compare_three_runs() {
     // them otherwise (the table enlarged with Enter).
     let wide = render(&app, 160, 48);
     snap(&app, "compare_three");
-    app.update(Action::Pick(3));
+    app.update(Action::Pick(3, 0));
     app.update(Action::Select);
     let narrow = render(&app, 80, 24);
     for (frame, heading) in [(&wide, "config that differs"), (&narrow, "config differs")] {

@@ -60,9 +60,11 @@ pub enum Action {
     /// `Home` / `g`, `End` / `G`: the first / last row of a list.
     First,
     Last,
-    /// A mouse click on item `n` of the view: a field of Setup, a row of Runs or Presets, a
-    /// panel of the Dashboard or Compare (`mouse::action` reads the layout).
-    Pick(usize),
+    /// A mouse click on row `.1` of panel `.0` of the view (0: its list): a field of Setup, a
+    /// row of Runs or Presets, a sweep or a point of Sweeps; on the Dashboard and Compare,
+    /// whose panels have no rows, `Pick(panel, 0)` picks the panel (`mouse::action` reads the
+    /// layout).
+    Pick(usize, usize),
     /// The mouse wheel over panel `.0` of the view (0: its list), `.1` rows (down is positive).
     Wheel(usize, i32),
     /// `Enter`

@@ -60,7 +60,7 @@ impl Component for CompareState {
             Action::FocusPrev => c.focus = (c.focus + PANELS.len() - 1) % PANELS.len(),
             Action::Select => c.zoom = !c.zoom,
             Action::Back if c.zoom => c.zoom = false,
-            Action::Pick(i) if *i < PANELS.len() => c.focus = *i,
+            Action::Pick(i, _) if *i < PANELS.len() => c.focus = *i,
             Action::Left | Action::Right => {
                 if n > 0 {
                     let step = if *a == Action::Right { 1 } else { n - 1 };

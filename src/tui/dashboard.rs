@@ -56,7 +56,7 @@ impl Component for DashState {
             Action::FocusPrev => d.focus = (d.focus + PANELS.len() - 1) % PANELS.len(),
             Action::Select => d.zoom = !d.zoom,
             Action::Back if d.zoom => d.zoom = false,
-            Action::Pick(i) if *i < PANELS.len() => d.focus = *i,
+            Action::Pick(i, _) if *i < PANELS.len() => d.focus = *i,
             // The wheel scrolls the log wherever the focus is (down: towards the newest line).
             Action::Wheel(LOG, n) => {
                 d.log_scroll = (d.log_scroll as i64 - i64::from(*n)).max(0) as usize

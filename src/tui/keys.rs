@@ -614,7 +614,7 @@ pub fn lookup(ev: &KeyEvent) -> Option<Action> {
 /// True if `view`'s help (its own rows or the global ones) lists a key that sends `action`;
 /// the mouse's actions are documented by the `MOUSE` rows.
 pub fn documents(view: View, action: &Action) -> bool {
-    if matches!(action, Action::Pick(_) | Action::Wheel(..)) {
+    if matches!(action, Action::Pick(..) | Action::Wheel(..)) {
         return !MOUSE.is_empty();
     }
     GLOBAL

@@ -1,15 +1,15 @@
 //! The mouse, as `Action`s: a pure function of the app's state, the terminal's size and the
 //! event, reading the same layout functions the views draw with. A click on a tab shows its
-//! view; on a Setup field, a row of Runs or Presets, or a panel, picks it (`Action::Pick`); the
-//! wheel scrolls the list, the form, the preset's TOML or the log, and zooms a chart
-//! (`Action::Wheel`). Nothing happens while a dialog, prompt, help or a field edit has the
+//! view; on a Setup field, a row of Runs, Presets or Sweeps (a sweep or a point), or a panel,
+//! picks it (`Action::Pick`); the wheel scrolls the list, the form, the preset's TOML or the
+//! log, moves through sweeps and points, and zooms a chart (`Action::Wheel`). Nothing happens while a dialog, prompt, help or a field edit has the
 //! keyboard.
 use crossterm::event::{MouseButton, MouseEvent, MouseEventKind};
 use ratatui::layout::{Position, Rect};
 
 use super::action::{Action, InputMode, View};
 use super::app::App;
-use super::{compare, dashboard, presets, runs, setup, ui};
+use super::{compare, dashboard, presets, runs, setup, sweep, ui};
 
 /// Rows one notch of the wheel scrolls text (the form, the TOML, the log); a list's selection
 /// moves one row per notch.
@@ -49,24 +49,29 @@ fn panel_at(rects: &[(usize, Rect)], at: Position) -> Option<usize> {
 
 fn click(app: &App, body: Rect, at: Position) -> Option<Action> {
     match app.view {
-        // Keys only (the mouse still picks the tab).
-        View::Sweeps => None,
+        View::Sweeps => {
+            let s = &app.sweeps;
+            if s.rows.is_empty() {
+                return None;
+            }
+            let (list, table, _) = sweep::layout(body, s.points.len());
+            if let Some(i) = ui::table_row_at(list, at, s.cursor, s.rows.len()) {
+                return Some(Action::Pick(sweep::LIST, i));
+            }
+            ui::table_row_at(table, at, s.point_cursor, s.points.len())
+                .map(|i| Action::Pick(sweep::POINTS, i))
+        }
         View::Setup => {
             let (form, _) = setup::layout(body);
             if !form.contains(at) {
                 return None;
             }
-            setup::field_at(&app.setup, form, at.y).map(Action::Pick)
+            setup::field_at(&app.setup, form, at.y).map(|i| Action::Pick(0, i))
         }
         View::Runs => {
             let h = &app.history;
             let (list, _) = runs::layout(body);
-            let (first, shown) = runs::body_rows(list);
-            if !list.contains(at) || at.y < first || at.y >= first + shown as u16 {
-                return None;
-            }
-            let i = ui::list_offset(h.cursor, shown) + (at.y - first) as usize;
-            (i < h.rows.len()).then_some(Action::Pick(i))
+            ui::table_row_at(list, at, h.cursor, h.rows.len()).map(|i| Action::Pick(0, i))
         }
         View::Presets => {
             let p = &app.presets;
@@ -77,26 +82,36 @@ fn click(app: &App, body: Rect, at: Position) -> Option<Action> {
                 return None;
             }
             let i = ui::list_offset(p.cursor, rows) + (at.y - first) as usize;
-            (i < p.rows.len()).then_some(Action::Pick(i))
+            (i < p.rows.len()).then_some(Action::Pick(0, i))
         }
         View::Dashboard => {
             app.current_slot()?;
             let rects = dashboard::panel_rects(body, app.dash.zoom, app.dash.focus);
-            panel_at(&rects, at).map(Action::Pick)
+            panel_at(&rects, at).map(|i| Action::Pick(i, 0))
         }
         View::Compare => {
             if app.compared_slots().len() < 2 {
                 return None;
             }
             let rects = compare::panel_rects(body, app);
-            panel_at(&rects, at).map(Action::Pick)
+            panel_at(&rects, at).map(|i| Action::Pick(i, 0))
         }
     }
 }
 
 fn wheel(app: &App, body: Rect, at: Position, dir: i32) -> Option<Action> {
     match app.view {
-        View::Sweeps => None,
+        View::Sweeps => {
+            let s = &app.sweeps;
+            if s.rows.is_empty() {
+                return None;
+            }
+            let (list, table, _) = sweep::layout(body, s.points.len());
+            [(sweep::LIST, list), (sweep::POINTS, table)]
+                .into_iter()
+                .find(|(_, r)| r.contains(at))
+                .map(|(panel, _)| Action::Wheel(panel, dir))
+        }
         View::Setup => {
             let (form, _) = setup::layout(body);
             if !form.contains(at) {

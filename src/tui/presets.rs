@@ -77,7 +77,7 @@ impl Component for PresetsState {
         match a {
             Action::FocusNext | Action::FocusPrev => p.preview_focus = !p.preview_focus,
             Action::Back if p.preview_focus => p.preview_focus = false,
-            Action::Pick(i) if *i < n => {
+            Action::Pick(0, i) if *i < n => {
                 p.cursor = *i;
                 p.preview_focus = false;
                 p.scroll = 0;

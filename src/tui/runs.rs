@@ -459,7 +459,7 @@ impl Component for RunsState {
             Action::PageDown => h.cursor = (h.cursor + 10).min(last),
             Action::First => h.cursor = 0,
             Action::Last => h.cursor = last,
-            Action::Pick(i) if *i < n => h.cursor = *i,
+            Action::Pick(0, i) if *i < n => h.cursor = *i,
             Action::Wheel(_, d) => {
                 h.cursor = (h.cursor as i64 + i64::from(*d)).clamp(0, last as i64) as usize
             }
@@ -715,12 +715,6 @@ pub fn layout(area: Rect) -> (Rect, Rect) {
     (list, detail)
 }
 
-/// The first screen row of the table's body (inside the border, under the header) and how
-/// many rows it shows.
-pub fn body_rows(list: Rect) -> (u16, usize) {
-    (list.y + 2, list.height.saturating_sub(3) as usize)
-}
-
 pub fn draw(f: &mut Frame, area: Rect, app: &App) {
     let h = &app.history;
     let (list, detail) = layout(area);
@@ -779,7 +773,7 @@ pub fn draw(f: &mut Frame, area: Rect, app: &App) {
             .header(Row::new(header).style(Style::default().add_modifier(Modifier::BOLD)))
             .row_highlight_style(Style::default().add_modifier(Modifier::REVERSED))
             .block(panel(&title, true));
-        let (_, shown) = body_rows(list);
+        let (_, shown) = super::ui::table_body(list);
         let mut state = TableState::default()
             .with_offset(super::ui::list_offset(h.cursor, shown))
             .with_selected(Some(h.cursor));

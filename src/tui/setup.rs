@@ -898,7 +898,7 @@ impl SetupState {
             Action::FocusNext => self.move_focus(1, true),
             Action::PageUp => self.move_focus(-8, false),
             Action::PageDown => self.move_focus(8, false),
-            Action::Pick(i) => match self.rows().get(*i) {
+            Action::Pick(0, i) => match self.rows().get(*i) {
                 Some(r) => self.focus = r.clone(),
                 None => return false,
             },

@@ -93,12 +93,27 @@ struct SweepStamps {
     dir: Stamp,
 }
 
+/// The view's panels as `Action::Pick` and `Action::Wheel` number them.
+pub const LIST: usize = 0;
+pub const POINTS: usize = 1;
+
 /// Which panel the keys move in.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Focus {
     #[default]
     Sweeps,
     Points,
+}
+
+impl Focus {
+    /// The focus of panel `LIST` or `POINTS`.
+    fn of_panel(panel: usize) -> Focus {
+        if panel == POINTS {
+            Focus::Points
+        } else {
+            Focus::Sweeps
+        }
+    }
 }
 
 #[derive(Debug, Clone, Default)]
@@ -320,6 +335,16 @@ impl Component for SweepsState {
                 }
             }
             Action::Back if self.focus == Focus::Points => self.focus = Focus::Sweeps,
+            // A click on a sweep or a point selects it and moves the keys there; the wheel
+            // moves through the list it is over.
+            Action::Pick(panel @ (LIST | POINTS), i) => {
+                self.focus = Focus::of_panel(*panel);
+                self.move_cursor(|_, _| *i);
+            }
+            Action::Wheel(panel @ (LIST | POINTS), d) => {
+                self.focus = Focus::of_panel(*panel);
+                self.move_cursor(|c, _| (c as i64 + i64::from(*d)).max(0) as usize);
+            }
             Action::Key('R') => {
                 let root = self.root.clone();
                 self.refresh(&root);
@@ -515,7 +540,7 @@ fn draw_list(f: &mut Frame, area: Rect, s: &SweepsState) {
         )
         .row_highlight_style(Style::default().add_modifier(Modifier::REVERSED))
         .block(panel(&title, s.focus == Focus::Sweeps));
-    let shown = area.height.saturating_sub(3) as usize;
+    let (_, shown) = super::ui::table_body(area);
     let mut state = TableState::default()
         .with_offset(super::ui::list_offset(s.cursor, shown))
         .with_selected(Some(s.cursor));
@@ -596,7 +621,7 @@ fn draw_points(f: &mut Frame, area: Rect, s: &SweepsState) {
             Style::default()
         })
         .block(panel(&title, s.focus == Focus::Points));
-    let shown = area.height.saturating_sub(3) as usize;
+    let (_, shown) = super::ui::table_body(area);
     let mut state = TableState::default()
         .with_offset(super::ui::list_offset(s.point_cursor, shown))
         .with_selected(Some(s.point_cursor));

@@ -2,7 +2,7 @@
 //! Colours are the 16 named ANSI colours only, so 16- and 256-colour terminals (and SSH) look
 //! alike; no text anyone needs to read is in colour 8 (bright black, `DIM`), which vanishes on
 //! many dark palettes: secondary text is the normal colour, faint (`theme::muted`).
-use ratatui::layout::{Constraint, Layout, Rect};
+use ratatui::layout::{Constraint, Layout, Position, Rect};
 use ratatui::style::{Modifier, Style};
 use ratatui::text::{Line, Span};
 use ratatui::widgets::{Block, Clear, Paragraph, Wrap};
@@ -70,6 +70,23 @@ pub fn panel_with(title: &str, extra: Vec<Span<'static>>, focused: bool) -> Bloc
 /// lists and tables do from offset 0), shared by drawing and the mouse.
 pub fn list_offset(cursor: usize, rows: usize) -> usize {
     cursor.saturating_sub(rows.saturating_sub(1))
+}
+
+/// A bordered table with one header row: the screen row of its first body row, and how many
+/// body rows it shows. Drawing and the mouse both read it, so a click picks what is drawn.
+pub fn table_body(area: Rect) -> (u16, usize) {
+    (area.y + 2, area.height.saturating_sub(3) as usize)
+}
+
+/// The row of a bordered table with a header (`len` rows, scrolled to show `cursor`, as
+/// `list_offset` does) drawn at `at`, if a row is drawn there.
+pub fn table_row_at(area: Rect, at: Position, cursor: usize, len: usize) -> Option<usize> {
+    let (first, shown) = table_body(area);
+    if !area.contains(at) || at.y < first || at.y >= first + shown as u16 {
+        return None;
+    }
+    let i = list_offset(cursor, shown) + (at.y - first) as usize;
+    (i < len).then_some(i)
 }
 
 /// The frame's three parts: the tab bar, the view, the status line.

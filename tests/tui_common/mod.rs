@@ -278,3 +278,144 @@ pub fn render(app: &App, w: u16, h: u16) -> String {
 
 /// A pid that cannot belong to a live process.
 pub const DEAD_PID: u32 = 4_000_000_000;
+
+// ---- The mouse, through the same Action path (synthetic events on an 80×24 layout). ----
+
+use crossterm::event::{MouseButton, MouseEvent, MouseEventKind};
+
+pub fn mouse_at(
+    app: &App,
+    kind: MouseEventKind,
+    (x, y): (u16, u16),
+) -> Option<cptlab::tui::action::Action> {
+    let ev = MouseEvent {
+        kind,
+        column: x,
+        row: y,
+        modifiers: crossterm::event::KeyModifiers::NONE,
+    };
+    cptlab::tui::mouse::action(app, ratatui::layout::Rect::new(0, 0, 80, 24), &ev)
+}
+
+pub fn click(app: &App, at: (u16, u16)) -> Option<cptlab::tui::action::Action> {
+    mouse_at(app, MouseEventKind::Down(MouseButton::Left), at)
+}
+
+pub fn wheel(app: &App, at: (u16, u16), down: bool) -> Option<cptlab::tui::action::Action> {
+    let kind = if down {
+        MouseEventKind::ScrollDown
+    } else {
+        MouseEventKind::ScrollUp
+    };
+    mouse_at(app, kind, at)
+}
+
+/// Where `text` is drawn at 80×24.
+pub fn spot(app: &App, text: &str) -> (u16, u16) {
+    let frame = render(app, 80, 24);
+    find(&frame, text).unwrap_or_else(|| panic!("no {text:?} in\n{frame}"))
+}
+
+/// Clicks `text` and applies what it sends.
+pub fn click_on(app: &mut App, text: &str) -> Option<cptlab::tui::action::Action> {
+    let a = click(app, spot(app, text));
+    if let Some(a) = a.clone() {
+        app.update(a);
+    }
+    a
+}
+
+// ---- A scripted sweep, for the snapshots and the limits. ----
+
+/// Writes a sweep directory as `cptlab sweep` leaves it: `plan.toml`, the run directories of
+/// the first `ran` points (finished), and `sweep.jsonl`. `live`: a sweep process (this test's)
+/// still runs it, with the next point started.
+pub fn scripted_sweep(runs: &Path, name: &str, kinds: &[&str], seeds: u64, ran: usize, live: bool) {
+    let dir = runs.join(name);
+    std::fs::create_dir_all(&dir).unwrap();
+    let mut plan = String::new();
+    let mut points = Vec::new();
+    for k in kinds {
+        for seed in 0..seeds {
+            let i = points.len();
+            let label = format!("precision.schedule.kind={k}, seed={seed}");
+            plan.push_str(&format!(
+                "[[point]]\nindex = {i}\nname = \"{name}-p{i:03}\"\nlabel = \"{label}\"\n\n"
+            ));
+            points.push((i, *k, seed, label));
+        }
+    }
+    std::fs::write(dir.join("plan.toml"), plan).unwrap();
+    let me = std::process::id();
+    let mut progress = vec![cptlab::sweep::Progress::SweepStarted {
+        points: points.len(),
+        pid: if live { me } else { DEAD_PID },
+        start_time: live
+            .then(|| cptlab::files::process::ProcessId::current().start_time)
+            .flatten(),
+        boot_id: None,
+        parallel: None,
+    }];
+    for (i, k, seed, label) in &points {
+        if *i > ran {
+            break;
+        }
+        progress.push(cptlab::sweep::Progress::PointStarted {
+            point: *i,
+            label: label.clone(),
+        });
+        if *i == ran {
+            break;
+        }
+        let sched = match *k {
+            "CR" => Some(cr()),
+            "RTV" => {
+                let mut s = cr();
+                s.kind = cptlab::schedule::PrecisionScheduleKind::Rtv;
+                Some(s)
+            }
+            _ => Some(static8()),
+        };
+        let mut cfg = config(&format!("{name}-p{i:03}"), sched);
+        cfg.seed = *seed;
+        let run = dir.join(format!("20250101-1200{i:02}-{name}-p{i:03}"));
+        let better = 0.01 * (*i as f64) + if *k == "CR" { 0.02 } else { 0.0 };
+        write_run(
+            &dir,
+            run.file_name().unwrap().to_str().unwrap(),
+            &cfg,
+            &events(&run, &cfg, SPE * EPOCHS, true, better),
+            None,
+        );
+        progress.push(cptlab::sweep::Progress::PointEnded {
+            point: *i,
+            label: label.clone(),
+            status: cptlab::telemetry::RunStatus::Finished,
+            final_test_acc: Some(0.59 + better),
+            run_dir: Some(run),
+            exit_code: None,
+        });
+    }
+    if !live && ran >= points.len() {
+        progress.push(cptlab::sweep::Progress::SweepEnded {
+            trained: ran,
+            skipped: 0,
+            failed: 0,
+            points: points.len(),
+            dir: dir.clone(),
+            parallel: None,
+        });
+    }
+    let text: String = progress.iter().map(|p| p.to_line() + "\n").collect();
+    std::fs::write(dir.join("sweep.jsonl"), text).unwrap();
+}
+
+pub fn set_mtime(path: &Path, secs: u64) {
+    let t = std::time::UNIX_EPOCH + std::time::Duration::from_secs(secs);
+    std::fs::File::options()
+        .write(true)
+        .open(path)
+        .unwrap()
+        .set_modified(t)
+        .unwrap();
+}
